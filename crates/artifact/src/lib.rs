@@ -1,0 +1,56 @@
+//! The artifact contract: what an artifact is, where it lives and how it is made and consumed.
+//!
+//! Both the xtask (which makes artifacts) and `aether-fetcher` (which consumes them) depend on
+//! this crate, so each rule exists exactly once.
+
+mod digest;
+mod name;
+pub mod pack;
+pub mod podinfo;
+pub mod store;
+pub mod unpack;
+
+pub use digest::{Digest, DigestError};
+pub use name::{AppName, NameError};
+
+/// The object key of an artifact: `artifacts/<app>/<digest>/app.tar.gz`.
+pub fn object_key(app: &AppName, digest: &Digest) -> String {
+    format!("{}{app}/{digest}/app.tar.gz", KEY_PREFIX)
+}
+
+/// Prefix of every artifact key in the bucket.
+pub const KEY_PREFIX: &str = "artifacts/";
+
+/// Annotation and label keys shared by the xtask, the manifests and the fetcher.
+pub mod keys {
+    pub const APP: &str = "aether.dev/app";
+    pub const DIGEST: &str = "aether.dev/digest";
+    pub const GENERATION: &str = "aether.dev/generation";
+    pub const FETCH_INTERVAL: &str = "aether.dev/fetch-interval";
+}
+
+/// Layout of the volume shared by the fetcher and the app.
+pub mod volume {
+    /// Symlink to the live release, relative target `.releases/<digest>`.
+    pub const CURRENT: &str = "current";
+    /// Per-digest extracted releases.
+    pub const RELEASES: &str = ".releases";
+    /// Directory the app's `node --watch-path` watches; only the trigger file changes in it.
+    pub const RELOAD_DIR: &str = ".reload";
+    pub const RELOAD_TRIGGER: &str = ".reload/trigger";
+    /// Fetcher state (status JSON), readable by `aether-fetcher status`.
+    pub const STATE_DIR: &str = ".fetcher";
+    pub const STATE_FILE: &str = ".fetcher/state.json";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_layout() {
+        let app = AppName::parse("demo").unwrap();
+        let d = Digest::parse(&"ab".repeat(32)).unwrap();
+        assert_eq!(object_key(&app, &d), format!("artifacts/demo/{}/app.tar.gz", "ab".repeat(32)));
+    }
+}

@@ -1,0 +1,337 @@
+//! Deterministic packing of a directory into a tar.gz whose SHA-256 is the artifact digest.
+//!
+//! The bytes depend only on the tree's paths, contents, exec bits and symlink targets: entries
+//! are sorted, every header has mtime [`MTIME`], uid/gid 0 and no user/group names, and modes are
+//! normalised to 0644/0755. The tar stream is cut into fixed [`CHUNK_SIZE`] pieces that are
+//! compressed as independent gzip members (header without name or timestamp), so chunks can be
+//! compressed on several threads while the output stays byte-for-byte the same whatever the
+//! thread count. Any gzip reader (`gzip -d`, `tar -xzf`, flate2's `MultiGzDecoder`) reads
+//! concatenated members as one stream.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{mpsc, Mutex};
+
+use flate2::{Compression, GzBuilder};
+use sha2::{Digest as _, Sha256};
+
+use crate::Digest;
+
+/// Modification time written into every header. 1 rather than 0: some tools treat 0 as
+/// "unknown" and substitute the current time, which would break reproducibility downstream.
+pub const MTIME: u64 = 1;
+/// gzip level; part of the contract because it changes the bytes.
+pub const LEVEL: u32 = 6;
+/// Uncompressed bytes per gzip member; part of the contract because it changes the bytes.
+pub const CHUNK_SIZE: usize = 1 << 20;
+/// Ignore file read from the root of the packed directory (gitignore syntax).
+pub const IGNORE_FILE: &str = ".aetherignore";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("cannot pack {}: {why}", path.display())]
+    Refused { path: PathBuf, why: String },
+    #[error("writing the archive: {0}")]
+    Output(io::Error),
+}
+
+/// What a pack produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packed {
+    pub digest: Digest,
+    /// Compressed bytes written.
+    pub bytes: u64,
+    /// Tar entries (files, directories and symlinks).
+    pub entries: u64,
+    /// Bytes of file content.
+    pub content_bytes: u64,
+}
+
+/// Packs `root` into `out` and returns the digest, computed over the bytes as they are written.
+pub fn pack_dir<W: Write + Send>(root: &Path, out: W) -> Result<Packed, PackError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    pack_dir_with_threads(root, out, threads)
+}
+
+/// As [`pack_dir`] with an explicit number of compression threads (the output does not depend on it).
+pub fn pack_dir_with_threads<W: Write + Send>(
+    root: &Path,
+    out: W,
+    threads: usize,
+) -> Result<Packed, PackError> {
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PackError::Io { path, source }
+    };
+    let meta = fs::metadata(root).map_err(io_err(root))?;
+    if !meta.is_dir() {
+        return Err(PackError::Refused {
+            path: root.to_path_buf(),
+            why: "it is not a directory; pass the directory that holds the app".into(),
+        });
+    }
+    let ignore = load_ignore(root)?;
+    let threads = threads.max(1);
+
+    let (work_tx, work_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(threads * 2);
+    let (done_tx, done_rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(threads * 2);
+    let work_rx = Mutex::new(work_rx);
+    let work_rx = &work_rx;
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let done_tx = done_tx.clone();
+            s.spawn(move || loop {
+                let next = work_rx.lock().unwrap().recv();
+                let Ok((seq, chunk)) = next else { return };
+                if done_tx.send((seq, compress_member(&chunk))).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(done_tx);
+        let writer = s.spawn(move || write_in_order(done_rx, out));
+
+        let mut chunker = Chunker { buf: Vec::with_capacity(CHUNK_SIZE * 2), seq: 0, tx: work_tx };
+        let walked = {
+            let mut tar = tar::Builder::new(&mut chunker);
+            let mut stats = (0u64, 0u64);
+            let res = walk(root, root, &ignore, &mut tar, &mut stats)
+                .and_then(|()| tar.finish().map_err(|e| PackError::Output(e)));
+            res.map(|()| stats)
+        };
+        let flushed = walked.and_then(|stats| chunker.flush_last().map(|()| stats));
+        drop(chunker);
+        let written = writer.join().expect("archive writer panicked");
+        let (entries, content_bytes) = flushed?;
+        let (bytes, digest) = written.map_err(PackError::Output)?;
+        Ok(Packed { digest, bytes, entries, content_bytes })
+    })
+}
+
+/// Convenience for tests and small trees: the archive bytes in memory.
+pub fn pack_to_vec(root: &Path) -> Result<(Vec<u8>, Packed), PackError> {
+    let mut buf = Vec::new();
+    let packed = pack_dir(root, &mut buf)?;
+    Ok((buf, packed))
+}
+
+fn compress_member(chunk: &[u8]) -> Vec<u8> {
+    // No name, no timestamp, OS "unknown": the header carries nothing about this machine.
+    let mut enc = GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(Vec::with_capacity(chunk.len() / 3 + 64), Compression::new(LEVEL));
+    enc.write_all(chunk).expect("writing to a Vec cannot fail");
+    enc.finish().expect("writing to a Vec cannot fail")
+}
+
+fn write_in_order<W: Write>(rx: mpsc::Receiver<(u64, Vec<u8>)>, mut out: W) -> io::Result<(u64, Digest)> {
+    let mut pending = BTreeMap::new();
+    let mut next = 0u64;
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    for (seq, member) in rx {
+        pending.insert(seq, member);
+        while let Some(member) = pending.remove(&next) {
+            hasher.update(&member);
+            out.write_all(&member)?;
+            bytes += member.len() as u64;
+            next += 1;
+        }
+    }
+    if !pending.is_empty() {
+        return Err(io::Error::other("archive chunks missing: a compression thread stopped early"));
+    }
+    out.flush()?;
+    Ok((bytes, Digest::from_bytes(hasher.finalize().into())))
+}
+
+struct Chunker {
+    buf: Vec<u8>,
+    seq: u64,
+    tx: mpsc::SyncSender<(u64, Vec<u8>)>,
+}
+
+impl Chunker {
+    fn send(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        self.tx
+            .send((self.seq, chunk))
+            .map_err(|_| io::Error::other("the archive writer stopped (see its error)"))?;
+        self.seq += 1;
+        Ok(())
+    }
+
+    fn flush_last(&mut self) -> Result<(), PackError> {
+        if !self.buf.is_empty() {
+            let last = std::mem::take(&mut self.buf);
+            self.send(last).map_err(PackError::Output)?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for Chunker {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        while self.buf.len() >= CHUNK_SIZE {
+            let rest = self.buf.split_off(CHUNK_SIZE);
+            let full = std::mem::replace(&mut self.buf, rest);
+            self.buf.reserve(CHUNK_SIZE);
+            self.send(full)?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn load_ignore(root: &Path) -> Result<ignore::gitignore::Gitignore, PackError> {
+    let mut b = ignore::gitignore::GitignoreBuilder::new(root);
+    let file = root.join(IGNORE_FILE);
+    if file.exists() {
+        if let Some(e) = b.add(&file) {
+            return Err(PackError::Refused { path: file, why: format!("bad ignore pattern: {e}") });
+        }
+    }
+    b.build().map_err(|e| PackError::Refused {
+        path: root.join(IGNORE_FILE),
+        why: format!("bad ignore pattern: {e}"),
+    })
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    ignore: &ignore::gitignore::Gitignore,
+    tar: &mut tar::Builder<&mut Chunker>,
+    stats: &mut (u64, u64),
+) -> Result<(), PackError> {
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PackError::Io { path, source }
+    };
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io_err(dir))?;
+    // Byte order, not locale order: the same on every machine.
+    names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+    for name in names {
+        let path = dir.join(&name);
+        let rel = path.strip_prefix(root).expect("walk stays under root");
+        let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
+        let ft = meta.file_type();
+        if ft.is_dir() && name == ".git" {
+            continue;
+        }
+        if ignore.matched_path_or_any_parents(rel, ft.is_dir()).is_ignore() {
+            continue;
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(MTIME);
+        h.set_uid(0);
+        h.set_gid(0);
+        stats.0 += 1;
+        let out_err = |e| PackError::Output(e);
+        if ft.is_dir() {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            tar.append_data(&mut h, rel, io::empty()).map_err(out_err)?;
+            walk(root, &path, ignore, tar, stats)?;
+        } else if ft.is_file() {
+            let size = meta.len();
+            let exec = meta.permissions().mode() & 0o111 != 0;
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(if exec { 0o755 } else { 0o644 });
+            h.set_size(size);
+            let file = fs::File::open(&path).map_err(io_err(&path))?;
+            let reader = ExactReader { inner: file.take(size), remaining: size };
+            tar.append_data(&mut h, rel, reader).map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    PackError::Refused { path: path.clone(), why: "the file shrank while it was being packed; try again when nothing is writing to it".into() }
+                } else {
+                    PackError::Io { path: path.clone(), source: e }
+                }
+            })?;
+            stats.1 += size;
+        } else if ft.is_symlink() {
+            let target = fs::read_link(&path).map_err(io_err(&path))?;
+            check_link(rel, &target).map_err(|why| PackError::Refused {
+                path: path.clone(),
+                why: format!("symlink to {}: {why}; replace it with a copy of its target, or make it a relative link that stays inside the directory", target.display()),
+            })?;
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_mode(0o777);
+            h.set_size(0);
+            tar.append_link(&mut h, rel, &target).map_err(out_err)?;
+        } else {
+            let kind = if ft.is_socket() {
+                "a socket"
+            } else if ft.is_fifo() {
+                "a FIFO"
+            } else if ft.is_block_device() || ft.is_char_device() {
+                "a device node"
+            } else {
+                "not a regular file, directory or symlink"
+            };
+            return Err(PackError::Refused {
+                path,
+                why: format!("it is {kind}; remove it or list it in {IGNORE_FILE}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A symlink at `link` (relative to the root) may point to `target` only if the target is
+/// relative and, resolved lexically from the link's directory, stays inside the root.
+pub(crate) fn check_link(link: &Path, target: &Path) -> Result<(), &'static str> {
+    if target.as_os_str().is_empty() {
+        return Err("the target is empty");
+    }
+    let mut depth: i64 = link.parent().map_or(0, |p| p.components().count() as i64);
+    for c in target.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err("it points outside the directory");
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return Err("it is absolute"),
+        }
+    }
+    Ok(())
+}
+
+/// Yields exactly `remaining` bytes or fails: a file that shrinks mid-pack must not produce a
+/// header whose size disagrees with its data.
+struct ExactReader<R> {
+    inner: R,
+    remaining: u64,
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank"));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
