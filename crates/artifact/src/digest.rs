@@ -13,7 +13,10 @@ pub struct DigestError {
 
 impl Digest {
     pub fn parse(s: &str) -> Result<Digest, DigestError> {
-        let err = |why| DigestError { input: s.to_string(), why };
+        let err = |why| DigestError {
+            input: s.to_string(),
+            why,
+        };
         let hex = s.strip_prefix("sha256:").unwrap_or(s);
         if hex.len() != 64 {
             return Err(err("it is not 64 characters long"));

@@ -51,6 +51,9 @@ mod tests {
     fn key_layout() {
         let app = AppName::parse("demo").unwrap();
         let d = Digest::parse(&"ab".repeat(32)).unwrap();
-        assert_eq!(object_key(&app, &d), format!("artifacts/demo/{}/app.tar.gz", "ab".repeat(32)));
+        assert_eq!(
+            object_key(&app, &d),
+            format!("artifacts/demo/{}/app.tar.gz", "ab".repeat(32))
+        );
     }
 }

@@ -14,14 +14,20 @@ pub struct NameError {
 
 impl AppName {
     pub fn parse(s: &str) -> Result<AppName, NameError> {
-        let err = |why| NameError { name: s.to_string(), why };
+        let err = |why| NameError {
+            name: s.to_string(),
+            why,
+        };
         if s.is_empty() {
             return Err(err("it is empty"));
         }
         if s.len() > 63 {
             return Err(err("it is longer than 63 characters"));
         }
-        if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
             return Err(err("it contains a character other than a-z, 0-9 and '-'"));
         }
         if s.starts_with('-') || s.ends_with('-') {

@@ -54,7 +54,9 @@ pub struct Packed {
 
 /// Packs `root` into `out` and returns the digest, computed over the bytes as they are written.
 pub fn pack_dir<W: Write + Send>(root: &Path, out: W) -> Result<Packed, PackError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
     pack_dir_with_threads(root, out, threads)
 }
 
@@ -96,7 +98,11 @@ pub fn pack_dir_with_threads<W: Write + Send>(
         drop(done_tx);
         let writer = s.spawn(move || write_in_order(done_rx, out));
 
-        let mut chunker = Chunker { buf: Vec::with_capacity(CHUNK_SIZE * 2), seq: 0, tx: work_tx };
+        let mut chunker = Chunker {
+            buf: Vec::with_capacity(CHUNK_SIZE * 2),
+            seq: 0,
+            tx: work_tx,
+        };
         let walked = {
             let mut tar = tar::Builder::new(&mut chunker);
             let mut stats = (0u64, 0u64);
@@ -109,7 +115,12 @@ pub fn pack_dir_with_threads<W: Write + Send>(
         let written = writer.join().expect("archive writer panicked");
         let (entries, content_bytes) = flushed?;
         let (bytes, digest) = written.map_err(PackError::Output)?;
-        Ok(Packed { digest, bytes, entries, content_bytes })
+        Ok(Packed {
+            digest,
+            bytes,
+            entries,
+            content_bytes,
+        })
     })
 }
 
@@ -122,15 +133,18 @@ pub fn pack_to_vec(root: &Path) -> Result<(Vec<u8>, Packed), PackError> {
 
 fn compress_member(chunk: &[u8]) -> Vec<u8> {
     // No name, no timestamp, OS "unknown": the header carries nothing about this machine.
-    let mut enc = GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(Vec::with_capacity(chunk.len() / 3 + 64), Compression::new(LEVEL));
+    let mut enc = GzBuilder::new().mtime(0).operating_system(255).write(
+        Vec::with_capacity(chunk.len() / 3 + 64),
+        Compression::new(LEVEL),
+    );
     enc.write_all(chunk).expect("writing to a Vec cannot fail");
     enc.finish().expect("writing to a Vec cannot fail")
 }
 
-fn write_in_order<W: Write>(rx: mpsc::Receiver<(u64, Vec<u8>)>, mut out: W) -> io::Result<(u64, Digest)> {
+fn write_in_order<W: Write>(
+    rx: mpsc::Receiver<(u64, Vec<u8>)>,
+    mut out: W,
+) -> io::Result<(u64, Digest)> {
     let mut pending = BTreeMap::new();
     let mut next = 0u64;
     let mut hasher = Sha256::new();
@@ -145,7 +159,9 @@ fn write_in_order<W: Write>(rx: mpsc::Receiver<(u64, Vec<u8>)>, mut out: W) -> i
         }
     }
     if !pending.is_empty() {
-        return Err(io::Error::other("archive chunks missing: a compression thread stopped early"));
+        return Err(io::Error::other(
+            "archive chunks missing: a compression thread stopped early",
+        ));
     }
     out.flush()?;
     Ok((bytes, Digest::from_bytes(hasher.finalize().into())))
@@ -197,7 +213,10 @@ fn load_ignore(root: &Path) -> Result<ignore::gitignore::Gitignore, PackError> {
     let file = root.join(IGNORE_FILE);
     if file.exists() {
         if let Some(e) = b.add(&file) {
-            return Err(PackError::Refused { path: file, why: format!("bad ignore pattern: {e}") });
+            return Err(PackError::Refused {
+                path: file,
+                why: format!("bad ignore pattern: {e}"),
+            });
         }
     }
     b.build().map_err(|e| PackError::Refused {
@@ -232,7 +251,10 @@ fn walk(
         if ft.is_dir() && name == ".git" {
             continue;
         }
-        if ignore.matched_path_or_any_parents(rel, ft.is_dir()).is_ignore() {
+        if ignore
+            .matched_path_or_any_parents(rel, ft.is_dir())
+            .is_ignore()
+        {
             continue;
         }
         let mut h = tar::Header::new_gnu();
@@ -254,7 +276,10 @@ fn walk(
             h.set_mode(if exec { 0o755 } else { 0o644 });
             h.set_size(size);
             let file = fs::File::open(&path).map_err(io_err(&path))?;
-            let reader = ExactReader { inner: file.take(size), remaining: size };
+            let reader = ExactReader {
+                inner: file.take(size),
+                remaining: size,
+            };
             tar.append_data(&mut h, rel, reader).map_err(|e| {
                 if e.kind() == io::ErrorKind::UnexpectedEof {
                     PackError::Refused { path: path.clone(), why: "the file shrank while it was being packed; try again when nothing is writing to it".into() }

@@ -116,7 +116,9 @@ pub fn go_unquote(q: &str) -> Result<String, String> {
         match c {
             '"' => return Err(format!("unescaped quote in {q:?}")),
             '\\' => {
-                let e = chars.next().ok_or_else(|| format!("dangling backslash in {q:?}"))?;
+                let e = chars
+                    .next()
+                    .ok_or_else(|| format!("dangling backslash in {q:?}"))?;
                 let simple = match e {
                     'a' => Some(b'\x07'),
                     'b' => Some(b'\x08'),
@@ -137,7 +139,8 @@ pub fn go_unquote(q: &str) -> Result<String, String> {
                     'x' => out.push(hex(&mut chars, 2)? as u8),
                     'u' | 'U' => {
                         let v = hex(&mut chars, if e == 'u' { 4 } else { 8 })?;
-                        let ch = char::from_u32(v).ok_or_else(|| format!("invalid code point in {q:?}"))?;
+                        let ch = char::from_u32(v)
+                            .ok_or_else(|| format!("invalid code point in {q:?}"))?;
                         let mut buf = [0u8; 4];
                         out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
                     }
@@ -166,8 +169,15 @@ pub fn go_unquote(q: &str) -> Result<String, String> {
 /// previous call wrote. Readers that re-open `dir/<name>` always see one complete version.
 pub fn write_atomic_volume(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> io::Result<()> {
     fs::create_dir_all(dir)?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let ts = format!("..{}_{:09}.{}", now.as_secs(), now.subsec_nanos(), std::process::id());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ts = format!(
+        "..{}_{:09}.{}",
+        now.as_secs(),
+        now.subsec_nanos(),
+        std::process::id()
+    );
     let ts_dir = dir.join(&ts);
     fs::create_dir(&ts_dir)?;
     for (name, content) in files {
@@ -230,10 +240,23 @@ mod tests {
 
     #[test]
     fn unquote_accepts_every_go_escape() {
-        assert_eq!(go_unquote(r#""\x41\101\u00e9\U0001F680""#).unwrap(), "AAé🚀");
+        assert_eq!(
+            go_unquote(r#""\x41\101\u00e9\U0001F680""#).unwrap(),
+            "AAé🚀"
+        );
         // Invalid UTF-8 as Go prints it (%q of "\xff") decodes to the replacement character.
         assert_eq!(go_unquote(r#""\xff""#).unwrap(), "\u{fffd}");
-        for bad in [r#""\q""#, r#""\x4""#, r#""\u12""#, r#""abc"#, r#"abc""#, r#"""#, r#""a"b""#, r#""\"#, r#""\400""#] {
+        for bad in [
+            r#""\q""#,
+            r#""\x4""#,
+            r#""\u12""#,
+            r#""abc"#,
+            r#"abc""#,
+            r#"""#,
+            r#""a"b""#,
+            r#""\"#,
+            r#""\400""#,
+        ] {
             assert!(go_unquote(bad).is_err(), "{bad:?} should fail");
         }
     }
@@ -244,7 +267,10 @@ mod tests {
         let p = parse_annotations(text);
         assert!(p.bad.is_empty(), "{:?}", p.bad);
         assert_eq!(p.values["aether.dev/generation"], "7");
-        assert_eq!(p.values["kubectl.kubernetes.io/last-applied-configuration"], "{\"apiVersion\":\"v1\"}\n");
+        assert_eq!(
+            p.values["kubectl.kubernetes.io/last-applied-configuration"],
+            "{\"apiVersion\":\"v1\"}\n"
+        );
         assert_eq!(p.values["kubernetes.io/config.source"], "api");
         assert_eq!(format_annotations(&p.values), text);
     }
@@ -260,7 +286,10 @@ mod tests {
 
     #[test]
     fn format_sorts_and_trims_final_newline() {
-        let m: BTreeMap<_, _> = [("b", "2"), ("a", "1")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: BTreeMap<_, _> = [("b", "2"), ("a", "1")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         assert_eq!(format_annotations(&m), "a=\"1\"\nb=\"2\"");
     }
 
@@ -269,17 +298,31 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let vol = d.path().join("podinfo");
         let files = |v: &str| -> BTreeMap<String, Vec<u8>> {
-            [("annotations".to_string(), v.as_bytes().to_vec())].into_iter().collect()
+            [("annotations".to_string(), v.as_bytes().to_vec())]
+                .into_iter()
+                .collect()
         };
         write_atomic_volume(&vol, &files("one")).unwrap();
         assert_eq!(fs::read_to_string(vol.join("annotations")).unwrap(), "one");
-        assert_eq!(fs::read_link(vol.join("annotations")).unwrap(), Path::new("..data/annotations"));
+        assert_eq!(
+            fs::read_link(vol.join("annotations")).unwrap(),
+            Path::new("..data/annotations")
+        );
         write_atomic_volume(&vol, &files("two")).unwrap();
         assert_eq!(fs::read_to_string(vol.join("annotations")).unwrap(), "two");
         let ts_dirs = fs::read_dir(&vol).unwrap().filter(|e| {
-            let n = e.as_ref().unwrap().file_name().to_string_lossy().into_owned();
+            let n = e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
             n.starts_with("..") && n != "..data"
         });
-        assert_eq!(ts_dirs.count(), 1, "the old timestamped directory is removed");
+        assert_eq!(
+            ts_dirs.count(),
+            1,
+            "the old timestamped directory is removed"
+        );
     }
 }

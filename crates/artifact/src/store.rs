@@ -99,14 +99,23 @@ impl PartialStore {
             format!("no store {what} configured: set {env}, pass it as a flag, or run `cargo xtask bootstrap` (which writes .aether/config.json)")
         };
         let cfg = StoreConfig {
-            endpoint: self.endpoint.ok_or_else(|| missing("endpoint", ENV_ENDPOINT))?,
+            endpoint: self
+                .endpoint
+                .ok_or_else(|| missing("endpoint", ENV_ENDPOINT))?,
             region: self.region.unwrap_or_else(|| DEFAULT_REGION.into()),
             bucket: self.bucket.unwrap_or_else(|| DEFAULT_BUCKET.into()),
-            access_key: self.access_key.ok_or_else(|| missing("access key", ENV_ACCESS_KEY))?,
-            secret_key: self.secret_key.ok_or_else(|| missing("secret key", ENV_SECRET_KEY))?,
+            access_key: self
+                .access_key
+                .ok_or_else(|| missing("access key", ENV_ACCESS_KEY))?,
+            secret_key: self
+                .secret_key
+                .ok_or_else(|| missing("secret key", ENV_SECRET_KEY))?,
         };
         if !(cfg.endpoint.starts_with("http://") || cfg.endpoint.starts_with("https://")) {
-            return Err(format!("store endpoint {:?} must start with http:// or https://", cfg.endpoint));
+            return Err(format!(
+                "store endpoint {:?} must start with http:// or https://",
+                cfg.endpoint
+            ));
         }
         validate_bucket_name(&cfg.bucket)?;
         Ok(cfg)
@@ -115,7 +124,9 @@ impl PartialStore {
 
 /// S3 bucket naming rules, checked before any request so the error is immediate and precise.
 pub fn validate_bucket_name(b: &str) -> Result<(), String> {
-    let ok_chars = b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.');
+    let ok_chars = b
+        .bytes()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.');
     let ends_ok = b.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && b.bytes().last().is_some_and(|c| c.is_ascii_alphanumeric());
     if (3..=63).contains(&b.len()) && ok_chars && ends_ok && !b.contains("..") {
@@ -182,10 +193,21 @@ impl Store {
 
     pub fn with_timeout(cfg: StoreConfig, timeout: Duration) -> Result<Store, StoreError> {
         let err = |e: S3Error| classify("configuring the store client", &cfg.endpoint, e);
-        let region = Region::Custom { region: cfg.region.clone(), endpoint: cfg.endpoint.trim_end_matches('/').to_string() };
-        let creds = Credentials::new(Some(&cfg.access_key), Some(cfg.secret_key.expose()), None, None, None)
-            .map_err(|e| err(e.into()))?;
-        let bucket = Bucket::new(&cfg.bucket, region, creds).map_err(err)?.with_path_style();
+        let region = Region::Custom {
+            region: cfg.region.clone(),
+            endpoint: cfg.endpoint.trim_end_matches('/').to_string(),
+        };
+        let creds = Credentials::new(
+            Some(&cfg.access_key),
+            Some(cfg.secret_key.expose()),
+            None,
+            None,
+            None,
+        )
+        .map_err(|e| err(e.into()))?;
+        let bucket = Bucket::new(&cfg.bucket, region, creds)
+            .map_err(err)?
+            .with_path_style();
         let bucket = bucket.with_request_timeout(timeout).map_err(err)?;
         Ok(Store { bucket, cfg })
     }
@@ -206,7 +228,10 @@ impl Store {
     /// Creates the bucket when it is missing. Returns whether it was created.
     pub fn ensure_bucket(&self) -> Result<bool, StoreError> {
         let op = format!("checking bucket {}", self.cfg.bucket);
-        match self.bucket.list_page(crate::KEY_PREFIX.into(), None, None, None, Some(1)) {
+        match self
+            .bucket
+            .list_page(crate::KEY_PREFIX.into(), None, None, None, Some(1))
+        {
             Ok(_) => return Ok(false),
             Err(e) => {
                 let e = self.fail(op, e);
@@ -216,9 +241,20 @@ impl Store {
             }
         }
         let region = self.bucket.region.clone();
-        let creds = Credentials::new(Some(&self.cfg.access_key), Some(self.cfg.secret_key.expose()), None, None, None)
-            .map_err(|e| self.fail("creating bucket", e.into()))?;
-        match Bucket::create_with_path_style(&self.cfg.bucket, region, creds, BucketConfiguration::default()) {
+        let creds = Credentials::new(
+            Some(&self.cfg.access_key),
+            Some(self.cfg.secret_key.expose()),
+            None,
+            None,
+            None,
+        )
+        .map_err(|e| self.fail("creating bucket", e.into()))?;
+        match Bucket::create_with_path_style(
+            &self.cfg.bucket,
+            region,
+            creds,
+            BucketConfiguration::default(),
+        ) {
             Ok(r) if r.success() => Ok(true),
             Ok(r) if r.response_code == 409 => Ok(false),
             Ok(r) => Err(self.fail(
@@ -236,7 +272,10 @@ impl Store {
         match self.bucket.head_object(key) {
             Ok((_, 200)) => Ok(true),
             Ok((_, 404)) => Ok(false),
-            Ok((_, code)) => Err(self.fail(format!("checking {key}"), S3Error::HttpFailWithBody(code, String::new()))),
+            Ok((_, code)) => Err(self.fail(
+                format!("checking {key}"),
+                S3Error::HttpFailWithBody(code, String::new()),
+            )),
             Err(S3Error::HttpFailWithBody(404, _)) => Ok(false),
             Err(e) => Err(self.fail(format!("checking {key}"), e)),
         }
@@ -244,7 +283,12 @@ impl Store {
 
     /// Uploads a file. S3 makes an object visible only when its PUT (or multipart completion)
     /// succeeds, and a failed multipart upload is aborted, so a failure leaves nothing under `key`.
-    pub fn put_file(&self, key: &str, path: &Path, progress: &mut dyn FnMut(u64)) -> Result<(), StoreError> {
+    pub fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), StoreError> {
         let op = format!("uploading {key}");
         let io = |e: std::io::Error| self.fail(op.clone(), S3Error::Io(e));
         let mut f = File::open(path).map_err(io)?;
@@ -252,7 +296,9 @@ impl Store {
         if size <= MULTIPART_THRESHOLD {
             let mut buf = Vec::with_capacity(size as usize);
             f.read_to_end(&mut buf).map_err(io)?;
-            self.bucket.put_object_with_content_type(key, &buf, "application/gzip").map_err(|e| self.fail(op.clone(), e))?;
+            self.bucket
+                .put_object_with_content_type(key, &buf, "application/gzip")
+                .map_err(|e| self.fail(op.clone(), e))?;
             progress(size);
             return Ok(());
         }
@@ -278,7 +324,9 @@ impl Store {
                 progress(n as u64);
                 number += 1;
             }
-            self.bucket.complete_multipart_upload(key, &upload_id, parts).map_err(|e| self.fail(op.clone(), e))?;
+            self.bucket
+                .complete_multipart_upload(key, &upload_id, parts)
+                .map_err(|e| self.fail(op.clone(), e))?;
             Ok(())
         })();
         if result.is_err() {
@@ -300,7 +348,10 @@ impl Store {
         let mut counting = CountingWriter { inner: w, n: 0 };
         match self.bucket.get_object_to_writer(key, &mut counting) {
             Ok(200) => Ok(counting.n),
-            Ok(code) => Err(self.fail(format!("downloading {key}"), S3Error::HttpFailWithBody(code, String::new()))),
+            Ok(code) => Err(self.fail(
+                format!("downloading {key}"),
+                S3Error::HttpFailWithBody(code, String::new()),
+            )),
             Err(e) => Err(self.fail(format!("downloading {key}"), e)),
         }
     }
@@ -347,7 +398,14 @@ pub fn classify(op: impl Into<String>, endpoint: &str, e: S3Error) -> StoreError
         S3Error::HttpFailWithBody(code, body) => {
             let s3code = xml_code(body);
             let kind = match (s3code.as_deref(), code) {
-                (Some("SignatureDoesNotMatch" | "InvalidAccessKeyId" | "AuthorizationHeaderMalformed"), _) => ErrorKind::BadCredentials,
+                (
+                    Some(
+                        "SignatureDoesNotMatch"
+                        | "InvalidAccessKeyId"
+                        | "AuthorizationHeaderMalformed",
+                    ),
+                    _,
+                ) => ErrorKind::BadCredentials,
                 (Some("AccessDenied"), _) => ErrorKind::Forbidden,
                 (Some("NoSuchBucket"), _) => ErrorKind::NoSuchBucket,
                 (Some("InvalidBucketName"), _) => ErrorKind::InvalidBucketName,
@@ -365,13 +423,29 @@ pub fn classify(op: impl Into<String>, endpoint: &str, e: S3Error) -> StoreError
         S3Error::Io(io) => (ErrorKind::Unreachable, io.to_string()),
         S3Error::Atto(a) => {
             let text = a.to_string();
-            let unreachable = matches!(a.kind(), attohttpc_kind::Io(_) | attohttpc_kind::ConnectNotSupported)
-                || text.contains("onnect") || text.contains("timed out") || text.contains("dns");
-            (if unreachable { ErrorKind::Unreachable } else { ErrorKind::Other }, text)
+            let unreachable = matches!(
+                a.kind(),
+                attohttpc_kind::Io(_) | attohttpc_kind::ConnectNotSupported
+            ) || text.contains("onnect")
+                || text.contains("timed out")
+                || text.contains("dns");
+            (
+                if unreachable {
+                    ErrorKind::Unreachable
+                } else {
+                    ErrorKind::Other
+                },
+                text,
+            )
         }
         other => (ErrorKind::Other, other.to_string()),
     };
-    StoreError { kind, op: op.into(), endpoint: endpoint.to_string(), detail }
+    StoreError {
+        kind,
+        op: op.into(),
+        endpoint: endpoint.to_string(),
+        detail,
+    }
 }
 
 use attohttpc::ErrorKind as attohttpc_kind;
@@ -394,7 +468,10 @@ mod tests {
             ENV_BUCKET => Some("".into()),
             _ => None,
         });
-        let flags = PartialStore { endpoint: Some("http://flag:1".into()), ..Default::default() };
+        let flags = PartialStore {
+            endpoint: Some("http://flag:1".into()),
+            ..Default::default()
+        };
         let file = PartialStore {
             endpoint: Some("http://file:2".into()),
             access_key: Some("file-ak".into()),
@@ -405,7 +482,10 @@ mod tests {
         assert_eq!(cfg.endpoint, "http://flag:1");
         assert_eq!(cfg.access_key, "file-ak");
         assert_eq!(cfg.secret_key.expose(), "env-secret");
-        assert_eq!(cfg.bucket, DEFAULT_BUCKET, "an empty variable counts as unset");
+        assert_eq!(
+            cfg.bucket, DEFAULT_BUCKET,
+            "an empty variable counts as unset"
+        );
         assert_eq!(cfg.region, DEFAULT_REGION);
         assert!(!format!("{cfg:?}").contains("env-secret"));
     }
@@ -421,26 +501,54 @@ mod tests {
             ..Default::default()
         };
         for bad in ["Bad", "ab", "-ab", "a..b", &"a".repeat(64)] {
-            let e = PartialStore { bucket: Some(bad.into()), ..base.clone() }.finish().unwrap_err();
+            let e = PartialStore {
+                bucket: Some(bad.into()),
+                ..base.clone()
+            }
+            .finish()
+            .unwrap_err();
             assert!(e.contains("invalid bucket name"), "{e}");
         }
-        let e = PartialStore { endpoint: Some("localhost:9000".into()), ..base }.finish().unwrap_err();
+        let e = PartialStore {
+            endpoint: Some("localhost:9000".into()),
+            ..base
+        }
+        .finish()
+        .unwrap_err();
         assert!(e.contains("http://"), "{e}");
     }
 
     #[test]
     fn classify_s3_codes() {
-        let body = |c: &str| format!("<?xml version=\"1.0\"?><Error><Code>{c}</Code><Message>m</Message></Error>");
-        let k = |code, b: String| classify("op", "http://e", S3Error::HttpFailWithBody(code, b)).kind;
-        assert_eq!(k(403, body("SignatureDoesNotMatch")), ErrorKind::BadCredentials);
-        assert_eq!(k(403, body("InvalidAccessKeyId")), ErrorKind::BadCredentials);
+        let body = |c: &str| {
+            format!("<?xml version=\"1.0\"?><Error><Code>{c}</Code><Message>m</Message></Error>")
+        };
+        let k =
+            |code, b: String| classify("op", "http://e", S3Error::HttpFailWithBody(code, b)).kind;
+        assert_eq!(
+            k(403, body("SignatureDoesNotMatch")),
+            ErrorKind::BadCredentials
+        );
+        assert_eq!(
+            k(403, body("InvalidAccessKeyId")),
+            ErrorKind::BadCredentials
+        );
         assert_eq!(k(403, body("AccessDenied")), ErrorKind::Forbidden);
         assert_eq!(k(404, body("NoSuchBucket")), ErrorKind::NoSuchBucket);
         assert_eq!(k(404, body("NoSuchKey")), ErrorKind::NotFound);
         assert_eq!(k(404, String::new()), ErrorKind::NotFound);
-        assert_eq!(k(400, body("InvalidBucketName")), ErrorKind::InvalidBucketName);
+        assert_eq!(
+            k(400, body("InvalidBucketName")),
+            ErrorKind::InvalidBucketName
+        );
         assert_eq!(k(500, body("InternalError")), ErrorKind::Other);
-        let e = classify("op", "http://e", S3Error::HttpFailWithBody(403, body("SignatureDoesNotMatch")));
-        assert!(e.to_string().contains("http://e") && e.to_string().contains("AETHER_S3_SECRET_KEY"));
+        let e = classify(
+            "op",
+            "http://e",
+            S3Error::HttpFailWithBody(403, body("SignatureDoesNotMatch")),
+        );
+        assert!(
+            e.to_string().contains("http://e") && e.to_string().contains("AETHER_S3_SECRET_KEY")
+        );
     }
 }

@@ -25,7 +25,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         // Generous for a node app with node_modules, small enough to protect a laptop's disk.
-        Limits { max_bytes: 4 << 30, max_entries: 500_000 }
+        Limits {
+            max_bytes: 4 << 30,
+            max_entries: 500_000,
+        }
     }
 }
 
@@ -62,7 +65,10 @@ pub fn unpack_verified<R: Read>(
         let path = path.to_path_buf();
         move |source| UnpackError::Io { path, source }
     };
-    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = dest.file_name().ok_or_else(|| UnpackError::Io {
         path: dest.to_path_buf(),
         source: io::Error::other("destination has no file name"),
@@ -71,12 +77,18 @@ pub fn unpack_verified<R: Read>(
         "{TMP_PREFIX}{}-{}-{}",
         name.to_string_lossy(),
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
     ));
     fs::create_dir(&tmp).map_err(io_err(&tmp))?;
     let result = extract(input, &tmp, limits).and_then(|(stats, actual)| {
         if actual != *expected {
-            return Err(UnpackError::DigestMismatch { expected: *expected, actual });
+            return Err(UnpackError::DigestMismatch {
+                expected: *expected,
+                actual,
+            });
         }
         fs::rename(&tmp, dest).map_err(io_err(dest))?;
         Ok(stats)
@@ -90,9 +102,21 @@ pub fn unpack_verified<R: Read>(
 /// Prefix of temporary extraction directories; anything with it is garbage after a crash.
 pub const TMP_PREFIX: &str = ".tmp-";
 
-fn extract<R: Read>(input: R, root: &Path, limits: &Limits) -> Result<(Unpacked, Digest), UnpackError> {
-    let hashing = HashingReader { inner: input, hasher: Sha256::new(), bytes: 0 };
-    let limited = LimitReader { inner: MultiGzDecoder::new(hashing), left: limits.max_bytes, limit: limits.max_bytes };
+fn extract<R: Read>(
+    input: R,
+    root: &Path,
+    limits: &Limits,
+) -> Result<(Unpacked, Digest), UnpackError> {
+    let hashing = HashingReader {
+        inner: input,
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let limited = LimitReader {
+        inner: MultiGzDecoder::new(hashing),
+        left: limits.max_bytes,
+        limit: limits.max_bytes,
+    };
     let mut archive = tar::Archive::new(limited);
     let mut stats = Unpacked::default();
     let mut dirs: HashSet<PathBuf> = HashSet::new();
@@ -103,11 +127,17 @@ fn extract<R: Read>(input: R, root: &Path, limits: &Limits) -> Result<(Unpacked,
         let mut entry = entry.map_err(corrupt)?;
         stats.entries += 1;
         if stats.entries > limits.max_entries {
-            return Err(UnpackError::TooLarge { what: "entries", limit: limits.max_entries });
+            return Err(UnpackError::TooLarge {
+                what: "entries",
+                limit: limits.max_entries,
+            });
         }
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
-        let refuse = |why: &str| UnpackError::Refused { entry: shown.clone(), why: why.to_string() };
+        let refuse = |why: &str| UnpackError::Refused {
+            entry: shown.clone(),
+            why: why.to_string(),
+        };
         let rel = safe_relative(&entry.path().map_err(corrupt)?).map_err(|why| refuse(why))?;
         let kind = entry.header().entry_type();
         if kind == tar::EntryType::XGlobalHeader {
@@ -153,7 +183,8 @@ fn extract<R: Read>(input: R, root: &Path, limits: &Limits) -> Result<(Unpacked,
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
                         Err(e) => return Err(dup_or_io(e, &path, &shown)),
                     }
-                    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(io_err(&path))?;
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+                        .map_err(io_err(&path))?;
                     dirs.insert(rel.clone());
                 }
             }
@@ -165,11 +196,14 @@ fn extract<R: Read>(input: R, root: &Path, limits: &Limits) -> Result<(Unpacked,
                     .into_owned();
                 crate::pack::check_link(&rel, &target)
                     .map_err(|why| refuse(&format!("symlink to {}: {why}", target.display())))?;
-                std::os::unix::fs::symlink(&target, &path).map_err(|e| dup_or_io(e, &path, &shown))?;
+                std::os::unix::fs::symlink(&target, &path)
+                    .map_err(|e| dup_or_io(e, &path, &shown))?;
                 links.insert(rel.clone());
             }
             tar::EntryType::Link => return Err(refuse("hard links are not allowed")),
-            tar::EntryType::Char | tar::EntryType::Block => return Err(refuse("device nodes are not allowed")),
+            tar::EntryType::Char | tar::EntryType::Block => {
+                return Err(refuse("device nodes are not allowed"))
+            }
             tar::EntryType::Fifo => return Err(refuse("FIFOs are not allowed")),
             other => return Err(refuse(&format!("entry type {other:?} is not allowed"))),
         }
@@ -187,7 +221,10 @@ fn extract<R: Read>(input: R, root: &Path, limits: &Limits) -> Result<(Unpacked,
 
 fn corrupt(e: io::Error) -> UnpackError {
     if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<LimitExceeded>()) {
-        return UnpackError::TooLarge { what: "bytes", limit: inner.0 };
+        return UnpackError::TooLarge {
+            what: "bytes",
+            limit: inner.0,
+        };
     }
     UnpackError::Corrupt(e)
 }
@@ -199,9 +236,15 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> UnpackError {
 
 fn dup_or_io(e: io::Error, path: &Path, shown: &str) -> UnpackError {
     if e.kind() == io::ErrorKind::AlreadyExists {
-        UnpackError::Refused { entry: shown.to_string(), why: "it appears twice in the archive".into() }
+        UnpackError::Refused {
+            entry: shown.to_string(),
+            why: "it appears twice in the archive".into(),
+        }
     } else {
-        UnpackError::Io { path: path.to_path_buf(), source: e }
+        UnpackError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
     }
 }
 

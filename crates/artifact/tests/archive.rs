@@ -16,7 +16,11 @@ fn sample_tree(root: &Path) {
     fs::create_dir_all(root.join("empty-dir")).unwrap();
     fs::write(root.join("package.json"), "{\"name\":\"x\"}\n").unwrap();
     fs::write(root.join("src/index.js"), "console.log('hi')\n").unwrap();
-    fs::write(root.join("src/lib/util.js"), "module.exports = 1\n".repeat(1000)).unwrap();
+    fs::write(
+        root.join("src/lib/util.js"),
+        "module.exports = 1\n".repeat(1000),
+    )
+    .unwrap();
     fs::write(root.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
     fs::set_permissions(root.join("run.sh"), fs::Permissions::from_mode(0o750)).unwrap();
     fs::set_permissions(root.join("package.json"), fs::Permissions::from_mode(0o600)).unwrap();
@@ -37,7 +41,12 @@ fn sample_tree(root: &Path) {
 }
 
 fn copy_tree(from: &Path, to: &Path) {
-    let st = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -50,10 +59,19 @@ fn same_tree_same_bytes_whatever_mtimes_owners_path_and_threads() {
     fs::create_dir_all(b.parent().unwrap()).unwrap();
     copy_tree(&a, &b);
     // Different mtimes and owners on the copy.
-    let st = Command::new("touch").args(["-d", "2001-02-03 04:05:06"]).arg(b.join("src/index.js")).arg(b.join("src")).status().unwrap();
+    let st = Command::new("touch")
+        .args(["-d", "2001-02-03 04:05:06"])
+        .arg(b.join("src/index.js"))
+        .arg(b.join("src"))
+        .status()
+        .unwrap();
     assert!(st.success());
     if unsafe_is_root() {
-        let st = Command::new("chown").args(["-R", "1234:5678"]).arg(&b).status().unwrap();
+        let st = Command::new("chown")
+            .args(["-R", "1234:5678"])
+            .arg(&b)
+            .status()
+            .unwrap();
         assert!(st.success());
     }
     let (bytes_a, pa) = pack_to_vec(&a).unwrap();
@@ -69,11 +87,18 @@ fn same_tree_same_bytes_whatever_mtimes_owners_path_and_threads() {
     let sum: [u8; 32] = Sha256::digest(&bytes_a).into();
     assert_eq!(Digest::from_bytes(sum), pa.digest);
     assert!(pa.bytes as usize == bytes_a.len());
-    assert!(bytes_a.len() > (1 << 20), "the tree spans several gzip members");
+    assert!(
+        bytes_a.len() > (1 << 20),
+        "the tree spans several gzip members"
+    );
 }
 
 fn unsafe_is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
 }
 
 #[test]
@@ -84,21 +109,44 @@ fn headers_are_normalised_and_system_tar_reads_the_archive() {
     let (bytes, _) = pack_to_vec(&a).unwrap();
     let f = d.path().join("x.tar.gz");
     fs::write(&f, &bytes).unwrap();
-    let out = Command::new("tar").args(["--numeric-owner", "-tvzf"]).arg(&f).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("tar")
+        .args(["--numeric-owner", "-tvzf"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listing = String::from_utf8(out.stdout).unwrap();
     for line in listing.lines() {
         assert!(line.contains(" 0/0 "), "owner not 0/0: {line}");
         assert!(line.contains("1970-01-01"), "mtime not fixed: {line}");
         let mode = &line[..10];
-        assert!(["-rw-r--r--", "-rwxr-xr-x", "drwxr-xr-x", "lrwxrwxrwx"].contains(&mode), "{line}");
+        assert!(
+            ["-rw-r--r--", "-rwxr-xr-x", "drwxr-xr-x", "lrwxrwxrwx"].contains(&mode),
+            "{line}"
+        );
     }
     assert!(listing.contains("-rwxr-xr-x 0/0") && listing.contains("run.sh"));
     assert!(listing.contains("src/util-link.js -> lib/util.js"));
     // Sorted, directory before its content.
-    let names: Vec<&str> = listing.lines().map(|l| l.split_whitespace().nth(5).unwrap()).collect();
-    let pos = |n: &str| names.iter().position(|x| x.trim_end_matches('/') == n).unwrap();
-    assert!(pos("big.bin") < pos("empty-dir") && pos("src") < pos("src/index.js") && pos("src/index.js") < pos("src/lib"));
+    let names: Vec<&str> = listing
+        .lines()
+        .map(|l| l.split_whitespace().nth(5).unwrap())
+        .collect();
+    let pos = |n: &str| {
+        names
+            .iter()
+            .position(|x| x.trim_end_matches('/') == n)
+            .unwrap()
+    };
+    assert!(
+        pos("big.bin") < pos("empty-dir")
+            && pos("src") < pos("src/index.js")
+            && pos("src/index.js") < pos("src/lib")
+    );
     // gzip headers carry no timestamp (bytes 4..8) and no name flag.
     assert_eq!(&bytes[..4], &[0x1f, 0x8b, 8, 0]);
     assert_eq!(&bytes[4..8], &[0, 0, 0, 0]);
@@ -114,10 +162,34 @@ fn round_trip_through_verified_unpack() {
     let stats = unpack_verified(&bytes[..], &p.digest, &out, &Limits::default()).unwrap();
     assert_eq!(stats.entries, p.entries);
     assert_eq!(stats.content_bytes, p.content_bytes);
-    let diff = Command::new("diff").arg("-r").arg("--no-dereference").arg(&a).arg(&out).output().unwrap();
-    assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stdout));
-    assert_eq!(fs::metadata(out.join("run.sh")).unwrap().permissions().mode() & 0o7777, 0o755);
-    assert_eq!(fs::metadata(out.join("package.json")).unwrap().permissions().mode() & 0o7777, 0o644);
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(&a)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+    assert_eq!(
+        fs::metadata(out.join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o755
+    );
+    assert_eq!(
+        fs::metadata(out.join("package.json"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o644
+    );
     // Packing the unpacked tree gives the same digest.
     assert_eq!(pack_to_vec(&out).unwrap().1.digest, p.digest);
     only_entries(d.path(), &["a", "out"]);
@@ -141,21 +213,42 @@ fn ignore_rules() {
 
 fn list(bytes: &[u8]) -> Vec<String> {
     let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(bytes));
-    ar.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect()
+    ar.entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect()
 }
 
 #[test]
 fn pack_refuses_escaping_links_and_special_files() {
     let d = tempfile::tempdir().unwrap();
     let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
-        ("points outside", Box::new(|r: &Path| symlink("../../etc/passwd", r.join("x")).unwrap())),
-        ("absolute", Box::new(|r: &Path| symlink("/etc/passwd", r.join("x")).unwrap())),
-        ("FIFO", Box::new(|r: &Path| {
-            assert!(Command::new("mkfifo").arg(r.join("fifo")).status().unwrap().success())
-        })),
-        ("socket", Box::new(|r: &Path| {
-            std::os::unix::net::UnixListener::bind(r.join("sock")).map(std::mem::forget).unwrap()
-        })),
+        (
+            "points outside",
+            Box::new(|r: &Path| symlink("../../etc/passwd", r.join("x")).unwrap()),
+        ),
+        (
+            "absolute",
+            Box::new(|r: &Path| symlink("/etc/passwd", r.join("x")).unwrap()),
+        ),
+        (
+            "FIFO",
+            Box::new(|r: &Path| {
+                assert!(Command::new("mkfifo")
+                    .arg(r.join("fifo"))
+                    .status()
+                    .unwrap()
+                    .success())
+            }),
+        ),
+        (
+            "socket",
+            Box::new(|r: &Path| {
+                std::os::unix::net::UnixListener::bind(r.join("sock"))
+                    .map(std::mem::forget)
+                    .unwrap()
+            }),
+        ),
     ];
     for (i, (why, make)) in cases.iter().enumerate() {
         let r = d.path().join(format!("t{i}"));
@@ -165,7 +258,9 @@ fn pack_refuses_escaping_links_and_special_files() {
         assert!(e.contains(why), "{why}: {e}");
         assert!(e.contains("cannot pack"), "{e}");
     }
-    let e = pack_to_vec(&d.path().join("missing")).unwrap_err().to_string();
+    let e = pack_to_vec(&d.path().join("missing"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing"), "{e}");
 }
 
@@ -212,7 +307,10 @@ fn hostile(entries: &[Raw]) -> (Vec<u8>, Digest) {
 }
 
 fn only_entries(dir: &Path, expected: &[&str]) {
-    let mut names: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     assert_eq!(names, expected, "leftovers in {}", dir.display());
 }
@@ -220,7 +318,13 @@ fn only_entries(dir: &Path, expected: &[&str]) {
 fn refused(entries: &[Raw], why: &str) {
     let d = tempfile::tempdir().unwrap();
     let (bytes, digest) = hostile(entries);
-    let e = unpack_verified(&bytes[..], &digest, &d.path().join("out"), &Limits::default()).unwrap_err();
+    let e = unpack_verified(
+        &bytes[..],
+        &digest,
+        &d.path().join("out"),
+        &Limits::default(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains(why), "expected {why:?}, got {e}");
     only_entries(d.path(), &[]);
     assert!(!d.path().parent().unwrap().join("passwd").exists());
@@ -228,7 +332,10 @@ fn refused(entries: &[Raw], why: &str) {
 
 #[test]
 fn refuses_path_traversal() {
-    refused(&[Raw::File(b"ok.txt", b"x"), Raw::File(b"../escaped", b"x")], "..");
+    refused(
+        &[Raw::File(b"ok.txt", b"x"), Raw::File(b"../escaped", b"x")],
+        "..",
+    );
     refused(&[Raw::File(b"a/../../escaped", b"x")], "..");
 }
 
@@ -242,13 +349,26 @@ fn refuses_escaping_symlinks_and_writes_through_links() {
     refused(&[Raw::Symlink(b"x", b"../../etc")], "points outside");
     refused(&[Raw::Symlink(b"x", b"/etc")], "absolute");
     // Lexically inside, but a later entry would write through it.
-    refused(&[Raw::Dir(b"sub"), Raw::Symlink(b"l", b"sub"), Raw::File(b"l/f", b"x")], "through a symlink");
-    refused(&[Raw::Symlink(b"l", b"."), Raw::Symlink(b"l/up", b"..")], "through a symlink");
+    refused(
+        &[
+            Raw::Dir(b"sub"),
+            Raw::Symlink(b"l", b"sub"),
+            Raw::File(b"l/f", b"x"),
+        ],
+        "through a symlink",
+    );
+    refused(
+        &[Raw::Symlink(b"l", b"."), Raw::Symlink(b"l/up", b"..")],
+        "through a symlink",
+    );
 }
 
 #[test]
 fn refuses_hard_links_devices_fifos_and_duplicates() {
-    refused(&[Raw::File(b"a", b"x"), Raw::HardLink(b"b", b"a")], "hard links");
+    refused(
+        &[Raw::File(b"a", b"x"), Raw::HardLink(b"b", b"a")],
+        "hard links",
+    );
     refused(&[Raw::Char(b"null")], "device");
     refused(&[Raw::Fifo(b"p")], "FIFO");
     refused(&[Raw::File(b"a", b"x"), Raw::File(b"a", b"y")], "twice");
@@ -260,8 +380,18 @@ fn strips_setuid_setgid_and_sticky() {
     let (bytes, digest) = hostile(&[Raw::Mode(b"suid", 0o6755), Raw::Mode(b"sticky", 0o1666)]);
     let out = d.path().join("out");
     unpack_verified(&bytes[..], &digest, &out, &Limits::default()).unwrap();
-    assert_eq!(fs::metadata(out.join("suid")).unwrap().permissions().mode() & 0o7777, 0o755);
-    assert_eq!(fs::metadata(out.join("sticky")).unwrap().permissions().mode() & 0o7777, 0o644);
+    assert_eq!(
+        fs::metadata(out.join("suid")).unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
+    assert_eq!(
+        fs::metadata(out.join("sticky"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o644
+    );
 }
 
 #[test]
@@ -271,14 +401,29 @@ fn bombs_stop_early() {
     let zeros = vec![0u8; 64 << 20];
     let (bytes, digest) = hostile(&[Raw::File(b"zeros", &zeros)]);
     assert!(bytes.len() < 1 << 20);
-    let limits = Limits { max_bytes: 8 << 20, max_entries: 100 };
+    let limits = Limits {
+        max_bytes: 8 << 20,
+        max_entries: 100,
+    };
     let e = unpack_verified(&bytes[..], &digest, &d.path().join("out"), &limits).unwrap_err();
-    assert!(matches!(e, UnpackError::TooLarge { what: "bytes", .. }), "{e}");
+    assert!(
+        matches!(e, UnpackError::TooLarge { what: "bytes", .. }),
+        "{e}"
+    );
     let many: Vec<Vec<u8>> = (0..200).map(|i| format!("f{i}").into_bytes()).collect();
     let entries: Vec<Raw> = many.iter().map(|n| Raw::File(n, b"")).collect();
     let (bytes, digest) = hostile(&entries);
     let e = unpack_verified(&bytes[..], &digest, &d.path().join("out"), &limits).unwrap_err();
-    assert!(matches!(e, UnpackError::TooLarge { what: "entries", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            UnpackError::TooLarge {
+                what: "entries",
+                ..
+            }
+        ),
+        "{e}"
+    );
     only_entries(d.path(), &[]);
 }
 
@@ -289,19 +434,43 @@ fn digest_mismatch_and_corruption_leave_nothing() {
     sample_tree(&src);
     let (bytes, p) = pack_to_vec(&src).unwrap();
     let wrong = Digest::parse(&"0".repeat(64)).unwrap();
-    let e = unpack_verified(&bytes[..], &wrong, &d.path().join("out"), &Limits::default()).unwrap_err();
+    let e = unpack_verified(
+        &bytes[..],
+        &wrong,
+        &d.path().join("out"),
+        &Limits::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, UnpackError::DigestMismatch { .. }), "{e}");
     assert!(e.to_string().contains(&p.digest.to_string()));
     // A flipped byte in the middle: gzip's CRC or the digest catches it, either way nothing is left.
     let mut bad = bytes.clone();
     let mid = bad.len() / 2;
     bad[mid] ^= 0xff;
-    assert!(unpack_verified(&bad[..], &p.digest, &d.path().join("out"), &Limits::default()).is_err());
+    assert!(unpack_verified(
+        &bad[..],
+        &p.digest,
+        &d.path().join("out"),
+        &Limits::default()
+    )
+    .is_err());
     // Truncated.
-    assert!(unpack_verified(&bytes[..bytes.len() - 10], &p.digest, &d.path().join("out"), &Limits::default()).is_err());
+    assert!(unpack_verified(
+        &bytes[..bytes.len() - 10],
+        &p.digest,
+        &d.path().join("out"),
+        &Limits::default()
+    )
+    .is_err());
     // Trailing garbage after the last member.
     let mut trailing = bytes.clone();
     trailing.extend_from_slice(b"garbage");
-    assert!(unpack_verified(&trailing[..], &p.digest, &d.path().join("out"), &Limits::default()).is_err());
+    assert!(unpack_verified(
+        &trailing[..],
+        &p.digest,
+        &d.path().join("out"),
+        &Limits::default()
+    )
+    .is_err());
     only_entries(d.path(), &["src"]);
 }

@@ -30,7 +30,10 @@ fn bucket_creation_upload_exists_download_presign() {
     let server = Server::start_ephemeral(dir.path(), AK, SK).unwrap();
     let store = Store::new(config(&server.endpoint(), SK)).unwrap();
     no_secret(&format!("{store:?}"));
-    assert!(store.ensure_bucket().unwrap(), "first call creates the bucket");
+    assert!(
+        store.ensure_bucket().unwrap(),
+        "first call creates the bucket"
+    );
     assert!(!store.ensure_bucket().unwrap(), "second call finds it");
 
     let key = "artifacts/demo/x/app.tar.gz";
@@ -55,7 +58,9 @@ fn bucket_creation_upload_exists_download_presign() {
     let resp = attohttpc::get(url.replace("demo", "demx")).send().unwrap();
     assert_eq!(resp.status().as_u16(), 403);
 
-    let e = store.get_to_writer("artifacts/demo/missing/app.tar.gz", &mut Vec::new()).unwrap_err();
+    let e = store
+        .get_to_writer("artifacts/demo/missing/app.tar.gz", &mut Vec::new())
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
 }
 
@@ -66,15 +71,21 @@ fn multipart_for_large_artifacts() {
     let store = Store::new(config(&server.endpoint(), SK)).unwrap();
     store.ensure_bucket().unwrap();
     let f = dir.path().join("big.bin");
-    let data: Vec<u8> = (0..(20u32 << 20)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..(20u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(&f, &data).unwrap();
     let puts_before = server.requests("PUT");
     let mut calls = 0;
-    store.put_file("artifacts/demo/big/app.tar.gz", &f, &mut |_| calls += 1).unwrap();
+    store
+        .put_file("artifacts/demo/big/app.tar.gz", &f, &mut |_| calls += 1)
+        .unwrap();
     assert_eq!(calls, 3, "20 MiB in 8 MiB parts");
     assert_eq!(server.requests("PUT") - puts_before, 3, "one PUT per part");
     let mut out = Vec::new();
-    store.get_to_writer("artifacts/demo/big/app.tar.gz", &mut out).unwrap();
+    store
+        .get_to_writer("artifacts/demo/big/app.tar.gz", &mut out)
+        .unwrap();
     assert!(out == data);
 }
 
@@ -86,7 +97,10 @@ fn wrong_secret_is_a_clear_credentials_error() {
     let e = store.ensure_bucket().unwrap_err();
     assert_eq!(e.kind, ErrorKind::BadCredentials, "{e}");
     let msg = e.to_string();
-    assert!(msg.contains(&server.endpoint()) && msg.contains("AETHER_S3_SECRET_KEY"), "{msg}");
+    assert!(
+        msg.contains(&server.endpoint()) && msg.contains("AETHER_S3_SECRET_KEY"),
+        "{msg}"
+    );
     no_secret(&msg);
     assert!(!msg.contains("wrong-secret"), "{msg}");
     let e = store.exists("artifacts/x").unwrap_err();
@@ -107,5 +121,8 @@ fn server_down() {
     aether_artifact::store::set_retries(0);
     let e = store.ensure_bucket().unwrap_err();
     assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
-    assert!(e.to_string().contains(&endpoint) && e.to_string().contains("running"), "{e}");
+    assert!(
+        e.to_string().contains(&endpoint) && e.to_string().contains("running"),
+        "{e}"
+    );
 }

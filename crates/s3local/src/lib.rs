@@ -29,50 +29,79 @@ pub struct Server {
 impl Server {
     /// Serves the directory `root` (one sub-directory per bucket) on `bind`, accepting requests
     /// signed with the given key pair only.
-    pub fn start(root: &Path, bind: SocketAddr, access_key: &str, secret_key: &str) -> io::Result<Server> {
+    pub fn start(
+        root: &Path,
+        bind: SocketAddr,
+        access_key: &str,
+        secret_key: &str,
+    ) -> io::Result<Server> {
         std::fs::create_dir_all(root)?;
-        let fs = s3s_fs::FileSystem::new(root).map_err(|e| io::Error::other(format!("s3s-fs: {e:?}")))?;
+        let fs = s3s_fs::FileSystem::new(root)
+            .map_err(|e| io::Error::other(format!("s3s-fs: {e:?}")))?;
         let mut b = S3ServiceBuilder::new(fs);
         b.set_auth(SimpleAuth::from_single(access_key, secret_key));
         let service = b.build();
 
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         let listener = rt.block_on(tokio::net::TcpListener::bind(bind))?;
         let addr = listener.local_addr()?;
         let counts: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let counts2 = counts.clone();
-        let thread = std::thread::Builder::new().name("s3local".into()).spawn(move || {
-            rt.block_on(async move {
-                let http = ConnBuilder::new(TokioExecutor::new());
-                loop {
-                    let socket = tokio::select! {
-                        res = listener.accept() => match res {
-                            Ok((s, _)) => s,
-                            Err(_) => continue,
-                        },
-                        _ = &mut stop_rx => break,
-                    };
-                    let svc = service.clone();
-                    let counts = counts2.clone();
-                    let counted = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        *counts.lock().unwrap().entry(req.method().to_string()).or_default() += 1;
-                        hyper::service::Service::call(&svc, req)
-                    });
-                    let conn = http.serve_connection(TokioIo::new(socket), counted).into_owned();
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                }
-            });
-            // Dropping the runtime cancels the per-connection tasks.
-        })?;
-        Ok(Server { addr, counts, stop: Some(stop_tx), thread: Some(thread) })
+        let thread = std::thread::Builder::new()
+            .name("s3local".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let http = ConnBuilder::new(TokioExecutor::new());
+                    loop {
+                        let socket = tokio::select! {
+                            res = listener.accept() => match res {
+                                Ok((s, _)) => s,
+                                Err(_) => continue,
+                            },
+                            _ = &mut stop_rx => break,
+                        };
+                        let svc = service.clone();
+                        let counts = counts2.clone();
+                        let counted = hyper::service::service_fn(
+                            move |req: http::Request<hyper::body::Incoming>| {
+                                *counts
+                                    .lock()
+                                    .unwrap()
+                                    .entry(req.method().to_string())
+                                    .or_default() += 1;
+                                hyper::service::Service::call(&svc, req)
+                            },
+                        );
+                        let conn = http
+                            .serve_connection(TokioIo::new(socket), counted)
+                            .into_owned();
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                    }
+                });
+                // Dropping the runtime cancels the per-connection tasks.
+            })?;
+        Ok(Server {
+            addr,
+            counts,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
     }
 
     /// Starts on 127.0.0.1 with an ephemeral port.
     pub fn start_ephemeral(root: &Path, access_key: &str, secret_key: &str) -> io::Result<Server> {
-        Server::start(root, SocketAddr::from(([127, 0, 0, 1], 0)), access_key, secret_key)
+        Server::start(
+            root,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            access_key,
+            secret_key,
+        )
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -85,7 +114,12 @@ impl Server {
 
     /// How many requests with this HTTP method reached the server so far.
     pub fn requests(&self, method: &str) -> u64 {
-        self.counts.lock().unwrap().get(method).copied().unwrap_or(0)
+        self.counts
+            .lock()
+            .unwrap()
+            .get(method)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Blocks until the server stops (it never does on its own); for the supervisor process.

@@ -1,0 +1,222 @@
+//! `cargo xtask bench`: figures, not assertions. Every measurement is paired with a baseline
+//! taken in the same run on the same tree, and the ratio is what to compare across machines.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aether_artifact::unpack::{unpack_verified, Limits};
+use anyhow::{Context, Result};
+use xshell::{cmd, Shell};
+
+pub fn run(sh: &Shell, files: usize, runs: usize) -> Result<()> {
+    let work = tempfile::Builder::new().prefix("aether-bench-").tempdir()?;
+    let tree = work.path().join("tree");
+    let (n, bytes) = generate_tree(&tree, files)?;
+    println!(
+        "tree: {n} files, {:.1} MB of content (node_modules-like), {} runs each, minimum reported",
+        bytes as f64 / 1e6,
+        runs
+    );
+    let runs = runs.max(1);
+
+    let ours_tgz = work.path().join("ours.tar.gz");
+    let mut packed = None;
+    let ours = min_time(runs, || {
+        packed = Some(crate::package::pack_to_file(&tree, &ours_tgz)?);
+        Ok(())
+    })?;
+    let packed = packed.expect("ran at least once");
+
+    let base_tgz = work.path().join("base.tar.gz");
+    let script = format!(
+        "cd '{}' && tar -cf - . | gzip -6 > '{}' && sha256sum '{}' >/dev/null",
+        tree.display(),
+        base_tgz.display(),
+        base_tgz.display()
+    );
+    let base = min_time(runs, || Ok(cmd!(sh, "sh -c {script}").quiet().run()?))?;
+    let base_size = fs::metadata(&base_tgz)?.len();
+
+    println!();
+    println!("{:<44} {:>8} {:>10}", "pack", "min s", "MB out");
+    println!(
+        "{:<44} {:>8.3} {:>10.1}",
+        "aether pack (deterministic, sha256 inline)",
+        secs(ours),
+        packed.bytes as f64 / 1e6
+    );
+    println!(
+        "{:<44} {:>8.3} {:>10.1}",
+        "tar -cf - . | gzip -6 ; sha256sum",
+        secs(base),
+        base_size as f64 / 1e6
+    );
+    println!(
+        "pack ratio (aether / tar|gzip): {:.2}  (target 0.35 or better)",
+        secs(ours) / secs(base)
+    );
+
+    // Fresh directories for every extraction: re-using names right after deleting a similar
+    // tree makes file creation several times slower on ext4.
+    let mut k = 0;
+    let mut fresh = || {
+        k += 1;
+        work.path().join(format!("x{k}"))
+    };
+    let ours_x = min_time(runs, || {
+        let dest = fresh();
+        unpack_verified(
+            fs::File::open(&ours_tgz)?,
+            &packed.digest,
+            &dest,
+            &Limits::default(),
+        )?;
+        Ok(())
+    })?;
+    let base_x = min_time(runs, || {
+        let dest: PathBuf = fresh();
+        fs::create_dir(&dest)?;
+        Ok(cmd!(sh, "tar -xzf {base_tgz} -C {dest}").quiet().run()?)
+    })?;
+    println!();
+    println!("{:<44} {:>8}", "unpack", "min s");
+    println!(
+        "{:<44} {:>8.3}",
+        "aether verified unpack (hash + extract)",
+        secs(ours_x)
+    );
+    println!("{:<44} {:>8.3}", "tar -xzf", secs(base_x));
+    println!(
+        "unpack ratio (aether / tar -xzf): {:.2}",
+        secs(ours_x) / secs(base_x)
+    );
+    Ok(())
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn min_time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Duration> {
+    let mut best = Duration::MAX;
+    for _ in 0..runs {
+        let t = Instant::now();
+        f()?;
+        best = best.min(t.elapsed());
+    }
+    Ok(best)
+}
+
+/// A tree shaped like node_modules: packages of many small JS-like text files (which compress
+/// about 4:1, like real JS), a few large bundles, package.json files, some nesting.
+pub fn generate_tree(root: &Path, files: usize) -> Result<(usize, u64)> {
+    const WORDS: &[&str] = &[
+        "function",
+        "return",
+        "const",
+        "let",
+        "var",
+        "if",
+        "else",
+        "for",
+        "while",
+        "require",
+        "module",
+        "exports",
+        "this",
+        "new",
+        "typeof",
+        "undefined",
+        "null",
+        "true",
+        "false",
+        "async",
+        "await",
+        "Promise",
+        "resolve",
+        "reject",
+        "callback",
+        "options",
+        "value",
+        "key",
+        "index",
+        "length",
+        "prototype",
+        "Object",
+        "Array",
+        "String",
+        "Error",
+        "throw",
+        "catch",
+        "try",
+        "buffer",
+        "stream",
+        "=",
+        "==",
+        "===",
+        "(",
+        ")",
+        "{",
+        "}",
+        ";",
+        ",",
+        ".",
+        "=>",
+        "+",
+        "-",
+        "&&",
+        "||",
+        "!",
+        "[",
+        "]",
+    ];
+    let mut seed: u64 = 0x2545F4914F6CDD1D;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut total = 0u64;
+    let mut made = 0usize;
+    let mut pkg = 0usize;
+    while made < files {
+        let dir = root.join(format!("pkg-{pkg:04}")).join(if pkg % 3 == 0 {
+            "lib/internal"
+        } else {
+            "lib"
+        });
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::write(
+            root.join(format!("pkg-{pkg:04}/package.json")),
+            format!(
+                "{{\"name\":\"pkg-{pkg}\",\"version\":\"1.{pkg}.0\",\"main\":\"lib/index.js\"}}\n"
+            ),
+        )?;
+        made += 1;
+        let per_pkg = 10 + (rnd() % 20) as usize;
+        for i in 0..per_pkg.min(files.saturating_sub(made)) {
+            // Mostly 1-16 KB; about 1 in 140 files is a 300-900 KB bundle.
+            let size = if rnd() % 140 == 0 {
+                300_000 + rnd() % 600_000
+            } else {
+                1_000 + rnd() % 13_000
+            } as usize;
+            let mut s = String::with_capacity(size + 64);
+            while s.len() < size {
+                let w = WORDS[(rnd() % WORDS.len() as u64) as usize];
+                s.push_str(w);
+                if rnd() % 9 == 0 {
+                    s.push_str(&format!("_{}", rnd() % 5000));
+                }
+                s.push(if rnd() % 12 == 0 { '\n' } else { ' ' });
+            }
+            total += s.len() as u64;
+            fs::write(dir.join(format!("m{i}.js")), s)?;
+            made += 1;
+        }
+        pkg += 1;
+    }
+    Ok((made, total))
+}

@@ -1,0 +1,110 @@
+//! Where settings come from: flags, then `AETHER_*` environment variables, then the project's
+//! config file `.aether/config.json` (written by bootstrap, mode 0600), then defaults.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use aether_artifact::store::{PartialStore, Secret, StoreConfig};
+use anyhow::{Context, Result};
+
+/// Flags shared by every command.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct Global {
+    /// Project directory holding `.aether/` (state, config, local target data).
+    #[arg(long, global = true, env = "AETHER_PROJECT_DIR")]
+    pub project_dir: Option<PathBuf>,
+    /// S3 endpoint, e.g. http://127.0.0.1:30900 [env: AETHER_S3_ENDPOINT]
+    #[arg(long, global = true)]
+    pub s3_endpoint: Option<String>,
+    /// S3 bucket [env: AETHER_S3_BUCKET]
+    #[arg(long, global = true)]
+    pub s3_bucket: Option<String>,
+    /// S3 region [env: AETHER_S3_REGION]
+    #[arg(long, global = true)]
+    pub s3_region: Option<String>,
+}
+
+impl Global {
+    /// The project directory: the flag, else the workspace this xtask was built from.
+    pub fn project_dir(&self) -> PathBuf {
+        self.project_dir.clone().unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("xtask lives in the workspace")
+                .to_path_buf()
+        })
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.project_dir().join(".aether")
+    }
+
+    /// Store settings layered flags > environment > config file. Credentials are deliberately
+    /// not flags: a flag would put them on a command line, visible in `ps` and shell history.
+    pub fn store_layers(&self) -> Result<PartialStore> {
+        let flags = PartialStore {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            bucket: self.s3_bucket.clone(),
+            ..Default::default()
+        };
+        Ok(flags
+            .or(PartialStore::from_env())
+            .or(ProjectConfig::load(&self.state_dir())?.store))
+    }
+
+    pub fn store_config(&self) -> Result<StoreConfig> {
+        self.store_layers()?.finish().map_err(anyhow::Error::msg)
+    }
+}
+
+/// `.aether/config.json`.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    #[serde(default)]
+    pub store: PartialStore,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<Secret>,
+}
+
+impl ProjectConfig {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("config.json")
+    }
+
+    pub fn load(state_dir: &Path) -> Result<ProjectConfig> {
+        let p = Self::path(state_dir);
+        match fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b).with_context(|| {
+                format!(
+                    "reading {}: fix or delete it, then run `cargo xtask bootstrap`",
+                    p.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ProjectConfig::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+        }
+    }
+
+    /// Written with mode 0600 from the start (never world-readable, not even briefly) and
+    /// renamed into place.
+    #[allow(dead_code)]
+    pub fn save(&self, state_dir: &Path) -> Result<()> {
+        fs::create_dir_all(state_dir)?;
+        let p = Self::path(state_dir);
+        let tmp = p.with_extension("json.tmp");
+        let _ = fs::remove_file(&tmp);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self)?)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &p).with_context(|| format!("writing {}", p.display()))?;
+        Ok(())
+    }
+}

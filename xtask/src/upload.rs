@@ -1,0 +1,125 @@
+//! `cargo xtask hot-upload <app> <dir>`: package, then upload to the content-addressed key,
+//! skipping the upload when the object is already there.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use aether_artifact::store::Store;
+use aether_artifact::{object_key, AppName, Digest};
+use anyhow::{Context, Result};
+use xshell::Shell;
+
+use crate::config::Global;
+use crate::package::{human_bytes, pack_to_file};
+
+#[derive(Debug, serde::Serialize)]
+pub struct Uploaded {
+    pub app: String,
+    pub digest: Digest,
+    pub bytes: u64,
+    /// False when the object was already in the store.
+    pub uploaded: bool,
+    pub s3: String,
+    pub url: String,
+    pub url_expires_in_secs: u64,
+    pub pack_ms: u64,
+    pub upload_ms: u64,
+}
+
+pub fn run(
+    _sh: &Shell,
+    global: &Global,
+    app: &AppName,
+    dir: &Path,
+    json: bool,
+    url_expiry: u64,
+) -> Result<Uploaded> {
+    let store = Store::new(global.store_config()?)?;
+    let up = upload(&store, global, app, dir, url_expiry, !json)?;
+    if json {
+        println!("{}", serde_json::to_string(&up)?);
+    } else {
+        if up.uploaded {
+            eprintln!(
+                "uploaded {} in {} ms (packed in {} ms)",
+                human_bytes(up.bytes),
+                up.upload_ms,
+                up.pack_ms
+            );
+        } else {
+            eprintln!(
+                "already in the store: skipped the upload (packed in {} ms)",
+                up.pack_ms
+            );
+        }
+        eprintln!("presigned URL valid for {} s", up.url_expires_in_secs);
+        println!("s3={}", up.s3);
+        println!("url={}", up.url);
+        println!("digest={}", up.digest);
+    }
+    Ok(up)
+}
+
+/// Packs `dir` and makes sure the store holds it. Shared by `hot-upload`, `deploy-sample`
+/// and `dev`.
+pub fn upload(
+    store: &Store,
+    global: &Global,
+    app: &AppName,
+    dir: &Path,
+    url_expiry: u64,
+    progress: bool,
+) -> Result<Uploaded> {
+    let t0 = Instant::now();
+    let tmp_dir = global.state_dir().join("tmp");
+    std::fs::create_dir_all(&tmp_dir).with_context(|| format!("creating {}", tmp_dir.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("pack-")
+        .suffix(".tar.gz")
+        .tempfile_in(&tmp_dir)?;
+    let packed =
+        pack_to_file(dir, tmp.path()).with_context(|| format!("packaging {}", dir.display()))?;
+    let pack_ms = t0.elapsed().as_millis() as u64;
+
+    let key = object_key(app, &packed.digest);
+    let t1 = Instant::now();
+    store.ensure_bucket()?;
+    let uploaded = if store.exists(&key)? {
+        false
+    } else {
+        let bar =
+            (progress && std::io::stderr().is_terminal() && packed.bytes > 1 << 20).then(|| {
+                let bar = indicatif::ProgressBar::new(packed.bytes);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .expect("valid template"),
+                );
+                bar
+            });
+        store.put_file(&key, tmp.path(), &mut |n| {
+            if let Some(b) = &bar {
+                b.inc(n)
+            }
+        })?;
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        true
+    };
+    let upload_ms = t1.elapsed().as_millis() as u64;
+    let url = store.presign_get(&key, Duration::from_secs(url_expiry))?;
+    Ok(Uploaded {
+        app: app.to_string(),
+        digest: packed.digest,
+        bytes: packed.bytes,
+        uploaded,
+        s3: store.s3_url(&key),
+        url,
+        url_expires_in_secs: url_expiry.min(604_800),
+        pack_ms,
+        upload_ms,
+    })
+}

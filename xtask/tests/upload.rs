@@ -1,0 +1,156 @@
+//! `package` and `hot-upload` through the real binary against a real S3 server.
+
+mod common;
+use common::*;
+
+#[test]
+fn package_prints_digest_last_and_matches_sha256sum() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = app_dir(t.path(), "console.log(1)\n");
+    let out = t.path().join("a.tar.gz");
+    let r = xtask(
+        t.path(),
+        &[],
+        &[
+            "package",
+            dir.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let digest = r
+        .stdout
+        .lines()
+        .last()
+        .unwrap()
+        .strip_prefix("digest=")
+        .unwrap()
+        .to_string();
+    let sum = std::process::Command::new("sha256sum")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8(sum.stdout).unwrap().starts_with(&digest));
+    // Without -o the digest is the same.
+    let r2 = xtask(t.path(), &[], &["package", dir.to_str().unwrap()]).ok();
+    assert_eq!(r2.last("digest"), digest);
+}
+
+#[test]
+fn upload_dedupe_json_and_no_secret_in_output() {
+    let t = tempfile::tempdir().unwrap();
+    let server = aether_s3local::Server::start_ephemeral(&t.path().join("s3"), AK, SK).unwrap();
+    let env = store_env(&server.endpoint(), SK);
+    let dir = app_dir(t.path(), "console.log('v1')\n");
+    let d = dir.to_str().unwrap();
+
+    let first = xtask(t.path(), &as_refs(&env), &["hot-upload", "demo", d]).ok();
+    let digest = first.last("digest");
+    assert_eq!(digest.len(), 64);
+    assert!(
+        first.stdout.contains(&format!(
+            "s3=s3://xtask-test/artifacts/demo/{digest}/app.tar.gz"
+        )),
+        "{}",
+        first.stdout
+    );
+    let url = first
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("url="))
+        .unwrap()
+        .to_string();
+    assert!(
+        first.stderr.contains("uploaded") && first.stderr.contains("valid for 3600 s"),
+        "{}",
+        first.stderr
+    );
+    // The presigned URL serves exactly the packaged bytes.
+    let body = attohttpc_get(&url);
+    let pkg = xtask(t.path(), &[], &["package", d]).ok();
+    assert_eq!(pkg.last("digest"), digest);
+    assert_eq!(sha256_hex(&body), digest);
+
+    let puts = server.requests("PUT");
+    let second = xtask(
+        t.path(),
+        &as_refs(&env),
+        &["hot-upload", "demo", d, "--json"],
+    )
+    .ok();
+    assert_eq!(
+        server.requests("PUT"),
+        puts,
+        "re-uploading unchanged code sent a PUT"
+    );
+    let v: serde_json::Value = serde_json::from_str(second.stdout.trim()).unwrap();
+    assert_eq!(v["digest"], digest.as_str());
+    assert_eq!(v["uploaded"], false);
+    assert_eq!(second.stdout.trim().lines().count(), 1);
+    for r in [&first, &second] {
+        assert!(!r.all().contains(SK), "secret in output");
+    }
+}
+
+#[test]
+fn clear_errors_for_bad_secret_server_down_and_bad_input() {
+    let t = tempfile::tempdir().unwrap();
+    let server = aether_s3local::Server::start_ephemeral(&t.path().join("s3"), AK, SK).unwrap();
+    let dir = app_dir(t.path(), "x");
+    let d = dir.to_str().unwrap();
+    let wrong = store_env(&server.endpoint(), "the-wrong-secret");
+    let r = xtask(t.path(), &as_refs(&wrong), &["hot-upload", "demo", d]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("rejected the credentials") && r.stderr.contains(&server.endpoint()),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.all().contains("the-wrong-secret"));
+
+    let endpoint = server.endpoint();
+    drop(server);
+    let env = store_env(&endpoint, SK);
+    let r = xtask(t.path(), &as_refs(&env), &["hot-upload", "demo", d]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("is the store running") && r.stderr.contains(&endpoint),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.all().contains(SK));
+
+    let r = xtask(t.path(), &as_refs(&env), &["hot-upload", "Bad_Name", d]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("DNS-1123"), "{}", r.stderr);
+    let r = xtask(
+        t.path(),
+        &as_refs(&env),
+        &["hot-upload", "demo", "/no/such/dir"],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("/no/such/dir"), "{}", r.stderr);
+}
+
+fn attohttpc_get(url: &str) -> Vec<u8> {
+    // The xtask has no HTTP client of its own in tests; curl is on every machine here.
+    let out = std::process::Command::new("curl")
+        .args(["-sSf", url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
