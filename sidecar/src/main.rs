@@ -1,1 +1,134 @@
-fn main() {}
+//! `aether-fetcher`: see `lib.rs`. This file parses flags (each mirrored by an
+//! `AETHER_FETCHER_*` variable) and dispatches.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use aether_fetcher::{Config, Fetcher};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "aether-fetcher",
+    version,
+    args_override_self = true,
+    about = "Fetches, verifies and atomically publishes app releases named by the pod's annotations"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// The volume shared with the app; the live release is `<root>/current`.
+    #[arg(
+        long,
+        env = "AETHER_FETCHER_ROOT",
+        default_value = "/work",
+        global = true
+    )]
+    root: PathBuf,
+    /// The downward-API annotations file.
+    #[arg(
+        long,
+        env = "AETHER_FETCHER_ANNOTATIONS_FILE",
+        default_value = "/etc/podinfo/annotations"
+    )]
+    annotations_file: PathBuf,
+    /// The release ConfigMap, mounted as a directory (keys `digest`, `generation`).
+    #[arg(
+        long,
+        env = "AETHER_FETCHER_RELEASE_DIR",
+        default_value = "/etc/aether/release"
+    )]
+    release_dir: PathBuf,
+    /// App name; defaults to the pod's `aether.dev/app` annotation.
+    #[arg(long, env = "AETHER_FETCHER_APP")]
+    app: Option<String>,
+    /// Poll period (e.g. `5s`, `250ms`); file changes wake the fetcher earlier.
+    #[arg(long, env = "AETHER_FETCHER_PERIOD", default_value = "5s", value_parser = parse_duration)]
+    period: Duration,
+    /// Deadline for one sync pass (download, verify, extract, publish).
+    #[arg(long, env = "AETHER_FETCHER_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Cap of the exponential backoff after failures.
+    #[arg(long, env = "AETHER_FETCHER_MAX_BACKOFF", default_value = "60s", value_parser = parse_duration)]
+    max_backoff: Duration,
+    /// Releases kept on the volume (the live one included) for instant rollback.
+    #[arg(long, env = "AETHER_FETCHER_KEEP", default_value_t = 3)]
+    keep: usize,
+    /// How long a release stays on disk after it stopped being live (readers may hold files).
+    #[arg(long, env = "AETHER_FETCHER_GC_GRACE", default_value = "60s", value_parser = parse_duration)]
+    gc_grace: Duration,
+    /// Exit non-zero after this many consecutive failed passes (0 = never).
+    #[arg(long, env = "AETHER_FETCHER_MAX_FAILURES", default_value_t = 0)]
+    max_failures: u32,
+    /// Sync once and exit: 0 on success, 1 on failure or when nothing is wanted yet.
+    #[arg(long, env = "AETHER_FETCHER_ONE_TIME")]
+    one_time: bool,
+    /// Address for /healthz, /readyz, /status and /metrics; empty turns HTTP off.
+    #[arg(long, env = "AETHER_FETCHER_HTTP_BIND", default_value = ":8081")]
+    http_bind: String,
+    /// Cap on the bytes an artifact may expand to.
+    #[arg(long, env = "AETHER_FETCHER_MAX_BYTES", default_value_t = 4 << 30)]
+    max_bytes: u64,
+    /// Cap on the entries an artifact may hold.
+    #[arg(long, env = "AETHER_FETCHER_MAX_ENTRIES", default_value_t = 500_000)]
+    max_entries: u64,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print the fetcher's status (from `<root>/.fetcher/state.json`) as JSON; works through
+    /// `kubectl exec` in an image without a shell.
+    Status,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e}: use e.g. `5s`, `250ms` or `2m`"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Cmd::Status) = cli.cmd {
+        return match aether_fetcher::state::read(&cli.root) {
+            Ok(s) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&s).expect("status serialises")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("[fetcher] {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cfg = Config {
+        root: cli.root,
+        annotations_file: cli.annotations_file,
+        release_dir: cli.release_dir,
+        app: cli.app,
+        period: cli.period,
+        timeout: cli.timeout,
+        max_backoff: cli.max_backoff,
+        keep: cli.keep.max(1),
+        gc_grace: cli.gc_grace,
+        max_failures: cli.max_failures,
+        one_time: cli.one_time,
+        http_bind: cli.http_bind,
+        limits: aether_artifact::unpack::Limits {
+            max_bytes: cli.max_bytes,
+            max_entries: cli.max_entries,
+        },
+    };
+    match Fetcher::new(cfg).and_then(|f| f.run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("[fetcher] fatal: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

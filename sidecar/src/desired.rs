@@ -1,0 +1,209 @@
+//! Which version is wanted: the pod's annotations (fast: patched by `hot-patch`) and the release
+//! ConfigMap (durable: what a new pod starts from). The higher generation wins. Both files are
+//! re-opened on every read because the kubelet replaces them through a `..data` symlink swap.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use aether_artifact::podinfo::parse_annotations;
+use aether_artifact::{keys, Digest};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub digest: Digest,
+    pub generation: u64,
+    pub source: &'static str,
+}
+
+#[derive(Debug, Default)]
+pub struct Desired {
+    pub wanted: Option<Wanted>,
+    /// `aether.dev/app` from the annotations.
+    pub app: Option<String>,
+    /// `aether.dev/fetch-interval` from the annotations.
+    pub interval: Option<Duration>,
+    /// Problems worth a log line; a broken source is skipped, never fatal.
+    pub warnings: Vec<String>,
+}
+
+pub fn read(annotations_file: &Path, release_dir: &Path) -> Desired {
+    let mut d = Desired::default();
+    let mut candidates = Vec::new();
+
+    match fs::read_to_string(annotations_file) {
+        Ok(text) => {
+            let parsed = parse_annotations(&text);
+            for (line, why) in &parsed.bad {
+                d.warnings.push(format!(
+                    "{}: line {line} ignored: {why}",
+                    annotations_file.display()
+                ));
+            }
+            let v = &parsed.values;
+            d.app = v.get(keys::APP).cloned();
+            if let Some(iv) = v.get(keys::FETCH_INTERVAL) {
+                match humantime::parse_duration(iv) {
+                    Ok(i) if i >= Duration::from_millis(10) => d.interval = Some(i),
+                    _ => d.warnings.push(format!(
+                        "annotation {} = {iv:?} is not a duration like `2s`; ignored",
+                        keys::FETCH_INTERVAL
+                    )),
+                }
+            }
+            match source(
+                "annotations",
+                v.get(keys::DIGEST).map(String::as_str),
+                v.get(keys::GENERATION).map(String::as_str),
+            ) {
+                Ok(Some(w)) => candidates.push(w),
+                Ok(None) => {}
+                Err(e) => d
+                    .warnings
+                    .push(format!("{}: {e}", annotations_file.display())),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => d
+            .warnings
+            .push(format!("{}: {e}; skipped", annotations_file.display())),
+    }
+
+    let read_key = |k: &str| -> Result<Option<String>, String> {
+        match fs::read_to_string(release_dir.join(k)) {
+            Ok(s) => Ok(Some(s.trim().to_string())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}; skipped", release_dir.join(k).display())),
+        }
+    };
+    match (read_key("digest"), read_key("generation")) {
+        (Ok(dg), Ok(gen)) => match source("release", dg.as_deref(), gen.as_deref()) {
+            Ok(Some(w)) => candidates.push(w),
+            Ok(None) => {}
+            Err(e) => d.warnings.push(format!("{}: {e}", release_dir.display())),
+        },
+        (Err(e), _) | (_, Err(e)) => d.warnings.push(e),
+    }
+
+    // Ties go to the first candidate (the annotations): both name the same version then.
+    d.wanted = candidates
+        .into_iter()
+        .reduce(|a, b| if b.generation > a.generation { b } else { a });
+    d
+}
+
+fn source(
+    name: &'static str,
+    digest: Option<&str>,
+    generation: Option<&str>,
+) -> Result<Option<Wanted>, String> {
+    let Some(digest) = digest.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let digest = Digest::parse(digest).map_err(|e| format!("{e}; skipped"))?;
+    let generation = match generation.filter(|s| !s.is_empty()) {
+        None => 0,
+        Some(g) => g
+            .parse::<u64>()
+            .map_err(|_| format!("generation {g:?} is not a whole number; skipped"))?,
+    };
+    Ok(Some(Wanted {
+        digest,
+        generation,
+        source: name,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aether_artifact::podinfo::{format_annotations, write_atomic_volume};
+    use std::collections::BTreeMap;
+
+    fn d(c: char) -> String {
+        c.to_string().repeat(64)
+    }
+
+    fn setup(
+        ann: Option<&[(&str, &str)]>,
+        rel: Option<(&str, &str)>,
+    ) -> (tempfile::TempDir, Desired) {
+        let t = tempfile::tempdir().unwrap();
+        if let Some(a) = ann {
+            let m: BTreeMap<String, String> = a
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let files = [(
+                "annotations".to_string(),
+                format_annotations(&m).into_bytes(),
+            )]
+            .into_iter()
+            .collect();
+            write_atomic_volume(&t.path().join("podinfo"), &files).unwrap();
+        }
+        if let Some((dg, gen)) = rel {
+            let files = [
+                ("digest".to_string(), dg.as_bytes().to_vec()),
+                ("generation".to_string(), gen.as_bytes().to_vec()),
+            ]
+            .into_iter()
+            .collect();
+            write_atomic_volume(&t.path().join("release"), &files).unwrap();
+        }
+        let des = read(
+            &t.path().join("podinfo/annotations"),
+            &t.path().join("release"),
+        );
+        (t, des)
+    }
+
+    #[test]
+    fn higher_generation_wins_either_way() {
+        let (_t, x) = setup(
+            Some(&[
+                (keys::DIGEST, &d('a')),
+                (keys::GENERATION, "5"),
+                (keys::APP, "demo"),
+            ]),
+            Some((&d('b'), "4")),
+        );
+        assert_eq!(x.wanted.unwrap().digest.to_string(), d('a'));
+        assert_eq!(x.app.as_deref(), Some("demo"));
+        let (_t, x) = setup(
+            Some(&[(keys::DIGEST, &d('a')), (keys::GENERATION, "5")]),
+            Some((&d('b'), "6")),
+        );
+        let w = x.wanted.unwrap();
+        assert_eq!(
+            (w.digest.to_string(), w.generation, w.source),
+            (d('b'), 6, "release")
+        );
+    }
+
+    #[test]
+    fn missing_and_broken_sources_are_skipped_with_a_warning() {
+        let (_t, x) = setup(None, None);
+        assert!(x.wanted.is_none() && x.warnings.is_empty());
+        let (_t, x) = setup(
+            Some(&[(keys::DIGEST, "not-a-digest"), (keys::GENERATION, "9")]),
+            Some((&d('c'), "2")),
+        );
+        assert_eq!(x.wanted.unwrap().digest.to_string(), d('c'));
+        assert!(
+            x.warnings.iter().any(|w| w.contains("64 lowercase hex")),
+            "{:?}",
+            x.warnings
+        );
+        let (_t, x) = setup(None, Some((&d('c'), "two")));
+        assert!(x.wanted.is_none());
+        assert!(
+            x.warnings.iter().any(|w| w.contains("whole number")),
+            "{:?}",
+            x.warnings
+        );
+        let (_t, x) = setup(Some(&[(keys::FETCH_INTERVAL, "250ms")]), None);
+        assert_eq!(x.interval, Some(Duration::from_millis(250)));
+    }
+}

@@ -1,0 +1,413 @@
+//! `aether-fetcher`: the sidecar that makes the wanted release live on the shared volume.
+//!
+//! One loop in the style of kubernetes/git-sync. Each pass reads the wanted digest (pod
+//! annotations and release ConfigMap, higher generation wins); if it differs from the live one
+//! it downloads `artifacts/<app>/<digest>/app.tar.gz`, streams it through the contract's
+//! verified unpacking into `.releases/<digest>`, publishes it by renaming a temporary symlink
+//! over `current`, and touches `.reload/trigger` so the app restarts on the new code. A
+//! failure at any point leaves `current` on the last good release; the pass is retried with
+//! capped exponential backoff.
+
+pub mod desired;
+mod http;
+pub mod state;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aether_artifact::store::{PartialStore, Store, StoreError};
+use aether_artifact::unpack::{unpack_verified, Limits, UnpackError, TMP_PREFIX};
+use aether_artifact::{object_key, volume, AppName, Digest};
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::desired::Wanted;
+use crate::state::Status;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub root: PathBuf,
+    pub annotations_file: PathBuf,
+    pub release_dir: PathBuf,
+    pub app: Option<String>,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub max_backoff: Duration,
+    pub keep: usize,
+    pub gc_grace: Duration,
+    pub max_failures: u32,
+    pub one_time: bool,
+    pub http_bind: String,
+    pub limits: Limits,
+}
+
+pub struct Fetcher {
+    cfg: Config,
+    status: Arc<Mutex<Status>>,
+    started: u64,
+    last_warnings: Vec<String>,
+}
+
+macro_rules! log {
+    ($($t:tt)*) => { eprintln!("[fetcher] {}", format!($($t)*)) };
+}
+
+impl Fetcher {
+    pub fn new(cfg: Config) -> Result<Fetcher> {
+        fs::create_dir_all(cfg.root.join(volume::RELEASES))
+            .with_context(|| format!("creating {}", cfg.root.display()))?;
+        fs::create_dir_all(cfg.root.join(volume::RELOAD_DIR))?;
+        clean_leftovers(&cfg.root)?;
+        // The store retries are ours (backoff between passes), not the client's.
+        aether_artifact::store::set_retries(0);
+        let mut status = state::read(&cfg.root).unwrap_or_default();
+        status.ready = false;
+        status.consecutive_failures = 0;
+        status.digest = live_digest(&cfg.root);
+        if status.digest.is_none() {
+            status.generation = None;
+        }
+        Ok(Fetcher {
+            cfg,
+            status: Arc::new(Mutex::new(status)),
+            started: state::unix_now_ms(),
+            last_warnings: Vec::new(),
+        })
+    }
+
+    pub fn run(mut self) -> Result<()> {
+        if !self.cfg.http_bind.is_empty() && !self.cfg.one_time {
+            let addr = http::spawn(&self.cfg.http_bind, self.status.clone())?;
+            log!("serving /healthz /readyz /status /metrics on {addr}");
+        }
+        let wake = self.watch();
+        loop {
+            let t0 = Instant::now();
+            let outcome = self.pass();
+            let (ok, interval) = match outcome {
+                Ok(interval) => (true, interval),
+                Err(e) => {
+                    let mut s = self.status.lock().unwrap();
+                    s.consecutive_failures += 1;
+                    s.failures += 1;
+                    s.last_error = Some(format!("{e:#}"));
+                    let n = s.consecutive_failures;
+                    drop(s);
+                    self.save();
+                    log!("sync failed ({n} in a row), still serving the current release: {e:#}");
+                    if self.cfg.one_time {
+                        bail!("one-time sync failed");
+                    }
+                    if self.cfg.max_failures > 0 && n >= self.cfg.max_failures {
+                        bail!(
+                            "{n} consecutive failures (--max-failures {})",
+                            self.cfg.max_failures
+                        );
+                    }
+                    let backoff = self
+                        .cfg
+                        .period
+                        .saturating_mul(1 << (n - 1).min(16))
+                        .min(self.cfg.max_backoff.max(self.cfg.period));
+                    (false, backoff)
+                }
+            };
+            if self.cfg.one_time && ok {
+                return Ok(());
+            }
+            self.gc();
+            let sleep = interval.saturating_sub(t0.elapsed().min(interval / 2));
+            // A change to either mounted directory wakes us at once; the period is a safety net.
+            if let Some(rx) = &wake {
+                if rx.recv_timeout(sleep).is_ok() {
+                    // Let the writer finish its swap, then swallow the burst of events it caused.
+                    std::thread::sleep(Duration::from_millis(5));
+                    while rx.try_recv().is_ok() {}
+                }
+            } else {
+                std::thread::sleep(sleep);
+            }
+        }
+    }
+
+    fn watch(&self) -> Option<mpsc::Receiver<()>> {
+        use notify::Watcher as _;
+        if self.cfg.one_time {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel();
+        let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+            let _ = tx.send(());
+        })
+        .map_err(|e| log!("file watching unavailable, polling only: {e}"))
+        .ok()?;
+        let mut any = false;
+        for dir in [
+            self.cfg.annotations_file.parent(),
+            Some(self.cfg.release_dir.as_path()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            // Watch the directory, not the file: the kubelet swaps `..data`, so a watch on the
+            // file itself follows the old target and goes silent (kubernetes#111947).
+            match w.watch(dir, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => any = true,
+                Err(e) => log!("cannot watch {} (polling it instead): {e}", dir.display()),
+            }
+        }
+        if !any {
+            return None;
+        }
+        // The watcher lives as long as the process.
+        std::mem::forget(w);
+        Some(rx)
+    }
+
+    fn save(&self) {
+        let s = self.status.lock().unwrap().clone();
+        if let Err(e) = state::write(&self.cfg.root, &s) {
+            log!("cannot write status: {e:#}");
+        }
+    }
+
+    /// One pass; returns how long to wait before the next.
+    fn pass(&mut self) -> Result<Duration> {
+        let desired = desired::read(&self.cfg.annotations_file, &self.cfg.release_dir);
+        if desired.warnings != self.last_warnings {
+            for w in &desired.warnings {
+                log!("warning: {w}");
+            }
+            self.last_warnings = desired.warnings.clone();
+        }
+        let interval = desired.interval.unwrap_or(self.cfg.period);
+        let Some(wanted) = desired.wanted else {
+            if self.cfg.one_time {
+                bail!(
+                    "nothing to sync: no digest in {} or {}",
+                    self.cfg.annotations_file.display(),
+                    self.cfg.release_dir.display()
+                );
+            }
+            return Ok(interval);
+        };
+        let current = self.status.lock().unwrap().digest;
+        if current == Some(wanted.digest) {
+            let mut s = self.status.lock().unwrap();
+            let changed =
+                !s.ready || s.generation != Some(wanted.generation) || s.consecutive_failures > 0;
+            s.ready = true;
+            s.generation = Some(wanted.generation);
+            s.consecutive_failures = 0;
+            s.last_error = None;
+            drop(s);
+            if changed {
+                self.save();
+            }
+            return Ok(interval);
+        }
+        let app = self
+            .cfg
+            .app
+            .clone()
+            .or(desired.app)
+            .ok_or_else(|| anyhow!("no app name: pass --app (AETHER_FETCHER_APP) or set the pod annotation aether.dev/app"))?;
+        let app = AppName::parse(&app)?;
+        self.sync(&app, &wanted)?;
+        Ok(interval)
+    }
+
+    fn sync(&mut self, app: &AppName, wanted: &Wanted) -> Result<()> {
+        let t0 = Instant::now();
+        let deadline = t0 + self.cfg.timeout;
+        let rel = Path::new(volume::RELEASES).join(wanted.digest.to_string());
+        let dest = self.cfg.root.join(&rel);
+        let mut bytes = 0;
+        if !dest.is_dir() {
+            bytes = self.fetch(app, &wanted.digest, &dest, deadline)?;
+        }
+        if Instant::now() > deadline {
+            // A release that took longer than the deadline is still complete and verified; keep
+            // it on disk (the next pass publishes it at once) but report the overrun.
+            bail!(
+                "sync of {} exceeded its {:?} deadline",
+                wanted.digest.short(),
+                self.cfg.timeout
+            );
+        }
+        publish(&self.cfg.root, &rel)?;
+        trigger_reload(&self.cfg.root, wanted)?;
+        let ms = t0.elapsed().as_millis() as u64;
+        let mut s = self.status.lock().unwrap();
+        if let Some(prev) = s.digest.replace(wanted.digest) {
+            s.retired.retain(|(d, _)| *d != prev && *d != wanted.digest);
+            s.retired.push((prev, state::unix_now_ms()));
+        }
+        s.retired.retain(|(d, _)| *d != wanted.digest);
+        s.app = Some(app.to_string());
+        s.generation = Some(wanted.generation);
+        s.fetched_at = Some(state::now_rfc3339());
+        s.last_error = None;
+        s.consecutive_failures = 0;
+        s.ready = true;
+        s.syncs += 1;
+        s.bytes += bytes;
+        s.last_sync_ms = ms;
+        drop(s);
+        self.save();
+        log!(
+            "new digest {} generation {} in {ms} ms",
+            wanted.digest,
+            wanted.generation
+        );
+        Ok(())
+    }
+
+    /// Streams the object through a pipe into the verified unpacker: nothing touches the disk
+    /// unverified under a visible name, and memory stays flat whatever the artifact's size.
+    fn fetch(&self, app: &AppName, digest: &Digest, dest: &Path, deadline: Instant) -> Result<u64> {
+        let cfg = PartialStore::from_env()
+            .finish()
+            .map_err(anyhow::Error::msg)?;
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        let store = Store::with_timeout(cfg, left)?;
+        let key = object_key(app, digest);
+        let (reader, mut writer) = io::pipe()?;
+        let limits = self.cfg.limits;
+        let (got, unpacked) = std::thread::scope(|s| {
+            let dl = s.spawn(move || {
+                let r = store.get_to_writer(&key, &mut writer);
+                drop(writer);
+                r
+            });
+            let unpacked = unpack_verified(reader, digest, dest, &limits);
+            (dl.join().expect("download thread panicked"), unpacked)
+        });
+        match (got, unpacked) {
+            (Ok(n), Ok(_)) => Ok(n),
+            // The store's error explains a truncated stream better than the unpacker's.
+            (Err(e), _) => Err(describe_store(e)),
+            (Ok(_), Err(UnpackError::Io { path, source }))
+                if path == dest && source.kind() == io::ErrorKind::AlreadyExists =>
+            {
+                // Another pass (or a previous run) finished the same digest: fine.
+                Ok(0)
+            }
+            (Ok(_), Err(e)) => Err(anyhow!(e).context(format!("verifying {}", digest.short()))),
+        }
+    }
+
+    /// Keeps the live release and the `keep - 1` most recently retired ones; removes older ones
+    /// only `gc_grace` after they stopped being live.
+    fn gc(&mut self) {
+        let root = self.cfg.root.join(volume::RELEASES);
+        let s = self.status.lock().unwrap().clone();
+        let Ok(entries) = fs::read_dir(&root) else {
+            return;
+        };
+        let mut retired: Vec<(Digest, u64)> = Vec::new();
+        for e in entries.flatten() {
+            let Ok(d) = Digest::parse(&e.file_name().to_string_lossy()) else {
+                continue;
+            };
+            if Some(d) == s.digest {
+                continue;
+            }
+            // A release we never saw retire (from before a restart) counts from our start.
+            let at = s
+                .retired
+                .iter()
+                .find(|(x, _)| *x == d)
+                .map_or(self.started, |(_, t)| *t);
+            retired.push((d, at));
+        }
+        retired.sort_by(|a, b| b.1.cmp(&a.1));
+        let now = state::unix_now_ms();
+        let mut removed = Vec::new();
+        for (d, at) in retired.into_iter().skip(self.cfg.keep.saturating_sub(1)) {
+            if now.saturating_sub(at) >= self.cfg.gc_grace.as_millis() as u64 {
+                match fs::remove_dir_all(root.join(d.to_string())) {
+                    Ok(()) => {
+                        log!("removed old release {}", d.short());
+                        removed.push(d);
+                    }
+                    Err(e) => log!("cannot remove old release {}: {e}", d.short()),
+                }
+            }
+        }
+        if !removed.is_empty() {
+            self.status
+                .lock()
+                .unwrap()
+                .retired
+                .retain(|(d, _)| !removed.contains(d));
+            self.save();
+        }
+    }
+}
+
+fn describe_store(e: StoreError) -> anyhow::Error {
+    anyhow!(e)
+}
+
+/// Renames a fresh symlink over `current`: readers see the old tree or the new one, never a mix.
+pub fn publish(root: &Path, rel_target: &Path) -> Result<()> {
+    let tmp = root.join(format!(
+        ".current{}{}",
+        TMP_PREFIX.trim_end_matches('-'),
+        std::process::id()
+    ));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(rel_target, &tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    fs::rename(&tmp, root.join(volume::CURRENT))
+        .with_context(|| format!("publishing {}", rel_target.display()))?;
+    Ok(())
+}
+
+/// The app watches `.reload/` (and only it), so one rename there means one restart, after the
+/// new release is already live.
+fn trigger_reload(root: &Path, w: &Wanted) -> Result<()> {
+    let tmp = root.join(volume::STATE_DIR).join("trigger.tmp");
+    fs::create_dir_all(tmp.parent().unwrap())?;
+    fs::write(&tmp, format!("{} {}\n", w.digest, w.generation))?;
+    fs::rename(&tmp, root.join(volume::RELOAD_TRIGGER)).context("touching the reload trigger")?;
+    Ok(())
+}
+
+fn live_digest(root: &Path) -> Option<Digest> {
+    let target = fs::read_link(root.join(volume::CURRENT)).ok()?;
+    let d = Digest::parse(&target.file_name()?.to_string_lossy()).ok()?;
+    root.join(volume::RELEASES)
+        .join(d.to_string())
+        .is_dir()
+        .then_some(d)
+}
+
+/// Temporary extraction directories and symlinks from a crash are garbage: nothing visible
+/// ever pointed at them.
+fn clean_leftovers(root: &Path) -> Result<()> {
+    for dir in [root.to_path_buf(), root.join(volume::RELEASES)] {
+        for e in fs::read_dir(&dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(TMP_PREFIX) || name.starts_with(".current.tmp") {
+                let p = e.path();
+                let r = if p.is_dir() && !p.is_symlink() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
+                match r {
+                    Ok(()) => log!("removed leftover {}", p.display()),
+                    Err(e) => log!("cannot remove leftover {}: {e}", p.display()),
+                }
+            }
+        }
+    }
+    Ok(())
+}

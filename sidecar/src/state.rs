@@ -1,0 +1,77 @@
+//! The fetcher's status: served on /status, written to `<root>/.fetcher/state.json` (so
+//! `aether-fetcher status` works through `kubectl exec` without a shell) and read back at start.
+
+use std::fs;
+use std::path::Path;
+
+use aether_artifact::{volume, Digest};
+use anyhow::{Context, Result};
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    pub app: Option<String>,
+    pub digest: Option<Digest>,
+    pub generation: Option<u64>,
+    /// RFC 3339, when the live release was published.
+    pub fetched_at: Option<String>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    pub ready: bool,
+    pub syncs: u64,
+    pub failures: u64,
+    pub bytes: u64,
+    pub last_sync_ms: u64,
+    /// Releases on disk that are no longer live, with when they stopped being live (unix ms).
+    #[serde(default)]
+    pub retired: Vec<(Digest, u64)>,
+}
+
+pub fn read(root: &Path) -> Result<Status> {
+    let p = root.join(volume::STATE_FILE);
+    let b = fs::read(&p).with_context(|| {
+        format!(
+            "reading {}: has the fetcher run with --root {}?",
+            p.display(),
+            root.display()
+        )
+    })?;
+    serde_json::from_slice(&b).with_context(|| format!("parsing {}", p.display()))
+}
+
+pub fn write(root: &Path, s: &Status) -> Result<()> {
+    let dir = root.join(volume::STATE_DIR);
+    fs::create_dir_all(&dir)?;
+    let tmp = dir.join("state.json.tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(s)?)?;
+    fs::rename(&tmp, root.join(volume::STATE_FILE))?;
+    Ok(())
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// Prometheus text exposition.
+pub fn metrics(s: &Status) -> String {
+    format!(
+        "# HELP aether_fetcher_syncs_total Releases published.\n# TYPE aether_fetcher_syncs_total counter\naether_fetcher_syncs_total {}\n\
+         # HELP aether_fetcher_failures_total Failed sync passes.\n# TYPE aether_fetcher_failures_total counter\naether_fetcher_failures_total {}\n\
+         # HELP aether_fetcher_bytes_total Artifact bytes downloaded.\n# TYPE aether_fetcher_bytes_total counter\naether_fetcher_bytes_total {}\n\
+         # HELP aether_fetcher_last_sync_seconds Duration of the last successful sync.\n# TYPE aether_fetcher_last_sync_seconds gauge\naether_fetcher_last_sync_seconds {:.3}\n\
+         # HELP aether_fetcher_consecutive_failures Failed passes since the last success.\n# TYPE aether_fetcher_consecutive_failures gauge\naether_fetcher_consecutive_failures {}\n\
+         # HELP aether_fetcher_ready Whether the wanted release is live.\n# TYPE aether_fetcher_ready gauge\naether_fetcher_ready {}\n",
+        s.syncs,
+        s.failures,
+        s.bytes,
+        s.last_sync_ms as f64 / 1000.0,
+        s.consecutive_failures,
+        u8::from(s.ready)
+    )
+}

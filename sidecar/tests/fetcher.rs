@@ -1,0 +1,491 @@
+//! The real `aether-fetcher` binary against a real S3 server (s3s-fs, SigV4 checked), with
+//! volumes written exactly as the kubelet writes them.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aether_artifact::pack::pack_to_vec;
+use aether_artifact::podinfo::{format_annotations, write_atomic_volume};
+use aether_artifact::store::{PartialStore, Secret, Store};
+use aether_artifact::{object_key, AppName, Digest};
+use aether_s3local::Server;
+
+const AK: &str = "fetch-ak";
+const SK: &str = "fetch-secret-never-logged";
+const BUCKET: &str = "fetch-test";
+
+struct Pod {
+    t: tempfile::TempDir,
+    server: Option<Server>,
+    endpoint: String,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+    http: u16,
+}
+
+impl Pod {
+    fn new() -> Pod {
+        let t = tempfile::tempdir().unwrap();
+        let server = Server::start_ephemeral(&t.path().join("s3"), AK, SK).unwrap();
+        let endpoint = server.endpoint();
+        // The kubelet creates both volume directories before any container starts.
+        fs::create_dir_all(t.path().join("podinfo")).unwrap();
+        fs::create_dir_all(t.path().join("release")).unwrap();
+        let p = Pod {
+            t,
+            server: Some(server),
+            endpoint,
+            child: None,
+            log: Arc::default(),
+            http: free_port(),
+        };
+        p.store().ensure_bucket().unwrap();
+        p
+    }
+    fn root(&self) -> PathBuf {
+        self.t.path().join("work")
+    }
+    fn store(&self) -> Store {
+        Store::new(
+            PartialStore {
+                endpoint: Some(self.endpoint.clone()),
+                bucket: Some(BUCKET.into()),
+                access_key: Some(AK.into()),
+                secret_key: Some(Secret::new(SK)),
+                ..Default::default()
+            }
+            .finish()
+            .unwrap(),
+        )
+        .unwrap()
+    }
+    /// Packs a tree with `version.txt` and `check.txt` both holding `v`, uploads it, returns the digest.
+    fn upload(&self, v: &str) -> Digest {
+        let src = self.t.path().join(format!("src-{v}"));
+        fs::create_dir_all(src.join("lib")).unwrap();
+        fs::write(src.join("version.txt"), v).unwrap();
+        fs::write(src.join("lib/check.txt"), v).unwrap();
+        let (bytes, p) = pack_to_vec(&src).unwrap();
+        self.store()
+            .put_bytes(&object_key(&app(), &p.digest), &bytes)
+            .unwrap();
+        p.digest
+    }
+    fn annotate(&self, digest: &str, generation: u64) {
+        let m: BTreeMap<String, String> = [
+            ("aether.dev/app", "demo".to_string()),
+            ("aether.dev/digest", digest.to_string()),
+            ("aether.dev/generation", generation.to_string()),
+            (
+                "kubernetes.io/config.seen",
+                "2026-11-27T10:00:00.000000000Z".to_string(),
+            ),
+            ("kubernetes.io/config.source", "api".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let files = [(
+            "annotations".to_string(),
+            format_annotations(&m).into_bytes(),
+        )]
+        .into_iter()
+        .collect();
+        write_atomic_volume(&self.t.path().join("podinfo"), &files).unwrap();
+    }
+    fn release(&self, digest: &str, generation: u64) {
+        let files = [
+            ("digest".to_string(), digest.as_bytes().to_vec()),
+            (
+                "generation".to_string(),
+                generation.to_string().into_bytes(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        write_atomic_volume(&self.t.path().join("release"), &files).unwrap();
+    }
+    fn cmd(&self, extra: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_aether-fetcher"));
+        c.arg("--root")
+            .arg(self.root())
+            .arg("--annotations-file")
+            .arg(self.t.path().join("podinfo/annotations"))
+            .arg("--release-dir")
+            .arg(self.t.path().join("release"))
+            .args([
+                "--app",
+                "demo",
+                "--period",
+                "50ms",
+                "--max-backoff",
+                "200ms",
+                "--http-bind",
+                &format!("127.0.0.1:{}", self.http),
+            ])
+            .args(extra)
+            .env("AETHER_S3_ENDPOINT", &self.endpoint)
+            .env("AETHER_S3_BUCKET", BUCKET)
+            .env("AETHER_S3_ACCESS_KEY", AK)
+            .env("AETHER_S3_SECRET_KEY", SK);
+        c
+    }
+    fn start(&mut self, extra: &[&str]) {
+        let mut child = self.cmd(extra).stderr(Stdio::piped()).spawn().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                log.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        self.child = Some(child);
+    }
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+    fn live(&self) -> Option<String> {
+        fs::read_to_string(self.root().join("current/version.txt")).ok()
+    }
+    fn wait_for(&self, what: &str, mut f: impl FnMut() -> bool) {
+        let t = Instant::now();
+        while !f() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "timed out waiting for {what}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.http, path)
+    }
+    fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.get("/status").1).unwrap()
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert!(!self.log().contains(SK), "secret in the fetcher's log");
+    }
+}
+
+fn app() -> AppName {
+    AppName::parse("demo").unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[test]
+fn first_sync_change_rollback_status_and_probes() {
+    let mut pod = Pod::new();
+    let v1 = pod.upload("v1");
+    let v2 = pod.upload("v2");
+    pod.start(&[]);
+    // Not ready before anything is wanted.
+    pod.wait_for("http", || pod.get("/healthz").0 == 200);
+    assert_eq!(pod.get("/readyz").0, 503);
+
+    pod.release(&v1.to_string(), 1);
+    pod.wait_for("v1 live", || pod.live().as_deref() == Some("v1"));
+    pod.wait_for("ready", || pod.get("/readyz").0 == 200);
+    assert!(
+        pod.log()
+            .contains(&format!("[fetcher] new digest {v1} generation 1 in ")),
+        "{}",
+        pod.log()
+    );
+    assert_eq!(
+        fs::read_link(pod.root().join("current")).unwrap(),
+        Path::new(".releases").join(v1.to_string())
+    );
+    assert_eq!(
+        fs::read_to_string(pod.root().join(".reload/trigger")).unwrap(),
+        format!("{v1} 1\n")
+    );
+
+    // The annotations (higher generation) win over the release ConfigMap.
+    pod.annotate(&v2.to_string(), 2);
+    pod.wait_for("v2 live", || pod.live().as_deref() == Some("v2"));
+    let s = pod.status();
+    assert_eq!(s["digest"], v2.to_string());
+    assert_eq!(s["generation"], 2);
+    assert_eq!(s["consecutive_failures"], 0);
+    assert!(s["fetched_at"].as_str().unwrap().starts_with("20"));
+
+    // Rollback is a newer generation naming an older digest; it is still on disk, so no download.
+    let gets = pod.server.as_ref().unwrap().requests("GET");
+    pod.release(&v1.to_string(), 3);
+    pod.wait_for("rolled back", || pod.live().as_deref() == Some("v1"));
+    assert_eq!(
+        pod.server.as_ref().unwrap().requests("GET"),
+        gets,
+        "a kept release is not downloaded again"
+    );
+
+    let metrics = pod.get("/metrics").1;
+    assert!(
+        metrics.contains("aether_fetcher_syncs_total 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("aether_fetcher_ready 1"), "{metrics}");
+    // `aether-fetcher status` prints the same from local state.
+    let out = Command::new(env!("CARGO_BIN_EXE_aether-fetcher"))
+        .arg("status")
+        .arg("--root")
+        .arg(pod.root())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["digest"], v1.to_string());
+    assert_eq!(st["generation"], 3);
+}
+
+#[test]
+fn mismatched_and_corrupt_artifacts_never_replace_the_live_release() {
+    let mut pod = Pod::new();
+    let v1 = pod.upload("v1");
+    pod.annotate(&v1.to_string(), 1);
+    pod.start(&[]);
+    pod.wait_for("v1 live", || pod.live().as_deref() == Some("v1"));
+
+    // Bytes of another artifact stored under a key that names a digest they do not have.
+    let src = pod.t.path().join("other");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("version.txt"), "evil").unwrap();
+    let (evil, _) = pack_to_vec(&src).unwrap();
+    let fake = Digest::parse(&"e".repeat(64)).unwrap();
+    pod.store()
+        .put_bytes(&object_key(&app(), &fake), &evil)
+        .unwrap();
+    pod.annotate(&fake.to_string(), 2);
+    pod.wait_for("mismatch reported", || {
+        pod.status()["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("digest mismatch"))
+    });
+    assert_eq!(pod.live().as_deref(), Some("v1"));
+    // Still ready: the last good release keeps serving; turning unready would pull the pod
+    // out of its Service over a bad upload.
+    assert_eq!(pod.get("/readyz").0, 200);
+
+    // Garbage whose digest does match its key: verified, but not a gzip.
+    let garbage = b"this is not a gzip stream at all".to_vec();
+    let gd = Digest::from_bytes(sha256(&garbage));
+    pod.store()
+        .put_bytes(&object_key(&app(), &gd), &garbage)
+        .unwrap();
+    pod.annotate(&gd.to_string(), 3);
+    pod.wait_for("corrupt reported", || {
+        pod.status()["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("corrupt"))
+    });
+    assert_eq!(pod.live().as_deref(), Some("v1"));
+    assert!(pod.status()["consecutive_failures"].as_u64().unwrap() >= 1);
+    // Nothing half-extracted is visible.
+    let names: Vec<String> = fs::read_dir(pod.root().join(".releases"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec![v1.to_string()],
+        "only the verified release is on disk"
+    );
+
+    // A good version after failures recovers.
+    let v2 = pod.upload("v2");
+    pod.annotate(&v2.to_string(), 4);
+    pod.wait_for("v2 live", || pod.live().as_deref() == Some("v2"));
+    assert_eq!(pod.status()["consecutive_failures"], 0);
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(b).into()
+}
+
+#[test]
+fn store_down_then_up_recovers_without_restart() {
+    let mut pod = Pod::new();
+    let v1 = pod.upload("v1");
+    let addr = pod.server.as_ref().unwrap().addr();
+    pod.server = None; // stop the store
+    pod.annotate(&v1.to_string(), 1);
+    pod.start(&[]);
+    pod.wait_for("failures", || {
+        pod.get("/status").0 == 200
+            && pod.status()["consecutive_failures"].as_u64().unwrap_or(0) >= 2
+    });
+    assert!(
+        pod.status()["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("is the store running"),
+        "{}",
+        pod.status()
+    );
+    let pid = pod.child.as_ref().unwrap().id();
+    pod.server = Some(Server::start(&pod.t.path().join("s3"), addr, AK, SK).unwrap());
+    pod.wait_for("v1 live", || pod.live().as_deref() == Some("v1"));
+    assert_eq!(pod.child.as_ref().unwrap().id(), pid);
+    assert!(
+        pod.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the fetcher kept running"
+    );
+}
+
+#[test]
+fn max_failures_exits_non_zero() {
+    let mut pod = Pod::new();
+    let v1 = pod.upload("v1");
+    pod.server = None;
+    pod.annotate(&v1.to_string(), 1);
+    let out = pod
+        .cmd(&["--max-failures", "2", "--http-bind", ""])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 consecutive failures"), "{err}");
+    assert!(!err.contains(SK));
+}
+
+#[test]
+fn one_time_mode_and_leftover_cleanup() {
+    let pod = Pod::new();
+    // Nothing wanted yet: one-time fails clearly.
+    let out = pod.cmd(&["--one-time"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to sync"));
+    // A crash left a half-extracted directory and a temporary symlink behind.
+    let rel = pod.root().join(".releases");
+    fs::create_dir_all(rel.join(".tmp-abc-1-2/half")).unwrap();
+    std::os::unix::fs::symlink(".releases/x", pod.root().join(".current.tmp999")).unwrap();
+    let v1 = pod.upload("v1");
+    pod.release(&v1.to_string(), 1);
+    let out = pod.cmd(&["--one-time"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(pod.live().as_deref(), Some("v1"));
+    assert!(!rel.join(".tmp-abc-1-2").exists() && !pod.root().join(".current.tmp999").exists());
+}
+
+#[test]
+fn gc_keeps_the_live_release_and_respects_keep() {
+    let mut pod = Pod::new();
+    let ds: Vec<Digest> = ["v1", "v2", "v3"].iter().map(|v| pod.upload(v)).collect();
+    pod.start(&["--keep", "2", "--gc-grace", "0s"]);
+    for (i, d) in ds.iter().enumerate() {
+        pod.annotate(&d.to_string(), i as u64 + 1);
+        pod.wait_for("live", || {
+            pod.live().as_deref() == Some(["v1", "v2", "v3"][i])
+        });
+    }
+    let on_disk = || {
+        let mut v: Vec<String> = fs::read_dir(pod.root().join(".releases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let mut want = vec![ds[1].to_string(), ds[2].to_string()];
+    want.sort();
+    pod.wait_for("gc", || on_disk() == want);
+    // Roll back to the removed one: fetched again; the live release is never the one removed.
+    pod.annotate(&ds[0].to_string(), 10);
+    pod.wait_for("v1 again", || pod.live().as_deref() == Some("v1"));
+    let mut want = vec![ds[0].to_string(), ds[2].to_string()];
+    want.sort();
+    pod.wait_for("gc again", || on_disk() == want);
+}
+
+#[test]
+fn readers_never_see_a_mix_during_100_swaps() {
+    let mut pod = Pod::new();
+    let a = pod.upload("aaaa");
+    let b = pod.upload("bbbb");
+    pod.annotate(&a.to_string(), 1);
+    pod.start(&["--period", "5ms"]);
+    pod.wait_for("a live", || pod.live().as_deref() == Some("aaaa"));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let root = pod.root();
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Resolve `current` once, as a process that opened the tree would.
+                let dir = fs::File::open(root.join("current")).expect("current always resolves");
+                let base = PathBuf::from(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(&dir)
+                ));
+                let v = fs::read_to_string(base.join("version.txt")).expect("file present");
+                let c = fs::read_to_string(base.join("lib/check.txt")).expect("file present");
+                assert_eq!(v, c, "a mix of two versions");
+                assert!(v == "aaaa" || v == "bbbb", "partial content {v:?}");
+                // A path re-opened from the top is also always complete.
+                let direct =
+                    fs::read_to_string(root.join("current/version.txt")).expect("file present");
+                assert!(direct == "aaaa" || direct == "bbbb");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for g in 2..102u64 {
+        let (d, v) = if g % 2 == 0 { (b, "bbbb") } else { (a, "aaaa") };
+        pod.annotate(&d.to_string(), g);
+        pod.wait_for("swap", || pod.live().as_deref() == Some(v));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.join().expect("reader saw a mix or a missing file");
+    assert!(reads > 100, "reader ran {reads} times");
+    assert_eq!(pod.status()["syncs"], 101);
+}
