@@ -370,13 +370,21 @@ pub fn publish(root: &Path, rel_target: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The app watches `.reload/` (and only it), so one rename there means one restart, after the
-/// new release is already live.
+/// The app watches `.reload/` (and only it), so one change there means one restart, after the
+/// new release is already live. The trigger is rewritten in place with one fixed-length write:
+/// node's watcher follows the file's inode, so replacing the file by rename would be seen once
+/// and then missed (nodejs/node#51621).
 fn trigger_reload(root: &Path, w: &Wanted) -> Result<()> {
-    let tmp = root.join(volume::STATE_DIR).join("trigger.tmp");
-    fs::create_dir_all(tmp.parent().unwrap())?;
-    fs::write(&tmp, format!("{} {}\n", w.digest, w.generation))?;
-    fs::rename(&tmp, root.join(volume::RELOAD_TRIGGER)).context("touching the reload trigger")?;
+    use std::io::Write as _;
+    let line = format!("{} {:020}\n", w.digest, w.generation);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(root.join(volume::RELOAD_TRIGGER))
+        .context("opening the reload trigger")?;
+    f.write_all(line.as_bytes())
+        .context("touching the reload trigger")?;
     Ok(())
 }
 

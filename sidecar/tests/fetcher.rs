@@ -240,7 +240,7 @@ fn first_sync_change_rollback_status_and_probes() {
     );
     assert_eq!(
         fs::read_to_string(pod.root().join(".reload/trigger")).unwrap(),
-        format!("{v1} 1\n")
+        format!("{v1} {:020}\n", 1)
     );
 
     // The annotations (higher generation) win over the release ConfigMap.

@@ -3,11 +3,18 @@
 
 mod bench;
 mod config;
+mod deploy;
+mod hot;
+mod local;
 mod package;
+mod release;
+mod sample;
+mod target;
 mod test;
 mod upload;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use aether_artifact::{AppName, Digest};
 use clap::{Parser, Subcommand};
@@ -21,6 +28,8 @@ use xshell::Shell;
 struct Cli {
     #[command(flatten)]
     global: config::Global,
+    #[command(flatten)]
+    target: target::TargetArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -45,6 +54,54 @@ enum Cmd {
         #[arg(long, default_value_t = 3600)]
         url_expiry: u64,
     },
+    /// Deploy an app (the generated sample when no path is given) and wait until it serves.
+    DeploySample {
+        app: AppName,
+        path: Option<PathBuf>,
+        /// How long to wait for the app to run and answer, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Make a running app switch to an uploaded digest, without restarting its pod.
+    HotPatch {
+        app: AppName,
+        #[arg(value_parser = parse_digest)]
+        digest: Digest,
+        /// Wait (up to this many seconds) until the app serves the new version.
+        #[arg(long)]
+        wait: Option<u64>,
+    },
+    /// Go back to the previous digest (or --to one), as a new generation.
+    Rollback {
+        app: AppName,
+        #[arg(long, value_parser = parse_digest)]
+        to: Option<Digest>,
+        /// Wait (up to this many seconds) until the app serves it.
+        #[arg(long)]
+        wait: Option<u64>,
+    },
+    /// The wanted release and what each pod's fetcher reports.
+    HotStatus {
+        app: AppName,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the app's (or with --fetcher the fetcher's) log.
+    Logs {
+        app: AppName,
+        #[arg(long)]
+        fetcher: bool,
+    },
+    /// Stop the app's local pod (and the embedded store with the last app).
+    Down { app: AppName },
+    /// (internal) Run the embedded S3 store of the local target.
+    #[command(hide = true)]
+    LocalStore {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        port: u16,
+    },
     /// Install what the tests need (apt, when missing) and run every test in the workspace.
     Test {
         /// Do not install anything; tests that need a missing tool say so.
@@ -65,8 +122,18 @@ enum Cmd {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let sh = Shell::new()?;
     match cli.cmd {
         Cmd::Package { dir, output } => package::run(&sh, &dir, output.as_deref()),
@@ -75,13 +142,40 @@ fn main() -> anyhow::Result<()> {
             dir,
             json,
             url_expiry,
-        } => upload::run(&sh, &cli.global, &app, &dir, json, url_expiry).map(|_| ()),
+        } => upload::run(&sh, &cli.global, &cli.target, &app, &dir, json, url_expiry).map(|_| ()),
+        Cmd::DeploySample { app, path, timeout } => deploy::run(
+            &sh,
+            &cli.global,
+            &cli.target,
+            &app,
+            path.as_deref(),
+            Duration::from_secs(timeout),
+        ),
+        Cmd::HotPatch { app, digest, wait } => hot::patch(
+            &sh,
+            &cli.global,
+            &cli.target,
+            &app,
+            digest,
+            wait.map(Duration::from_secs),
+        ),
+        Cmd::Rollback { app, to, wait } => hot::rollback(
+            &sh,
+            &cli.global,
+            &cli.target,
+            &app,
+            to,
+            wait.map(Duration::from_secs),
+        ),
+        Cmd::HotStatus { app, json } => hot::status(&sh, &cli.global, &cli.target, &app, json),
+        Cmd::Logs { app, fetcher } => hot::logs(&sh, &cli.global, &cli.target, &app, fetcher),
+        Cmd::Down { app } => hot::down(&sh, &cli.global, &cli.target, &app),
+        Cmd::LocalStore { data, port } => local::run_store(&data, port),
         Cmd::Test { no_install, extra } => test::run(&sh, no_install, &extra),
         Cmd::Bench { files, runs } => bench::run(&sh, files, runs),
     }
 }
 
-#[allow(dead_code)]
 fn parse_digest(s: &str) -> Result<Digest, String> {
     Digest::parse(s).map_err(|e| e.to_string())
 }

@@ -11,7 +11,9 @@ use anyhow::{Context, Result};
 use xshell::Shell;
 
 use crate::config::Global;
+use crate::local::Local;
 use crate::package::{human_bytes, pack_to_file};
+use crate::target::{Target, TargetArgs};
 
 #[derive(Debug, serde::Serialize)]
 pub struct Uploaded {
@@ -28,14 +30,21 @@ pub struct Uploaded {
 }
 
 pub fn run(
-    _sh: &Shell,
+    sh: &Shell,
     global: &Global,
+    target: &TargetArgs,
     app: &AppName,
     dir: &Path,
     json: bool,
     url_expiry: u64,
 ) -> Result<Uploaded> {
-    let store = Store::new(global.store_config()?)?;
+    // With no store configured, the local target brings its own.
+    let cfg = if global.store_layers()?.endpoint.is_none() && target.resolve(sh) == Target::Local {
+        Local::new(global).store_config()?
+    } else {
+        global.store_config()?
+    };
+    let store = Store::new(cfg)?;
     let up = upload(&store, global, app, dir, url_expiry, !json)?;
     if json {
         println!("{}", serde_json::to_string(&up)?);

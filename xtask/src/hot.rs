@@ -1,0 +1,201 @@
+//! `hot-patch`, `rollback`, `hot-status`, `logs`, `down`: change or inspect what a running app
+//! serves, without restarting its pod.
+
+use std::time::Duration;
+
+use aether_artifact::{AppName, Digest};
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+use crate::config::Global;
+use crate::local::{self, Local};
+use crate::release::Release;
+use crate::target::{cluster_unsupported, Target, TargetArgs};
+
+pub fn patch(
+    sh: &Shell,
+    global: &Global,
+    target: &TargetArgs,
+    app: &AppName,
+    digest: Digest,
+    wait: Option<Duration>,
+) -> Result<()> {
+    let t = target.resolve(sh);
+    if t != Target::Local {
+        return cluster_unsupported(t, "hot-patch");
+    }
+    let local = Local::new(global);
+    let store = local.store()?;
+    // Refuse before anything changes: a digest the fetcher cannot fetch would only fail later.
+    local::require_in_store(&store, app, &digest)?;
+    let current = local.release(app)?;
+    let Some(next) = current.next(digest) else {
+        eprintln!(
+            "{app} already wants {} (generation {}): nothing to do",
+            digest.short(),
+            current.generation
+        );
+        return Ok(());
+    };
+    apply(sh, &local, app, &next, wait)
+}
+
+pub fn rollback(
+    sh: &Shell,
+    global: &Global,
+    target: &TargetArgs,
+    app: &AppName,
+    to: Option<Digest>,
+    wait: Option<Duration>,
+) -> Result<()> {
+    let t = target.resolve(sh);
+    if t != Target::Local {
+        return cluster_unsupported(t, "rollback");
+    }
+    let local = Local::new(global);
+    let current = local.release(app)?;
+    let dest = current.rollback_target(to)?;
+    local::require_in_store(&local.store()?, app, &dest)?;
+    let next = current
+        .next(dest)
+        .expect("rollback target differs from the live digest");
+    eprintln!(
+        "rolling {app} back from {} to {}",
+        current.digest.map(|d| d.short()).unwrap_or_default(),
+        dest.short()
+    );
+    apply(sh, &local, app, &next, wait)
+}
+
+fn apply(
+    _sh: &Shell,
+    local: &Local,
+    app: &AppName,
+    next: &Release,
+    wait: Option<Duration>,
+) -> Result<()> {
+    let before = local.app_pids(app);
+    local.set_release(app, next)?;
+    let digest = next.digest.expect("a release always names a digest");
+    match local.pod(app) {
+        Some(p) => eprintln!("signalled local pod of {app} (fetcher pid {}): {} generation {}", p.fetcher_pid, digest.short(), next.generation),
+        None => eprintln!("release {app}: {} generation {}; no local pod is running (`cargo xtask deploy-sample {app}` starts one)", digest.short(), next.generation),
+    }
+    if let (Some(w), Some(_)) = (wait, local.pod(app)) {
+        local.wait_served(app, &digest, &before, w)?;
+        eprintln!("{app} is serving {}", digest.short());
+    }
+    println!("generation={}", next.generation);
+    println!("digest={digest}");
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct HotStatus {
+    app: String,
+    target: &'static str,
+    desired: Release,
+    pods: Vec<serde_json::Value>,
+}
+
+pub fn status(
+    sh: &Shell,
+    global: &Global,
+    target: &TargetArgs,
+    app: &AppName,
+    json: bool,
+) -> Result<()> {
+    let t = target.resolve(sh);
+    if t != Target::Local {
+        return cluster_unsupported(t, "hot-status");
+    }
+    let local = Local::new(global);
+    let desired = local.release(app)?;
+    let mut pods = Vec::new();
+    if let Some(p) = local.pod(app) {
+        // The same command `kubectl exec` runs in a pod.
+        let fetcher = local::fetcher_bin(sh)?;
+        let root = local.work_dir(app);
+        let out = cmd!(sh, "{fetcher} status --root {root}")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .unwrap_or_default();
+        let mut v: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or(serde_json::json!({"error": "no status yet"}));
+        v["pod"] = serde_json::json!(format!("local-{}", p.fetcher_pid));
+        v["url"] = serde_json::json!(format!("http://127.0.0.1:{}/", p.app_port));
+        pods.push(v);
+    }
+    let st = HotStatus {
+        app: app.to_string(),
+        target: "local",
+        desired,
+        pods,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(());
+    }
+    let d = st
+        .desired
+        .digest
+        .map(|d| d.to_string())
+        .unwrap_or_else(|| "(none)".into());
+    println!("app {app}: wants {d} generation {}", st.desired.generation);
+    if st.pods.is_empty() {
+        println!("  no pod running");
+    }
+    for p in &st.pods {
+        let live = p["digest"].as_str().unwrap_or("(none)");
+        let in_sync = if live == d { "in sync" } else { "NOT in sync" };
+        println!(
+            "  {}: live {} generation {} fetched {} ({in_sync}){}",
+            p["pod"].as_str().unwrap_or("?"),
+            live,
+            p["generation"],
+            p["fetched_at"].as_str().unwrap_or("never"),
+            p["last_error"]
+                .as_str()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub fn logs(
+    sh: &Shell,
+    global: &Global,
+    target: &TargetArgs,
+    app: &AppName,
+    fetcher: bool,
+) -> Result<()> {
+    let t = target.resolve(sh);
+    if t != Target::Local {
+        return cluster_unsupported(t, "logs");
+    }
+    let p = Local::new(global).log_path(app, fetcher);
+    let text = std::fs::read_to_string(&p)
+        .with_context(|| format!("reading {}: has `deploy-sample {app}` run?", p.display()))?;
+    print!("{text}");
+    Ok(())
+}
+
+pub fn down(sh: &Shell, global: &Global, target: &TargetArgs, app: &AppName) -> Result<()> {
+    let t = target.resolve(sh);
+    if t != Target::Local {
+        return cluster_unsupported(t, "down");
+    }
+    if Local::new(global).down(app)? {
+        eprintln!("stopped the local pod of {app}");
+    } else {
+        eprintln!("no local pod of {app} was running");
+    }
+    Ok(())
+}
+
+#[allow(dead_code)]
+fn unreachable_target() -> Result<()> {
+    bail!("unreachable")
+}

@@ -1,0 +1,553 @@
+//! The `local` target: the pod's shape as local processes, so the whole loop runs (and is
+//! tested and timed) without a cluster.
+//!
+//! - store: the configured S3 endpoint, else an embedded s3s server (`xtask local-store`, a
+//!   background process; data, port and generated credentials under `.aether/local/`);
+//! - "pod": the real `aether-fetcher` and `node --watch-path=<work>/.reload current/server.js`
+//!   in one process group, sharing `<work>`; the release ConfigMap and the downward-API
+//!   annotations are directories written exactly as the kubelet writes them.
+//!
+//! State, ports and logs live in `.aether/local/<app>/`; `down` stops the process group.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aether_artifact::podinfo::{format_annotations, write_atomic_volume};
+use aether_artifact::store::{
+    PartialStore, Secret, Store, StoreConfig, ENV_ACCESS_KEY, ENV_BUCKET, ENV_ENDPOINT,
+    ENV_SECRET_KEY,
+};
+use aether_artifact::{keys, object_key, AppName, Digest};
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+use crate::config::Global;
+use crate::release::Release;
+
+pub struct Local {
+    dir: PathBuf,
+    global: Global,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct StoreState {
+    port: u16,
+    access_key: String,
+    secret_key: Secret,
+    pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PodState {
+    pub pgid: u32,
+    pub fetcher_pid: u32,
+    pub node_pid: u32,
+    pub app_port: u16,
+    pub fetcher_port: u16,
+}
+
+impl Local {
+    pub fn new(global: &Global) -> Local {
+        Local {
+            dir: global.state_dir().join("local"),
+            global: global.clone(),
+        }
+    }
+
+    fn app_dir(&self, app: &AppName) -> PathBuf {
+        self.dir.join(app.as_str())
+    }
+
+    pub fn work_dir(&self, app: &AppName) -> PathBuf {
+        self.app_dir(app).join("work")
+    }
+
+    // --- store ------------------------------------------------------------------------------
+
+    /// The configured store, or the embedded one (started when needed).
+    pub fn store_config(&self) -> Result<StoreConfig> {
+        let layers = self.global.store_layers()?;
+        if layers.endpoint.is_some() {
+            return layers.finish().map_err(anyhow::Error::msg);
+        }
+        let st = self.ensure_embedded_store()?;
+        PartialStore {
+            endpoint: Some(format!("http://127.0.0.1:{}", st.port)),
+            access_key: Some(st.access_key),
+            secret_key: Some(st.secret_key),
+            ..Default::default()
+        }
+        .or(layers)
+        .finish()
+        .map_err(anyhow::Error::msg)
+    }
+
+    pub fn store(&self) -> Result<Store> {
+        Ok(Store::new(self.store_config()?)?)
+    }
+
+    fn store_state_path(&self) -> PathBuf {
+        self.dir.join("store.json")
+    }
+
+    fn ensure_embedded_store(&self) -> Result<StoreState> {
+        fs::create_dir_all(&self.dir)?;
+        let path = self.store_state_path();
+        let mut st: StoreState = match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .with_context(|| format!("reading {}; delete it to start over", path.display()))?,
+            Err(_) => StoreState {
+                port: free_port()?,
+                access_key: format!("aether-{}", random_hex(6)?),
+                secret_key: Secret::new(random_hex(20)?),
+                pid: None,
+            },
+        };
+        if st.pid.is_some_and(alive) && port_open(st.port) {
+            return Ok(st);
+        }
+        if port_open(st.port) {
+            st.port = free_port()?;
+        }
+        let log = fs::File::create(self.dir.join("store.log"))?;
+        let exe = std::env::current_exe().context("locating the xtask binary")?;
+        let child = Command::new(exe)
+            .args(["local-store", "--data"])
+            .arg(self.dir.join("s3"))
+            .args(["--port", &st.port.to_string()])
+            .env(ENV_ACCESS_KEY, &st.access_key)
+            .env(ENV_SECRET_KEY, st.secret_key.expose())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .context("starting the embedded S3 store")?;
+        st.pid = Some(child.id());
+        write_private(&path, &serde_json::to_vec_pretty(&st)?)?;
+        wait_until(Duration::from_secs(10), || port_open(st.port)).with_context(|| {
+            format!(
+                "the embedded store did not start; see {}",
+                self.dir.join("store.log").display()
+            )
+        })?;
+        eprintln!(
+            "started the embedded S3 store on 127.0.0.1:{} (data in {})",
+            st.port,
+            self.dir.join("s3").display()
+        );
+        Ok(st)
+    }
+
+    fn stop_embedded_store(&self) -> Result<()> {
+        let Ok(b) = fs::read(self.store_state_path()) else {
+            return Ok(());
+        };
+        let mut st: StoreState = serde_json::from_slice(&b)?;
+        if let Some(pid) = st.pid.take() {
+            kill_group(pid)?;
+            eprintln!("stopped the embedded S3 store");
+        }
+        write_private(&self.store_state_path(), &serde_json::to_vec_pretty(&st)?)?;
+        Ok(())
+    }
+
+    // --- desired state ----------------------------------------------------------------------
+
+    pub fn release(&self, app: &AppName) -> Result<Release> {
+        let dir = self.app_dir(app).join("release");
+        let mut data = BTreeMap::new();
+        for k in ["digest", "generation", "history"] {
+            if let Ok(v) = fs::read_to_string(dir.join(k)) {
+                data.insert(k.to_string(), v);
+            }
+        }
+        Release::from_data(&data).with_context(|| format!("reading {}", dir.display()))
+    }
+
+    /// Writes the release "ConfigMap" and then the "pod annotations", in that order, as
+    /// `hot-patch` does on a cluster.
+    pub fn set_release(&self, app: &AppName, r: &Release) -> Result<()> {
+        let files = r
+            .to_data()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect();
+        write_atomic_volume(&self.app_dir(app).join("release"), &files)?;
+        let mut ann = BTreeMap::new();
+        ann.insert(keys::APP.to_string(), app.to_string());
+        if let Some(d) = r.digest {
+            ann.insert(keys::DIGEST.to_string(), d.to_string());
+        }
+        ann.insert(keys::GENERATION.to_string(), r.generation.to_string());
+        // The kubelet adds its own keys; so do we, so the fetcher parses a realistic file.
+        ann.insert("kubernetes.io/config.source".into(), "api".into());
+        let files = [(
+            "annotations".to_string(),
+            format_annotations(&ann).into_bytes(),
+        )]
+        .into_iter()
+        .collect();
+        write_atomic_volume(&self.app_dir(app).join("podinfo"), &files)?;
+        Ok(())
+    }
+
+    // --- the pod ----------------------------------------------------------------------------
+
+    pub fn pod(&self, app: &AppName) -> Option<PodState> {
+        let b = fs::read(self.app_dir(app).join("pod.json")).ok()?;
+        let p: PodState = serde_json::from_slice(&b).ok()?;
+        alive(p.fetcher_pid).then_some(p)
+    }
+
+    /// Starts the fetcher, waits for its first sync (the native sidecar's startup probe), then
+    /// starts node. Returns the running pod, or the one already running.
+    pub fn ensure_pod(
+        &self,
+        sh: &Shell,
+        app: &AppName,
+        timeout: Duration,
+    ) -> Result<(PodState, bool)> {
+        if let Some(p) = self.pod(app) {
+            return Ok((p, false));
+        }
+        let store = self.store_config()?;
+        let fetcher = fetcher_bin(sh)?;
+        let node = which_node(sh)?;
+        let dir = self.app_dir(app);
+        let work = self.work_dir(app);
+        fs::create_dir_all(dir.join("logs"))?;
+        fs::create_dir_all(&work)?;
+        fs::create_dir_all(dir.join("podinfo"))?;
+        fs::create_dir_all(dir.join("release"))?;
+        let fetcher_port = free_port()?;
+        let app_port = if port_open(3000) { free_port()? } else { 3000 };
+        let flog = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("logs/fetcher.log"))?;
+        let f = Command::new(&fetcher)
+            .env("AETHER_FETCHER_ROOT", &work)
+            .env(
+                "AETHER_FETCHER_ANNOTATIONS_FILE",
+                dir.join("podinfo/annotations"),
+            )
+            .env("AETHER_FETCHER_RELEASE_DIR", dir.join("release"))
+            .env("AETHER_FETCHER_APP", app.as_str())
+            .env("AETHER_FETCHER_PERIOD", "2s")
+            .env(
+                "AETHER_FETCHER_HTTP_BIND",
+                format!("127.0.0.1:{fetcher_port}"),
+            )
+            .env(ENV_ENDPOINT, &store.endpoint)
+            .env(ENV_BUCKET, &store.bucket)
+            .env(ENV_ACCESS_KEY, &store.access_key)
+            .env(ENV_SECRET_KEY, store.secret_key.expose())
+            .stdin(Stdio::null())
+            .stdout(flog.try_clone()?)
+            .stderr(flog)
+            .process_group(0)
+            .spawn()
+            .context("starting aether-fetcher")?;
+        let pgid = f.id();
+        let ready = wait_until(timeout, || {
+            http_get(fetcher_port, "/readyz").is_some_and(|(c, _)| c == 200) || !alive(pgid)
+        });
+        if ready.is_err() || !alive(pgid) {
+            let _ = kill_group(pgid);
+            bail!(
+                "the fetcher did not get ready within {timeout:?}:\n{}",
+                tail(&dir.join("logs/fetcher.log"), 15)
+            );
+        }
+        let alog = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("logs/app.log"))?;
+        let n = Command::new(node)
+            .arg(format!(
+                "--watch-path={}",
+                work.join(aether_artifact::volume::RELOAD_DIR).display()
+            ))
+            .arg("--watch-preserve-output")
+            .arg("current/server.js")
+            .current_dir(&work)
+            .env("PORT", app_port.to_string())
+            .stdin(Stdio::null())
+            .stdout(alog.try_clone()?)
+            .stderr(alog)
+            .process_group(pgid as i32)
+            .spawn()
+            .context("starting node")?;
+        let p = PodState {
+            pgid,
+            fetcher_pid: pgid,
+            node_pid: n.id(),
+            app_port,
+            fetcher_port,
+        };
+        fs::write(dir.join("pod.json"), serde_json::to_vec_pretty(&p)?)?;
+        Ok((p, true))
+    }
+
+    /// The app processes `node --watch` runs (not the watcher itself): a new pid means the app
+    /// restarted.
+    pub fn app_pids(&self, app: &AppName) -> Vec<u32> {
+        let Some(p) = self.pod(app) else {
+            return Vec::new();
+        };
+        group_members(p.pgid)
+            .into_iter()
+            .filter(|(pid, comm)| *pid != p.node_pid && comm == "node")
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    /// Waits until the fetcher reports `digest` live, an app process that was not in `before`
+    /// runs (the old one may still be answering while node restarts), and the app answers.
+    pub fn wait_served(
+        &self,
+        app: &AppName,
+        digest: &Digest,
+        before: &[u32],
+        timeout: Duration,
+    ) -> Result<String> {
+        let p = self
+            .pod(app)
+            .context("the local pod is not running: run `cargo xtask deploy-sample`")?;
+        let mut body = String::new();
+        let ok = wait_until(timeout, || {
+            let live = aether_fetcher_status(&self.work_dir(app))
+                .is_some_and(|s| s["digest"] == digest.to_string());
+            let restarted =
+                before.is_empty() || self.app_pids(app).iter().any(|p| !before.contains(p));
+            live && restarted
+                && http_get(p.app_port, "/").is_some_and(|(c, b)| {
+                    body = b;
+                    c == 200
+                })
+        });
+        if ok.is_err() {
+            let dir = self.app_dir(app);
+            bail!(
+                "{app} did not serve {} within {timeout:?}\n--- fetcher log ---\n{}\n--- app log ---\n{}",
+                digest.short(),
+                tail(&dir.join("logs/fetcher.log"), 15),
+                tail(&dir.join("logs/app.log"), 15)
+            );
+        }
+        Ok(body)
+    }
+
+    pub fn down(&self, app: &AppName) -> Result<bool> {
+        let dir = self.app_dir(app);
+        let was = match fs::read(dir.join("pod.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<PodState>(&b).ok())
+        {
+            Some(p) => {
+                kill_group(p.pgid)?;
+                fs::remove_file(dir.join("pod.json"))?;
+                true
+            }
+            None => false,
+        };
+        // The store serves every app; stop it with the last one.
+        let others = fs::read_dir(&self.dir).map(|rd| {
+            rd.flatten().any(|e| {
+                AppName::parse(&e.file_name().to_string_lossy())
+                    .ok()
+                    .is_some_and(|a| a != *app && self.pod(&a).is_some())
+            })
+        });
+        if !others.unwrap_or(false) {
+            self.stop_embedded_store()?;
+        }
+        Ok(was)
+    }
+
+    pub fn log_path(&self, app: &AppName, fetcher: bool) -> PathBuf {
+        self.app_dir(app)
+            .join("logs")
+            .join(if fetcher { "fetcher.log" } else { "app.log" })
+    }
+}
+
+/// `xtask local-store`: runs the embedded S3 server until killed.
+pub fn run_store(data: &Path, port: u16) -> Result<()> {
+    let ak = std::env::var(ENV_ACCESS_KEY).context("AETHER_S3_ACCESS_KEY not set")?;
+    let sk = std::env::var(ENV_SECRET_KEY).context("AETHER_S3_SECRET_KEY not set")?;
+    let server = aether_s3local::Server::start(data, ([127, 0, 0, 1], port).into(), &ak, &sk)
+        .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
+    eprintln!("embedded S3 store on {}", server.endpoint());
+    server.wait();
+    Ok(())
+}
+
+/// The fetcher's status from its state file (as `aether-fetcher status` prints it).
+pub fn aether_fetcher_status(work: &Path) -> Option<serde_json::Value> {
+    let b = fs::read(work.join(aether_artifact::volume::STATE_FILE)).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+/// The fetcher binary: `AETHER_FETCHER_BIN`, else built from this workspace.
+pub fn fetcher_bin(sh: &Shell) -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("AETHER_FETCHER_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let _dir = sh.push_dir(&ws);
+    cmd!(sh, "cargo build --quiet --package aether-fetcher")
+        .run()
+        .context("building aether-fetcher")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ws.join("target"));
+    Ok(target.join("debug/aether-fetcher"))
+}
+
+fn which_node(sh: &Shell) -> Result<String> {
+    match cmd!(sh, "node --version").quiet().ignore_stderr().read() {
+        Ok(v) => {
+            let major: u32 = v
+                .trim_start_matches('v')
+                .split('.')
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(0);
+            if major < 18 {
+                bail!("node {v} is too old: the local target needs Node.js 18 or newer (`--watch-path`)");
+            }
+            Ok("node".into())
+        }
+        Err(_) => {
+            bail!("node is not installed: install Node.js 18+ (e.g. `apt-get install nodejs`)")
+        }
+    }
+}
+
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let r = attohttpc::get(format!("http://127.0.0.1:{port}{path}"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .ok()?;
+    let code = r.status().as_u16();
+    Some((code, r.text().unwrap_or_default()))
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+        .is_ok()
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Alive and not a zombie (children we started are reparented, and may sit unreaped).
+pub fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+        })
+        .unwrap_or(false)
+}
+
+fn kill_group(pgid: u32) -> Result<()> {
+    let signal = |sig: &str| {
+        Command::new("kill")
+            .args([sig, "--", &format!("-{pgid}")])
+            .stderr(Stdio::null())
+            .status()
+    };
+    let _ = signal("-TERM");
+    if wait_until(Duration::from_secs(5), || !group_alive(pgid)).is_err() {
+        let _ = signal("-KILL");
+        let _ = wait_until(Duration::from_secs(2), || !group_alive(pgid));
+    }
+    Ok(())
+}
+
+/// Whether any live process is still in the group.
+pub fn group_alive(pgid: u32) -> bool {
+    !group_members(pgid).is_empty()
+}
+
+/// Live (non-zombie) processes of a process group, with their command names.
+pub fn group_members(pgid: u32) -> Vec<(u32, String)> {
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let comm = head.split_once(" (")?.1.to_string();
+            let f: Vec<&str> = rest.split(' ').collect();
+            (f.len() > 3 && f[2] == pgid.to_string() && f[0] != "Z" && f[0] != "X")
+                .then_some((pid, comm))
+        })
+        .collect()
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        if f() {
+            return Ok(());
+        }
+        if t.elapsed() > timeout {
+            bail!("timed out after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn tail(p: &Path, n: usize) -> String {
+    let s = fs::read_to_string(p).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    use std::io::Read;
+    let mut b = vec![0u8; bytes];
+    fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Checks that the store holds `digest` for `app` before anything changes.
+pub fn require_in_store(store: &Store, app: &AppName, digest: &Digest) -> Result<()> {
+    let key = object_key(app, digest);
+    if !store.exists(&key)? {
+        bail!("digest {digest} is not in the store for {app} ({}): upload it first with `cargo xtask hot-upload {app} <dir>`", store.s3_url(&key));
+    }
+    Ok(())
+}
