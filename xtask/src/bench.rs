@@ -9,7 +9,7 @@ use aether_artifact::unpack::{unpack_verified, Limits};
 use anyhow::{Context, Result};
 use xshell::{cmd, Shell};
 
-pub fn run(sh: &Shell, files: usize, runs: usize) -> Result<()> {
+pub fn run(sh: &Shell, files: usize, runs: usize, cycles: usize) -> Result<()> {
     let work = tempfile::Builder::new().prefix("aether-bench-").tempdir()?;
     let tree = work.path().join("tree");
     let (n, bytes) = generate_tree(&tree, files)?;
@@ -90,6 +90,84 @@ pub fn run(sh: &Shell, files: usize, runs: usize) -> Result<()> {
     println!(
         "unpack ratio (aether / tar -xzf): {:.2}",
         secs(ours_x) / secs(base_x)
+    );
+    if cycles > 0 {
+        edit_to_served(sh, work.path(), cycles)?;
+    }
+    Ok(())
+}
+
+/// Edit-to-served on the local target: a one-line edit, then the same cycle `dev` runs, until
+/// the first HTTP response from the restarted app. The floor is a node restart.
+fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
+    use crate::config::Global;
+    use crate::local::Local;
+    use aether_artifact::AppName;
+    let global = Global {
+        project_dir: Some(work.join("project")),
+        ..Default::default()
+    };
+    let app = AppName::parse("bench")?;
+    let dir = work.join("project/app");
+    crate::sample::ensure(&dir)?;
+    let local = Local::new(&global);
+    let target = crate::target::TargetArgs {
+        target: Some(crate::target::Target::Local),
+    };
+    crate::deploy::run(
+        sh,
+        &global,
+        &target,
+        &app,
+        Some(&dir),
+        Duration::from_secs(60),
+    )?;
+    let store = local.store()?;
+    let result = (|| -> Result<Vec<crate::dev::Cycle>> {
+        let mut out = Vec::new();
+        let src = dir.join("server.js");
+        let original = fs::read_to_string(&src)?;
+        for i in 0..cycles {
+            fs::write(
+                &src,
+                original.replace(
+                    "const VERSION = 'v1'",
+                    &format!("const VERSION = 'bench-{i}'"),
+                ),
+            )?;
+            let c = crate::dev::cycle(&local, &store, &global, &app, &dir, Instant::now())?;
+            out.push(c);
+        }
+        Ok(out)
+    })();
+    local.down(&app)?;
+    let mut cs = result?;
+    let node_floor = min_time(5, || Ok(cmd!(sh, "node -e 0").quiet().run()?))?;
+    cs.sort_by_key(|c| c.total);
+    let pct = |p: f64| cs[((cs.len() as f64 - 1.0) * p).round() as usize].total;
+    let sum =
+        |f: fn(&crate::dev::Cycle) -> Duration| cs.iter().map(f).sum::<Duration>().as_secs_f64();
+    let all = sum(|c| c.total);
+    println!();
+    println!(
+        "edit-to-served, local target, {} cycles of a one-line edit",
+        cs.len()
+    );
+    println!(
+        "  p50 {:.0} ms, p95 {:.0} ms (target: p50 under 500 ms; tools people use: 1-3 s)",
+        secs(pct(0.5)) * 1000.0,
+        secs(pct(0.95)) * 1000.0
+    );
+    println!(
+        "  share: pack {:.0}%, upload {:.0}%, patch {:.0}%, fetch+restart+first response {:.0}%",
+        100.0 * sum(|c| c.pack) / all,
+        100.0 * sum(|c| c.upload) / all,
+        100.0 * sum(|c| c.patch) / all,
+        100.0 * sum(|c| c.served) / all
+    );
+    println!(
+        "  floor in the same run: `node -e 0` {:.0} ms",
+        secs(node_floor) * 1000.0
     );
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod config;
 mod deploy;
+mod dev;
 mod hot;
 mod local;
 mod package;
@@ -94,6 +95,14 @@ enum Cmd {
     },
     /// Stop the app's local pod (and the embedded store with the last app).
     Down { app: AppName },
+    /// Watch a directory and hot-reload the app on every save.
+    Dev {
+        app: AppName,
+        dir: Option<PathBuf>,
+        /// Quiet time after the last change before a cycle starts, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        debounce_ms: u64,
+    },
     /// (internal) Run the embedded S3 store of the local target.
     #[command(hide = true)]
     LocalStore {
@@ -119,6 +128,9 @@ enum Cmd {
         /// Repetitions of each measurement (the minimum is reported).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Edit-to-served cycles on the local target (0 skips it).
+        #[arg(long, default_value_t = 20)]
+        cycles: usize,
     },
 }
 
@@ -170,9 +182,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::HotStatus { app, json } => hot::status(&sh, &cli.global, &cli.target, &app, json),
         Cmd::Logs { app, fetcher } => hot::logs(&sh, &cli.global, &cli.target, &app, fetcher),
         Cmd::Down { app } => hot::down(&sh, &cli.global, &cli.target, &app),
+        Cmd::Dev {
+            app,
+            dir,
+            debounce_ms,
+        } => dev::run(
+            &sh,
+            &cli.global,
+            &cli.target,
+            &app,
+            dir.as_deref(),
+            Duration::from_millis(debounce_ms),
+        ),
         Cmd::LocalStore { data, port } => local::run_store(&data, port),
         Cmd::Test { no_install, extra } => test::run(&sh, no_install, &extra),
-        Cmd::Bench { files, runs } => bench::run(&sh, files, runs),
+        Cmd::Bench {
+            files,
+            runs,
+            cycles,
+        } => bench::run(&sh, files, runs, cycles),
     }
 }
 

@@ -12,11 +12,17 @@ use aether_artifact::store::{PartialStore, Secret, Store};
 use aether_artifact::{object_key, AppName, Digest};
 
 fn node_available() -> bool {
-    std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success())
+    std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn get(url: &str) -> String {
-    let out = std::process::Command::new("curl").args(["-sS", "--max-time", "3", url]).output().unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "3", url])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -25,7 +31,9 @@ fn pod(project: &Path) -> serde_json::Value {
 }
 
 fn local_store(project: &Path) -> Store {
-    let st: serde_json::Value = serde_json::from_slice(&fs::read(project.join(".aether/local/store.json")).unwrap()).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_slice(&fs::read(project.join(".aether/local/store.json")).unwrap())
+            .unwrap();
     Store::new(
         PartialStore {
             endpoint: Some(format!("http://127.0.0.1:{}", st["port"])),
@@ -77,28 +85,55 @@ fn deploy_edit_hot_patch_rollback_and_down() {
     let d1 = xtask(p, &env, &["deploy-sample", "demo"]).ok();
     let url = d1.last("url");
     let v1 = d1.last("digest");
-    assert!(d1.stderr.contains("generated the sample app"), "{}", d1.stderr);
+    assert!(
+        d1.stderr.contains("generated the sample app"),
+        "{}",
+        d1.stderr
+    );
     assert!(get(&url).contains("version: v1"), "{}", get(&url));
     let fetcher_pid = pod(p)["fetcher_pid"].as_u64().unwrap();
 
     // Running it again is harmless: same digest, same pod, no new generation.
     let again = xtask(p, &env, &["deploy-sample", "demo"]).ok();
     assert_eq!(again.last("digest"), v1);
-    assert!(again.stderr.contains("already the wanted version") && again.stderr.contains("already running"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("already the wanted version")
+            && again.stderr.contains("already running"),
+        "{}",
+        again.stderr
+    );
     assert_eq!(pod(p)["fetcher_pid"].as_u64().unwrap(), fetcher_pid);
 
     // D2: edit → hot-upload → hot-patch → the fetcher logs `new digest`, the app serves v2,
     // and the fetcher kept its PID (the "pod" was not restarted).
     let sample = p.join("examples/sample-node/server.js");
-    fs::write(&sample, fs::read_to_string(&sample).unwrap().replace("const VERSION = 'v1'", "const VERSION = 'v2'")).unwrap();
-    let up = xtask(p, &env, &["hot-upload", "demo", p.join("examples/sample-node").to_str().unwrap()]).ok();
+    fs::write(
+        &sample,
+        fs::read_to_string(&sample)
+            .unwrap()
+            .replace("const VERSION = 'v1'", "const VERSION = 'v2'"),
+    )
+    .unwrap();
+    let up = xtask(
+        p,
+        &env,
+        &[
+            "hot-upload",
+            "demo",
+            p.join("examples/sample-node").to_str().unwrap(),
+        ],
+    )
+    .ok();
     let v2 = up.last("digest");
     assert_ne!(v2, v1);
     let patch = xtask(p, &env, &["hot-patch", "demo", &v2, "--wait", "30"]).ok();
     assert_eq!(patch.last("generation"), "2");
     assert!(get(&url).contains("version: v2"), "{}", get(&url));
     let flog = xtask(p, &env, &["logs", "demo", "--fetcher"]).ok().stdout;
-    assert!(flog.contains(&format!("[fetcher] new digest {v2} generation 2 in ")), "{flog}");
+    assert!(
+        flog.contains(&format!("[fetcher] new digest {v2} generation 2 in ")),
+        "{flog}"
+    );
     assert_eq!(pod(p)["fetcher_pid"].as_u64().unwrap(), fetcher_pid);
     assert!(group_pids(fetcher_pid).contains(&fetcher_pid));
 
@@ -110,49 +145,149 @@ fn deploy_edit_hot_patch_rollback_and_down() {
 
     // Rollback: back to v1 as a new generation.
     let rb = xtask(p, &env, &["rollback", "demo", "--wait", "30"]).ok();
-    assert_eq!((rb.last("digest"), rb.last("generation")), (v1.clone(), "3".to_string()));
+    assert_eq!(
+        (rb.last("digest"), rb.last("generation")),
+        (v1.clone(), "3".to_string())
+    );
     assert!(get(&url).contains("version: v1"));
 
     // An unknown digest is refused before anything changes.
     let unknown = "0".repeat(64);
     let r = xtask(p, &env, &["hot-patch", "demo", &unknown]);
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("not in the store") && r.stderr.contains("hot-upload"), "{}", r.stderr);
-    let st: serde_json::Value = serde_json::from_str(&xtask(p, &env, &["hot-status", "demo", "--json"]).ok().stdout).unwrap();
+    assert!(
+        r.stderr.contains("not in the store") && r.stderr.contains("hot-upload"),
+        "{}",
+        r.stderr
+    );
+    let st: serde_json::Value = serde_json::from_str(
+        &xtask(p, &env, &["hot-status", "demo", "--json"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
     assert_eq!(st["desired"]["generation"], 3);
 
     // A corrupt artifact (bytes that do not match their key) never replaces the running version.
     let store = local_store(p);
     let fake = Digest::parse(&"c".repeat(64)).unwrap();
-    store.put_bytes(&object_key(&AppName::parse("demo").unwrap(), &fake), b"not an artifact").unwrap();
+    store
+        .put_bytes(
+            &object_key(&AppName::parse("demo").unwrap(), &fake),
+            b"not an artifact",
+        )
+        .unwrap();
     xtask(p, &env, &["hot-patch", "demo", &fake.to_string()]).ok();
     let mut seen_error = false;
     for _ in 0..100 {
-        let st: serde_json::Value = serde_json::from_str(&xtask(p, &env, &["hot-status", "demo", "--json"]).ok().stdout).unwrap();
+        let st: serde_json::Value = serde_json::from_str(
+            &xtask(p, &env, &["hot-status", "demo", "--json"])
+                .ok()
+                .stdout,
+        )
+        .unwrap();
         // Refused as corrupt (not a gzip) before the digest is even complete.
-        if st["pods"][0]["last_error"].as_str().is_some_and(|e| e.contains(&format!("verifying {}", fake.short())) && e.contains("corrupt")) {
+        if st["pods"][0]["last_error"].as_str().is_some_and(|e| {
+            e.contains(&format!("verifying {}", fake.short())) && e.contains("corrupt")
+        }) {
             seen_error = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(seen_error, "the fetcher did not report the mismatch");
-    assert!(get(&url).contains("version: v1"), "still serving the last good version");
+    assert!(
+        get(&url).contains("version: v1"),
+        "still serving the last good version"
+    );
     let human = xtask(p, &env, &["hot-status", "demo"]).ok().stdout;
-    assert!(human.contains("NOT in sync") && human.contains("corrupt"), "{human}");
+    assert!(
+        human.contains("NOT in sync") && human.contains("corrupt"),
+        "{human}"
+    );
 
     // down leaves no process behind.
     let pgid = pod(p)["pgid"].as_u64().unwrap();
     assert!(!group_pids(pgid).is_empty());
     xtask(p, &env, &["down", "demo"]).ok();
-    assert!(group_pids(pgid).is_empty(), "processes left: {:?}", group_pids(pgid));
+    assert!(
+        group_pids(pgid).is_empty(),
+        "processes left: {:?}",
+        group_pids(pgid)
+    );
     assert!(!p.join(".aether/local/demo/pod.json").exists());
-    let st: serde_json::Value = serde_json::from_slice(&fs::read(p.join(".aether/local/store.json")).unwrap()).unwrap();
-    assert!(st["pid"].is_null(), "the embedded store was stopped with the last app");
+    let st: serde_json::Value =
+        serde_json::from_slice(&fs::read(p.join(".aether/local/store.json")).unwrap()).unwrap();
+    assert!(
+        st["pid"].is_null(),
+        "the embedded store was stopped with the last app"
+    );
     // No secret in anything the user sees.
     let secret = st["secret_key"].as_str().unwrap().to_string();
     for out in [&d1, &patch, &rb] {
         assert!(!out.all().contains(&secret));
     }
-    assert!(!fs::read_to_string(p.join(".aether/local/demo/logs/fetcher.log")).unwrap().contains(&secret));
+    assert!(
+        !fs::read_to_string(p.join(".aether/local/demo/logs/fetcher.log"))
+            .unwrap()
+            .contains(&secret)
+    );
+}
+
+#[test]
+fn dev_watch_mode_reloads_on_save() {
+    if !node_available() {
+        eprintln!("SKIPPED: node is not installed (run `cargo xtask test`, which installs it)");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    let _down = Down(p);
+    let url = xtask(p, &[("AETHER_TARGET", "local")], &["deploy-sample", "demo"])
+        .ok()
+        .last("url");
+    let mut dev = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["dev", "demo"])
+        .env("AETHER_PROJECT_DIR", p)
+        .env("AETHER_TARGET", "local")
+        .env_remove("AETHER_S3_ENDPOINT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = dev.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take(1)
+            .collect::<Vec<_>>()
+    });
+    // Give the watcher a moment to start, then save an edit.
+    std::thread::sleep(Duration::from_millis(500));
+    let sample = p.join("examples/sample-node/server.js");
+    fs::write(
+        &sample,
+        fs::read_to_string(&sample)
+            .unwrap()
+            .replace("const VERSION = 'v1'", "const VERSION = 'watched'"),
+    )
+    .unwrap();
+    let mut served = false;
+    for _ in 0..150 {
+        if get(&url).contains("version: watched") {
+            served = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = dev.kill();
+    let _ = dev.wait();
+    assert!(served, "the saved edit was not served");
+    let lines = lines.join().unwrap();
+    assert!(
+        lines[0].contains("save to served") && lines[0].contains("pack"),
+        "{lines:?}"
+    );
 }
