@@ -225,7 +225,16 @@ impl Local {
         fs::create_dir_all(dir.join("podinfo"))?;
         fs::create_dir_all(dir.join("release"))?;
         let fetcher_port = free_port()?;
-        let app_port = if port_open(3000) { free_port()? } else { 3000 };
+        // 3000 like the pod, unless taken; AETHER_APP_PORT overrides (0 = any free port).
+        let app_port = match std::env::var("AETHER_APP_PORT")
+            .ok()
+            .and_then(|p| p.parse::<u16>().ok())
+        {
+            Some(0) => free_port()?,
+            Some(p) => p,
+            None if port_open(3000) => free_port()?,
+            None => 3000,
+        };
         let flog = fs::OpenOptions::new()
             .create(true)
             .append(true)

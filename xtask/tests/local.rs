@@ -250,6 +250,7 @@ fn dev_watch_mode_reloads_on_save() {
         .args(["dev", "demo"])
         .env("AETHER_PROJECT_DIR", p)
         .env("AETHER_TARGET", "local")
+        .env("AETHER_APP_PORT", "0")
         .env_remove("AETHER_S3_ENDPOINT")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -42,7 +42,9 @@ pub fn xtask(project: &Path, envs: &[(&str, &str)], args: &[&str]) -> Run {
     c.args(args)
         .env("AETHER_PROJECT_DIR", project)
         .env_remove("AETHER_S3_ENDPOINT")
-        .env_remove("AETHER_TARGET");
+        .env_remove("AETHER_TARGET")
+        // Tests run in parallel: never compete for port 3000.
+        .env("AETHER_APP_PORT", "0");
     for (k, v) in envs {
         c.env(k, v);
     }

@@ -1,0 +1,501 @@
+//! The one place that calls `kubectl` and `microk8s`. Typed functions build the command lines
+//! (unit-tested as data through `Cmd::to_string`), JSON output is parsed into the Kubernetes
+//! types, manifests and secrets go in on stdin, and failures quote kubectl and say what to do.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use serde::de::DeserializeOwned;
+use xshell::{cmd, Cmd, Shell};
+
+use aether_artifact::keys;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flavor {
+    /// `microk8s kubectl …`
+    Microk8s,
+    /// `kubectl [--context C] …`
+    Kube { context: Option<String> },
+}
+
+pub struct Kube<'a> {
+    sh: &'a Shell,
+    pub flavor: Flavor,
+    pub namespace: String,
+}
+
+/// A list as `kubectl get … -o json` prints it.
+#[derive(Debug, serde::Deserialize)]
+pub struct List<T> {
+    pub items: Vec<T>,
+}
+
+impl<'a> Kube<'a> {
+    pub fn new(sh: &'a Shell, flavor: Flavor, namespace: &str) -> Kube<'a> {
+        Kube {
+            sh,
+            flavor,
+            namespace: namespace.to_string(),
+        }
+    }
+
+    /// `kubectl` with the cluster selection and, always, an explicit namespace.
+    fn kubectl(&self) -> Cmd<'a> {
+        let ns = &self.namespace;
+        match &self.flavor {
+            Flavor::Microk8s => cmd!(self.sh, "microk8s kubectl -n {ns}"),
+            Flavor::Kube { context } => {
+                let ctx: Vec<String> = context
+                    .iter()
+                    .flat_map(|c| ["--context".to_string(), c.clone()])
+                    .collect();
+                cmd!(self.sh, "kubectl {ctx...} -n {ns}")
+            }
+        }
+    }
+
+    // --- command lines ----------------------------------------------------------------------
+
+    pub fn cmd_apply(&self) -> Cmd<'a> {
+        self.kubectl().args(["apply", "-f", "-"])
+    }
+    pub fn cmd_get_json(&self, kind: &str, name: &str) -> Cmd<'a> {
+        self.kubectl().args(["get", kind, name, "-o", "json"])
+    }
+    pub fn cmd_pods(&self, app: &str) -> Cmd<'a> {
+        self.kubectl().args([
+            "get",
+            "pods",
+            "-l",
+            &format!("{}={app}", keys::APP),
+            "-o",
+            "json",
+        ])
+    }
+    pub fn cmd_annotate(&self, pod: &str, pairs: &BTreeMap<String, String>) -> Cmd<'a> {
+        let kv: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        self.kubectl()
+            .args(["annotate", "pod", pod])
+            .args(kv)
+            .arg("--overwrite")
+    }
+    pub fn cmd_fetcher_status(&self, pod: &str) -> Cmd<'a> {
+        self.kubectl().args([
+            "exec",
+            pod,
+            "-c",
+            "aether-fetcher",
+            "--",
+            "aether-fetcher",
+            "status",
+        ])
+    }
+    pub fn cmd_logs(&self, app: &str, container: &str, follow: bool) -> Cmd<'a> {
+        let f: &[&str] = if follow { &["-f"] } else { &[] };
+        self.kubectl()
+            .args([
+                "logs",
+                &format!("deployment/{app}"),
+                "-c",
+                container,
+                "--tail=200",
+            ])
+            .args(f)
+    }
+    pub fn cmd_wait_ready(&self, app: &str, timeout_secs: u64) -> Cmd<'a> {
+        self.kubectl().args([
+            "wait",
+            "--for=condition=Ready",
+            "pod",
+            "-l",
+            &format!("{}={app}", keys::APP),
+            &format!("--timeout={timeout_secs}s"),
+        ])
+    }
+    pub fn cmd_events(&self, pod: &str) -> Cmd<'a> {
+        self.kubectl().args([
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={pod}"),
+            "-o",
+            "json",
+        ])
+    }
+    pub fn cmd_fetcher_tail(&self, pod: &str) -> Cmd<'a> {
+        self.kubectl()
+            .args(["logs", pod, "-c", "aether-fetcher", "--tail=20"])
+    }
+    pub fn cmd_image_list(&self) -> Cmd<'a> {
+        cmd!(self.sh, "microk8s ctr image ls -q")
+    }
+    pub fn cmd_image_import(&self, archive: &std::path::Path) -> Cmd<'a> {
+        cmd!(self.sh, "microk8s ctr image import {archive}")
+    }
+    pub fn cmd_status_wait_ready(&self, timeout_secs: u64) -> Cmd<'a> {
+        let t = timeout_secs.to_string();
+        cmd!(self.sh, "microk8s status --wait-ready --timeout {t}")
+    }
+    pub fn cmd_addon_status(&self, addon: &str) -> Cmd<'a> {
+        cmd!(self.sh, "microk8s status -a {addon}")
+    }
+    pub fn cmd_enable(&self, addon: &str) -> Cmd<'a> {
+        cmd!(self.sh, "microk8s enable {addon}")
+    }
+
+    // --- running ----------------------------------------------------------------------------
+
+    /// Runs a command; a non-zero exit becomes an error that quotes its stderr and says what to do.
+    fn run(&self, c: Cmd<'a>, what: &str, stdin: Option<&str>) -> Result<String> {
+        let line = c.to_string();
+        let c = match stdin {
+            Some(s) => c.stdin(s),
+            None => c,
+        };
+        let out =
+            c.quiet().ignore_status().output().with_context(|| {
+                format!("{what}: running `{line}`: is it installed and on PATH?")
+            })?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        bail!("{what} failed: `{line}` said: {err}\n{}", hint(&err))
+    }
+
+    /// Applies manifests given on stdin (secrets included: never on a command line).
+    pub fn apply(&self, yaml: &str) -> Result<String> {
+        self.run(self.cmd_apply(), "applying manifests", Some(yaml))
+    }
+
+    /// An object, or `None` when it does not exist.
+    pub fn get<T: DeserializeOwned>(&self, kind: &str, name: &str) -> Result<Option<T>> {
+        let c = self.cmd_get_json(kind, name);
+        let line = c.to_string();
+        let out = c
+            .quiet()
+            .ignore_status()
+            .output()
+            .with_context(|| format!("running `{line}`"))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("NotFound") || err.contains("not found") {
+                return Ok(None);
+            }
+            bail!(
+                "reading {kind}/{name} failed: `{line}` said: {}\n{}",
+                err.trim(),
+                hint(&err)
+            );
+        }
+        Ok(Some(serde_json::from_slice(&out.stdout).with_context(
+            || format!("parsing the output of `{line}`"),
+        )?))
+    }
+
+    pub fn configmap(&self, name: &str) -> Result<Option<ConfigMap>> {
+        self.get("configmap", name)
+    }
+
+    pub fn service(&self, name: &str) -> Result<Option<Service>> {
+        self.get("service", name)
+    }
+
+    /// The app's pods that are not being deleted.
+    pub fn pods(&self, app: &str) -> Result<Vec<Pod>> {
+        let out = self.run(self.cmd_pods(app), "listing pods", None)?;
+        let list: List<Pod> =
+            serde_json::from_str(&out).context("parsing `kubectl get pods -o json`")?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect())
+    }
+
+    pub fn annotate(&self, pod: &str, pairs: &BTreeMap<String, String>) -> Result<()> {
+        self.run(
+            self.cmd_annotate(pod, pairs),
+            &format!("annotating pod {pod}"),
+            None,
+        )
+        .map(|_| ())
+    }
+
+    pub fn fetcher_status(&self, pod: &str) -> Result<serde_json::Value> {
+        let out = self.run(
+            self.cmd_fetcher_status(pod),
+            &format!("reading the fetcher status of {pod}"),
+            None,
+        )?;
+        serde_json::from_str(&out).context("parsing `aether-fetcher status`")
+    }
+
+    pub fn wait_ready(&self, app: &str, timeout_secs: u64) -> Result<()> {
+        self.run(
+            self.cmd_wait_ready(app, timeout_secs),
+            "waiting for the pod",
+            None,
+        )
+        .map(|_| ())
+    }
+
+    /// What a user needs when a pod does not come up: phase, container states, events, and the
+    /// fetcher's last lines.
+    pub fn diagnose(&self, app: &str) -> String {
+        let mut out = String::new();
+        let pods = match self.pods(app) {
+            Ok(p) => p,
+            Err(e) => return format!("(cannot list pods: {e:#})"),
+        };
+        if pods.is_empty() {
+            out.push_str(
+                "no pod exists for the app (check the Deployment and its ReplicaSet events)\n",
+            );
+        }
+        for p in pods {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            out.push_str(&describe_pod(&p));
+            if let Ok(ev) = self.run(self.cmd_events(&name), "reading events", None) {
+                if let Ok(list) =
+                    serde_json::from_str::<List<k8s_openapi::api::core::v1::Event>>(&ev)
+                {
+                    for e in list.items.iter().rev().take(8) {
+                        out.push_str(&format!(
+                            "  event {}: {}\n",
+                            e.reason.as_deref().unwrap_or("?"),
+                            e.message.as_deref().unwrap_or("").trim()
+                        ));
+                    }
+                }
+            }
+            if let Ok(logs) = self.run(self.cmd_fetcher_tail(&name), "reading fetcher logs", None) {
+                out.push_str("  fetcher log:\n");
+                for l in logs.lines() {
+                    out.push_str(&format!("    {l}\n"));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn images(&self) -> Result<Vec<String>> {
+        Ok(self
+            .run(self.cmd_image_list(), "listing images", None)?
+            .lines()
+            .map(str::to_string)
+            .collect())
+    }
+
+    pub fn import_image(&self, archive: &std::path::Path) -> Result<()> {
+        self.run(
+            self.cmd_image_import(archive),
+            "importing the sidecar image",
+            None,
+        )
+        .map(|_| ())
+    }
+
+    pub fn microk8s_wait_ready(&self, timeout_secs: u64) -> Result<()> {
+        self.run(
+            self.cmd_status_wait_ready(timeout_secs),
+            "waiting for MicroK8s",
+            None,
+        )
+        .map(|_| ())
+    }
+
+    pub fn addon_enabled(&self, addon: &str) -> Result<bool> {
+        let out = self.run(
+            self.cmd_addon_status(addon),
+            &format!("checking addon {addon}"),
+            None,
+        )?;
+        Ok(out.trim() == "enabled")
+    }
+
+    pub fn enable(&self, addon: &str) -> Result<()> {
+        self.run(
+            self.cmd_enable(addon),
+            &format!("enabling addon {addon}"),
+            None,
+        )
+        .map(|_| ())
+    }
+}
+
+/// One line per pod, then one per container: what `kubectl describe` would make you look for.
+pub fn describe_pod(p: &Pod) -> String {
+    let name = p.metadata.name.as_deref().unwrap_or("?");
+    let st = p.status.as_ref();
+    let phase = st.and_then(|s| s.phase.as_deref()).unwrap_or("Unknown");
+    let mut out = format!("pod {name}: {phase}\n");
+    let statuses = st
+        .map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for c in statuses {
+        let state = c.state.as_ref();
+        let desc = if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+            format!(
+                "waiting: {} {}",
+                w.reason.as_deref().unwrap_or(""),
+                w.message.as_deref().unwrap_or("")
+            )
+        } else if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
+            format!(
+                "terminated: {} (exit {})",
+                t.reason.as_deref().unwrap_or(""),
+                t.exit_code
+            )
+        } else if state.and_then(|s| s.running.as_ref()).is_some() {
+            "running".to_string()
+        } else {
+            "unknown".to_string()
+        };
+        out.push_str(&format!(
+            "  container {}: {} ready={} restarts={}\n",
+            c.name,
+            desc.trim(),
+            c.ready,
+            c.restart_count
+        ));
+    }
+    out
+}
+
+fn hint(stderr: &str) -> &'static str {
+    if stderr.contains("connection refused")
+        || stderr.contains("Unable to connect")
+        || stderr.contains("no such host")
+    {
+        "hint: the cluster is not reachable: run `cargo xtask k8s-start` (MicroK8s) or check your kubeconfig context"
+    } else if stderr.contains("Forbidden") || stderr.contains("forbidden") {
+        "hint: your user lacks a permission (RBAC); it needs get/list/patch on pods and configmaps and create/update on deployments, services and secrets in the namespace"
+    } else if stderr.contains("insufficient permissions") || stderr.contains("microk8s group") {
+        "hint: add yourself to the microk8s group: `sudo usermod -a -G microk8s $USER` and log in again"
+    } else if stderr.contains("timed out") {
+        "hint: the pod did not get ready in time; see the diagnosis below"
+    } else {
+        "hint: run the command above yourself to see more"
+    }
+}
+
+/// The release ConfigMap's name.
+pub fn release_configmap(app: &str) -> String {
+    format!("{app}-release")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_as_data() {
+        let sh = Shell::new().unwrap();
+        let m = Kube::new(&sh, Flavor::Microk8s, "aether-system");
+        let k = Kube::new(
+            &sh,
+            Flavor::Kube {
+                context: Some("kind-dev".into()),
+            },
+            "team-a",
+        );
+        let plain = Kube::new(&sh, Flavor::Kube { context: None }, "default");
+        assert_eq!(
+            m.cmd_apply().to_string(),
+            "microk8s kubectl -n aether-system apply -f -"
+        );
+        assert_eq!(
+            k.cmd_apply().to_string(),
+            "kubectl --context kind-dev -n team-a apply -f -"
+        );
+        assert_eq!(
+            plain.cmd_get_json("configmap", "demo-release").to_string(),
+            "kubectl -n default get configmap demo-release -o json"
+        );
+        assert_eq!(
+            m.cmd_pods("demo").to_string(),
+            "microk8s kubectl -n aether-system get pods -l aether.dev/app=demo -o json"
+        );
+        let pairs: BTreeMap<String, String> = [
+            ("aether.dev/digest".to_string(), "ab".to_string()),
+            ("aether.dev/generation".to_string(), "7".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            k.cmd_annotate("demo-1", &pairs).to_string(),
+            "kubectl --context kind-dev -n team-a annotate pod demo-1 aether.dev/digest=ab aether.dev/generation=7 --overwrite"
+        );
+        assert_eq!(
+            m.cmd_fetcher_status("demo-1").to_string(),
+            "microk8s kubectl -n aether-system exec demo-1 -c aether-fetcher -- aether-fetcher status"
+        );
+        assert_eq!(
+            m.cmd_logs("demo", "app", true).to_string(),
+            "microk8s kubectl -n aether-system logs deployment/demo -c app --tail=200 -f"
+        );
+        assert_eq!(
+            m.cmd_wait_ready("demo", 60).to_string(),
+            "microk8s kubectl -n aether-system wait --for=condition=Ready pod -l aether.dev/app=demo --timeout=60s"
+        );
+        assert_eq!(
+            m.cmd_status_wait_ready(120).to_string(),
+            "microk8s status --wait-ready --timeout 120"
+        );
+        assert_eq!(
+            m.cmd_addon_status("dns").to_string(),
+            "microk8s status -a dns"
+        );
+        assert_eq!(
+            m.cmd_image_import(std::path::Path::new("/tmp/f.tar"))
+                .to_string(),
+            "microk8s ctr image import /tmp/f.tar"
+        );
+    }
+
+    /// Shapes of real `kubectl get pods -o json` output (trimmed): a running pod with a native
+    /// sidecar, and one stuck pulling its image.
+    const PODS: &str = include_str!("../tests/data/pods.json");
+
+    #[test]
+    fn parses_pod_lists_and_describes_them() {
+        let list: List<Pod> = serde_json::from_str(PODS).unwrap();
+        assert_eq!(list.items.len(), 2);
+        let running = describe_pod(&list.items[0]);
+        assert!(
+            running.starts_with("pod demo-7c9d8f6b5-x2x4k: Running"),
+            "{running}"
+        );
+        assert!(
+            running.contains("container aether-fetcher: running ready=true restarts=0"),
+            "{running}"
+        );
+        assert!(
+            running.contains("container app: running ready=true"),
+            "{running}"
+        );
+        let stuck = describe_pod(&list.items[1]);
+        assert!(
+            stuck.contains("Pending") && stuck.contains("waiting: ImagePullBackOff"),
+            "{stuck}"
+        );
+        assert_eq!(
+            list.items[0].metadata.annotations.as_ref().unwrap()["aether.dev/generation"],
+            "3"
+        );
+    }
+
+    #[test]
+    fn hints_for_common_failures() {
+        assert!(hint("The connection to the server 127.0.0.1:16443 was refused - did you specify the right host or port? dial tcp: connect: connection refused").contains("k8s-start"));
+        assert!(hint("Error from server (Forbidden): pods \"x\" is forbidden").contains("RBAC"));
+    }
+}

@@ -1,0 +1,356 @@
+//! Rendering of the templates in `manifests/` (minijinja, strict: a missing variable is an
+//! error, never an empty string). Every value goes through the `q` filter, so names and credentials
+//! are quoted YAML scalars whatever they contain.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use minijinja::{Environment, UndefinedBehavior};
+
+pub const NAMESPACE: &str = "aether-system";
+/// The sidecar image `sidecar-image` builds; never `latest`, so `IfNotPresent` is safe.
+pub const FETCHER_IMAGE: &str = concat!("docker.io/aether/fetcher:", env!("CARGO_PKG_VERSION"));
+pub const NODE_IMAGE: &str = "docker.io/library/node:20-alpine";
+
+const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "namespace",
+        include_str!("../../manifests/namespace.yaml.j2"),
+    ),
+    (
+        "store-secret",
+        include_str!("../../manifests/store-secret.yaml.j2"),
+    ),
+    (
+        "release-configmap",
+        include_str!("../../manifests/release-configmap.yaml.j2"),
+    ),
+    (
+        "deployment",
+        include_str!("../../manifests/deployment.yaml.j2"),
+    ),
+    ("service", include_str!("../../manifests/service.yaml.j2")),
+];
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoreValues {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AppValues {
+    /// `ns`, not `namespace`: that name is a minijinja builtin and would never be "missing".
+    pub ns: String,
+    pub app: String,
+    pub replicas: u32,
+    pub fetcher_image: String,
+    pub node_image: String,
+    pub store: StoreValues,
+    /// The release ConfigMap's data.
+    pub release: BTreeMap<String, String>,
+}
+
+fn env() -> Result<Environment<'static>> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.add_filter("q", quote);
+    for (name, src) in TEMPLATES {
+        env.add_template(name, src)
+            .with_context(|| format!("template manifests/{name}.yaml.j2"))?;
+    }
+    Ok(env)
+}
+
+/// `{{ x | q }}`: `x` as a JSON string or number, which YAML reads as the same scalar. Unlike
+/// the builtin `tojson`, an undefined value is an error, not `null`.
+fn quote(v: minijinja::Value) -> Result<String, minijinja::Error> {
+    if v.is_undefined() || v.is_none() {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::UndefinedError,
+            "a manifest value is undefined",
+        ));
+    }
+    serde_json::to_string(&v)
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string()))
+}
+
+/// Renders one template.
+pub fn render(name: &str, values: &impl serde::Serialize) -> Result<String> {
+    let env = env()?;
+    let t = env
+        .get_template(name)
+        .with_context(|| format!("no template {name}"))?;
+    let mut out = t
+        .render(minijinja::Value::from(minijinja::value::Serde(values)))
+        .with_context(|| format!("rendering manifests/{name}.yaml.j2"))?;
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// Every object of an app, in apply order, as one multi-document YAML stream.
+pub fn render_app(v: &AppValues) -> Result<String> {
+    let mut out = String::new();
+    for name in [
+        "namespace",
+        "store-secret",
+        "release-configmap",
+        "deployment",
+        "service",
+    ] {
+        out.push_str("---\n");
+        out.push_str(&render(name, v)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_variable_is_an_error() {
+        let e = render("namespace", &serde_json::json!({})).unwrap_err();
+        assert!(format!("{e:#}").contains("undefined"), "{e:#}");
+        let e = render("deployment", &serde_json::json!({"app": "x", "ns": "n"})).unwrap_err();
+        assert!(format!("{e:#}").contains("undefined"), "{e:#}");
+    }
+
+    #[test]
+    fn values_are_quoted() {
+        let y = render("namespace", &serde_json::json!({"ns": "a: b\n- c"})).unwrap();
+        assert!(y.contains(r#"name: "a: b\n- c""#), "{y}");
+    }
+}
+
+/// Values for a sample render (tests, and `render` without a configured store).
+pub fn example_values(app: &str, digest: &str) -> AppValues {
+    AppValues {
+        ns: NAMESPACE.into(),
+        app: app.into(),
+        replicas: 1,
+        fetcher_image: FETCHER_IMAGE.into(),
+        node_image: NODE_IMAGE.into(),
+        store: StoreValues {
+            endpoint: "http://minio.aether-system.svc.cluster.local:9000".into(),
+            region: "us-east-1".into(),
+            bucket: "aether-artifacts".into(),
+            access_key: "REPLACE_ME".into(),
+            secret_key: "REPLACE_ME".into(),
+        },
+        release: [
+            ("digest".to_string(), digest.to_string()),
+            ("generation".to_string(), "1".to_string()),
+            ("history".to_string(), String::new()),
+        ]
+        .into_iter()
+        .collect(),
+    }
+}
+
+#[cfg(test)]
+mod validate {
+    //! Each rendered object is parsed back into the Kubernetes types; a field the types do not
+    //! know (a typo, a wrong level) fails the test instead of being silently dropped.
+    use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, PodSpec, Secret, Service};
+
+    pub enum Obj {
+        Namespace(Namespace),
+        Secret(Secret),
+        ConfigMap(ConfigMap),
+        Deployment(Box<Deployment>),
+        Service(Service),
+    }
+
+    fn typed<T: serde::de::DeserializeOwned>(v: serde_json::Value, unknown: &mut Vec<String>) -> T {
+        serde_ignored::deserialize(v, |path| unknown.push(path.to_string()))
+            .expect("object matches its Kubernetes type")
+    }
+
+    /// Parses a multi-document YAML stream; returns the objects and every unknown field path.
+    pub fn parse(yaml: &str) -> (Vec<Obj>, Vec<String>) {
+        let mut objs = Vec::new();
+        let mut unknown = Vec::new();
+        for doc in serde_norway::Deserializer::from_str(yaml) {
+            let v: serde_json::Value = serde::Deserialize::deserialize(doc).expect("valid YAML");
+            if v.is_null() {
+                continue;
+            }
+            let kind = v["kind"]
+                .as_str()
+                .expect("every object has a kind")
+                .to_string();
+            objs.push(match kind.as_str() {
+                "Namespace" => Obj::Namespace(typed(v, &mut unknown)),
+                "Secret" => Obj::Secret(typed(v, &mut unknown)),
+                "ConfigMap" => Obj::ConfigMap(typed(v, &mut unknown)),
+                "Deployment" => Obj::Deployment(Box::new(typed(v, &mut unknown))),
+                "Service" => Obj::Service(typed(v, &mut unknown)),
+                other => panic!("unexpected kind {other}"),
+            });
+        }
+        (objs, unknown)
+    }
+
+    fn restricted(c: &Container) {
+        let sc = c
+            .security_context
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: no securityContext", c.name));
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+        assert_eq!(
+            sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_string()]),
+            "{}",
+            c.name
+        );
+        assert!(sc.privileged.is_none() || sc.privileged == Some(false));
+        let r = c
+            .resources
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: no resources", c.name));
+        assert!(r.requests.is_some() && r.limits.is_some(), "{}", c.name);
+    }
+
+    pub fn check_pod_spec(spec: &PodSpec) {
+        let psc = spec.security_context.as_ref().expect("pod securityContext");
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert!(psc.run_as_user.is_some_and(|u| u != 0));
+        assert_eq!(
+            psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        assert!(spec.host_network.is_none() && spec.host_pid.is_none() && spec.host_ipc.is_none());
+        for v in spec.volumes.iter().flatten() {
+            assert!(v.host_path.is_none(), "hostPath volume {}", v.name);
+        }
+        for c in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+        {
+            restricted(c);
+        }
+    }
+
+    fn app_yaml() -> String {
+        render_app(&example_values("demo", &"ab".repeat(32))).unwrap()
+    }
+
+    #[test]
+    fn every_object_is_a_valid_kubernetes_object() {
+        let (objs, unknown) = parse(&app_yaml());
+        assert!(unknown.is_empty(), "unknown fields: {unknown:?}");
+        assert_eq!(objs.len(), 5);
+    }
+
+    #[test]
+    fn a_misspelt_field_is_caught() {
+        let bad = app_yaml().replacen("readOnlyRootFilesystem", "readOnlyRootFilesytem", 1);
+        let (_, unknown) = parse(&bad);
+        assert_eq!(unknown.len(), 1, "{unknown:?}");
+        assert!(unknown[0].contains("readOnlyRootFilesytem"), "{unknown:?}");
+    }
+
+    #[test]
+    fn deployment_meets_the_design() {
+        let (objs, _) = parse(&app_yaml());
+        let d = objs
+            .iter()
+            .find_map(|o| match o {
+                Obj::Deployment(d) => Some(d),
+                _ => None,
+            })
+            .unwrap();
+        let tmpl = &d.spec.as_ref().unwrap().template;
+        let spec = tmpl.spec.as_ref().unwrap();
+        check_pod_spec(spec);
+        // The template never carries the wanted version: changing it would be a rollout.
+        let ann = tmpl
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            !ann.contains_key("aether.dev/digest") && !ann.contains_key("aether.dev/generation")
+        );
+        assert_eq!(ann["aether.dev/app"], "demo");
+        // The fetcher is a native sidecar whose startup probe is /readyz.
+        let f = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(f.name, "aether-fetcher");
+        assert_eq!(f.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(
+            f.startup_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/readyz")
+        );
+        assert_eq!(f.image_pull_policy.as_deref(), Some("IfNotPresent"));
+        let image = f.image.as_deref().unwrap();
+        assert!(
+            !image.ends_with(":latest") && image.contains(':'),
+            "{image}"
+        );
+        let mounts: Vec<_> = f
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert_eq!(mounts, ["/work", "/etc/podinfo", "/etc/aether/release"]);
+        // Downward-API annotations and the release ConfigMap as volumes.
+        let vols = spec.volumes.as_ref().unwrap();
+        let podinfo = vols
+            .iter()
+            .find(|v| v.name == "podinfo")
+            .unwrap()
+            .downward_api
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            podinfo.items.as_ref().unwrap()[0]
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "metadata.annotations"
+        );
+        assert_eq!(
+            vols.iter()
+                .find(|v| v.name == "release")
+                .unwrap()
+                .config_map
+                .as_ref()
+                .unwrap()
+                .name,
+            "demo-release"
+        );
+        let app = &spec.containers[0];
+        assert_eq!(
+            app.command.as_ref().unwrap()[1],
+            "--watch-path=/work/.reload"
+        );
+        assert_eq!(app.ports.as_ref().unwrap()[0].container_port, 3000);
+    }
+
+    #[test]
+    fn snapshot_of_the_rendered_app() {
+        insta::assert_snapshot!("demo", app_yaml());
+    }
+}
