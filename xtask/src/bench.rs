@@ -113,6 +113,8 @@ fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
     let local = Local::new(&global);
     let target = crate::target::TargetArgs {
         target: Some(crate::target::Target::Local),
+        context: None,
+        namespace: crate::manifests::NAMESPACE.into(),
     };
     crate::deploy::run(
         sh,

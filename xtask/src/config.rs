@@ -68,6 +68,9 @@ pub struct ProjectConfig {
     pub store: PartialStore,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_url: Option<Secret>,
+    /// The store's endpoint as pods reach it (in-cluster DNS name), when it differs from ours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_store_endpoint: Option<String>,
 }
 
 impl ProjectConfig {

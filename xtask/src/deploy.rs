@@ -8,9 +8,10 @@ use aether_artifact::AppName;
 use anyhow::Result;
 use xshell::Shell;
 
+use crate::cluster::Cluster;
 use crate::config::Global;
 use crate::local::Local;
-use crate::target::{cluster_unsupported, Target, TargetArgs};
+use crate::target::{Target, TargetArgs};
 
 pub fn run(
     sh: &Shell,
@@ -21,9 +22,6 @@ pub fn run(
     timeout: Duration,
 ) -> Result<()> {
     let t = target.resolve(sh);
-    if t != Target::Local {
-        return cluster_unsupported(t, "deploy-sample");
-    }
     let dir: PathBuf = match path {
         Some(p) => p.to_path_buf(),
         None => {
@@ -34,6 +32,15 @@ pub fn run(
             d
         }
     };
+    if t != Target::Local {
+        return Cluster::new(sh, global, target, t).deploy(
+            sh,
+            app,
+            &dir,
+            timeout,
+            &crate::cluster::image_archive(),
+        );
+    }
     let local = Local::new(global);
     let store = local.store()?;
     let up = crate::upload::upload(&store, global, app, &dir, 3600, true)?;

@@ -9,9 +9,10 @@ use aether_artifact::AppName;
 use anyhow::{Context, Result};
 use xshell::Shell;
 
+use crate::cluster::Cluster;
 use crate::config::Global;
 use crate::local::Local;
-use crate::target::{cluster_unsupported, Target, TargetArgs};
+use crate::target::{Target, TargetArgs};
 
 pub fn run(
     sh: &Shell,
@@ -22,18 +23,19 @@ pub fn run(
     debounce: Duration,
 ) -> Result<()> {
     let t = target.resolve(sh);
-    if t != Target::Local {
-        return cluster_unsupported(t, "dev");
-    }
     let dir: PathBuf = dir
         .map(Path::to_path_buf)
         .unwrap_or_else(|| global.project_dir().join("examples/sample-node"));
     let local = Local::new(global);
-    if local.pod(app).is_none() {
+    let cluster = (t != Target::Local).then(|| Cluster::new(sh, global, target, t));
+    if cluster.is_none() && local.pod(app).is_none() {
         eprintln!("no local pod of {app}: deploying first");
         crate::deploy::run(sh, global, target, app, Some(&dir), Duration::from_secs(60))?;
     }
-    let store = local.store()?;
+    let store = match &cluster {
+        Some(c) => c.store()?,
+        None => local.store()?,
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     let mut debouncer =
         notify_debouncer_mini::new_debouncer(debounce, tx).context("starting the file watcher")?;
@@ -58,8 +60,24 @@ pub fn run(
         }) {
             continue;
         }
-        match cycle(&local, &store, global, app, &dir, Instant::now()) {
-            Ok(c) => println!("{}", c.line()),
+        let saved = Instant::now();
+        let result = match &cluster {
+            // On a cluster the cycle ends when the pods are signalled; `hot-status` shows the rest.
+            Some(c) => {
+                crate::upload::upload(&store, global, app, &dir, 3600, false).and_then(|up| {
+                    c.hot_patch(app, up.digest)?;
+                    Ok(format!(
+                        "pack {} ms | upload {} ms | save to signalled {} ms",
+                        up.pack_ms,
+                        up.upload_ms,
+                        saved.elapsed().as_millis()
+                    ))
+                })
+            }
+            None => cycle(&local, &store, global, app, &dir, saved).map(|c| c.line()),
+        };
+        match result {
+            Ok(line) => println!("{line}"),
             Err(e) => eprintln!("cycle failed, still serving the previous version: {e:#}"),
         }
     }

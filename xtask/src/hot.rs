@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use aether_artifact::{AppName, Digest};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use xshell::{cmd, Shell};
 
+use crate::cluster::Cluster;
 use crate::config::Global;
 use crate::local::{self, Local};
 use crate::release::Release;
-use crate::target::{cluster_unsupported, Target, TargetArgs};
+use crate::target::{Target, TargetArgs};
 
 pub fn patch(
     sh: &Shell,
@@ -22,7 +23,7 @@ pub fn patch(
 ) -> Result<()> {
     let t = target.resolve(sh);
     if t != Target::Local {
-        return cluster_unsupported(t, "hot-patch");
+        return Cluster::new(sh, global, target, t).hot_patch(app, digest);
     }
     let local = Local::new(global);
     let store = local.store()?;
@@ -37,7 +38,7 @@ pub fn patch(
         );
         return Ok(());
     };
-    apply(sh, &local, app, &next, wait)
+    apply(&local, app, &next, wait)
 }
 
 pub fn rollback(
@@ -50,7 +51,7 @@ pub fn rollback(
 ) -> Result<()> {
     let t = target.resolve(sh);
     if t != Target::Local {
-        return cluster_unsupported(t, "rollback");
+        return Cluster::new(sh, global, target, t).rollback(app, to);
     }
     let local = Local::new(global);
     let current = local.release(app)?;
@@ -64,16 +65,10 @@ pub fn rollback(
         current.digest.map(|d| d.short()).unwrap_or_default(),
         dest.short()
     );
-    apply(sh, &local, app, &next, wait)
+    apply(&local, app, &next, wait)
 }
 
-fn apply(
-    _sh: &Shell,
-    local: &Local,
-    app: &AppName,
-    next: &Release,
-    wait: Option<Duration>,
-) -> Result<()> {
+fn apply(local: &Local, app: &AppName, next: &Release, wait: Option<Duration>) -> Result<()> {
     let before = local.app_pids(app);
     local.set_release(app, next)?;
     let digest = next.digest.expect("a release always names a digest");
@@ -91,11 +86,11 @@ fn apply(
 }
 
 #[derive(serde::Serialize)]
-struct HotStatus {
+struct HotStatus<'a> {
     app: String,
-    target: &'static str,
-    desired: Release,
-    pods: Vec<serde_json::Value>,
+    target: &'a str,
+    desired: &'a Release,
+    pods: &'a [serde_json::Value],
 }
 
 pub fn status(
@@ -107,7 +102,7 @@ pub fn status(
 ) -> Result<()> {
     let t = target.resolve(sh);
     if t != Target::Local {
-        return cluster_unsupported(t, "hot-status");
+        return Cluster::new(sh, global, target, t).status(app, json);
     }
     let local = Local::new(global);
     let desired = local.release(app)?;
@@ -127,26 +122,43 @@ pub fn status(
         v["url"] = serde_json::json!(format!("http://127.0.0.1:{}/", p.app_port));
         pods.push(v);
     }
-    let st = HotStatus {
-        app: app.to_string(),
-        target: "local",
-        desired,
-        pods,
-    };
+    print_status(app, "local", &desired, &pods, json)
+}
+
+/// The wanted release and, per pod, what its fetcher reports; shared by every target.
+pub fn print_status(
+    app: &AppName,
+    target: &str,
+    desired: &Release,
+    pods: &[serde_json::Value],
+    json: bool,
+) -> Result<()> {
     if json {
+        let st = HotStatus {
+            app: app.to_string(),
+            target,
+            desired,
+            pods,
+        };
         println!("{}", serde_json::to_string_pretty(&st)?);
         return Ok(());
     }
-    let d = st
-        .desired
+    let d = desired
         .digest
         .map(|d| d.to_string())
         .unwrap_or_else(|| "(none)".into());
-    println!("app {app}: wants {d} generation {}", st.desired.generation);
-    if st.pods.is_empty() {
+    println!("app {app}: wants {d} generation {}", desired.generation);
+    if pods.is_empty() {
         println!("  no pod running");
     }
-    for p in &st.pods {
+    for p in pods {
+        if let Some(e) = p["error"].as_str() {
+            println!(
+                "  {}: status unavailable: {e}",
+                p["pod"].as_str().unwrap_or("?")
+            );
+            continue;
+        }
         let live = p["digest"].as_str().unwrap_or("(none)");
         let in_sync = if live == d { "in sync" } else { "NOT in sync" };
         println!(
@@ -170,12 +182,17 @@ pub fn logs(
     target: &TargetArgs,
     app: &AppName,
     fetcher: bool,
+    follow: bool,
 ) -> Result<()> {
     let t = target.resolve(sh);
     if t != Target::Local {
-        return cluster_unsupported(t, "logs");
+        return Cluster::new(sh, global, target, t).logs(app, fetcher, follow);
     }
     let p = Local::new(global).log_path(app, fetcher);
+    if follow {
+        cmd!(sh, "tail -n 200 -F {p}").run()?;
+        return Ok(());
+    }
     let text = std::fs::read_to_string(&p)
         .with_context(|| format!("reading {}: has `deploy-sample {app}` run?", p.display()))?;
     print!("{text}");
@@ -185,7 +202,9 @@ pub fn logs(
 pub fn down(sh: &Shell, global: &Global, target: &TargetArgs, app: &AppName) -> Result<()> {
     let t = target.resolve(sh);
     if t != Target::Local {
-        return cluster_unsupported(t, "down");
+        Cluster::new(sh, global, target, t).down(app)?;
+        eprintln!("deleted the Deployment, Service and release ConfigMap of {app}");
+        return Ok(());
     }
     if Local::new(global).down(app)? {
         eprintln!("stopped the local pod of {app}");
@@ -193,9 +212,4 @@ pub fn down(sh: &Shell, global: &Global, target: &TargetArgs, app: &AppName) -> 
         eprintln!("no local pod of {app} was running");
     }
     Ok(())
-}
-
-#[allow(dead_code)]
-fn unreachable_target() -> Result<()> {
-    bail!("unreachable")
 }

@@ -127,6 +127,15 @@ impl<'a> Kube<'a> {
         self.kubectl()
             .args(["logs", pod, "-c", "aether-fetcher", "--tail=20"])
     }
+    pub fn cmd_delete_app(&self, app: &str) -> Cmd<'a> {
+        self.kubectl().args([
+            "delete",
+            "deployment,service,configmap",
+            "-l",
+            &format!("{}={app}", keys::APP),
+            "--ignore-not-found",
+        ])
+    }
     pub fn cmd_image_list(&self) -> Cmd<'a> {
         cmd!(self.sh, "microk8s ctr image ls -q")
     }
@@ -278,6 +287,11 @@ impl<'a> Kube<'a> {
             }
         }
         out
+    }
+
+    pub fn delete_app(&self, app: &str) -> Result<()> {
+        self.run(self.cmd_delete_app(app), &format!("deleting {app}"), None)
+            .map(|_| ())
     }
 
     pub fn images(&self) -> Result<Vec<String>> {

@@ -2,6 +2,7 @@
 //! command lives in its own module with its `run` at the top.
 
 mod bench;
+mod cluster;
 mod config;
 mod deploy;
 mod dev;
@@ -94,7 +95,19 @@ enum Cmd {
         app: AppName,
         #[arg(long)]
         fetcher: bool,
+        /// Keep streaming.
+        #[arg(short, long)]
+        follow: bool,
     },
+    /// Print the Kubernetes manifests of an app (credentials as placeholders), for review or GitOps.
+    Render {
+        app: AppName,
+        #[arg(long, value_parser = parse_digest)]
+        digest: Digest,
+    },
+    /// Ensure MicroK8s is running and ready, addons dns and hostpath-storage are on, and the
+    /// namespace exists. Changes nothing when all is in place.
+    K8sStart,
     /// Stop the app's local pod (and the embedded store with the last app).
     Down { app: AppName },
     /// Watch a directory and hot-reload the app on every save.
@@ -182,7 +195,32 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             wait.map(Duration::from_secs),
         ),
         Cmd::HotStatus { app, json } => hot::status(&sh, &cli.global, &cli.target, &app, json),
-        Cmd::Logs { app, fetcher } => hot::logs(&sh, &cli.global, &cli.target, &app, fetcher),
+        Cmd::Logs {
+            app,
+            fetcher,
+            follow,
+        } => hot::logs(&sh, &cli.global, &cli.target, &app, fetcher, follow),
+        Cmd::Render { app, digest } => {
+            let t = match cli.target.target {
+                Some(target::Target::Kube) => target::Target::Kube,
+                _ => target::Target::Microk8s,
+            };
+            print!(
+                "{}",
+                cluster::Cluster::new(&sh, &cli.global, &cli.target, t).render(&app, digest)?
+            );
+            Ok(())
+        }
+        Cmd::K8sStart => {
+            let t = match cli.target.target {
+                Some(target::Target::Kube) => target::Target::Kube,
+                Some(target::Target::Local) => {
+                    anyhow::bail!("k8s-start is for the microk8s and kube targets")
+                }
+                _ => target::Target::Microk8s,
+            };
+            cluster::Cluster::new(&sh, &cli.global, &cli.target, t).start()
+        }
         Cmd::Down { app } => hot::down(&sh, &cli.global, &cli.target, &app),
         Cmd::Dev {
             app,

@@ -128,7 +128,8 @@ mod tests {
     }
 }
 
-/// Values for a sample render (tests, and `render` without a configured store).
+/// Values for a sample render.
+#[cfg(test)]
 pub fn example_values(app: &str, digest: &str) -> AppValues {
     AppValues {
         ns: NAMESPACE.into(),

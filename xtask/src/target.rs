@@ -1,7 +1,6 @@
 //! Where apps run: `microk8s`, `kube` (any kubeconfig context) or `local` (processes on this
 //! machine). Every command that touches a running app takes `--target` / `AETHER_TARGET`.
 
-use anyhow::{bail, Result};
 use xshell::{cmd, Shell};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,11 +10,17 @@ pub enum Target {
     Local,
 }
 
-#[derive(clap::Args, Clone, Debug, Default)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct TargetArgs {
     /// Where the app runs [default: microk8s when installed and running, else local]
     #[arg(long, global = true, env = "AETHER_TARGET", value_enum)]
     pub target: Option<Target>,
+    /// kubeconfig context for the kube target (default: the current context).
+    #[arg(long, global = true, env = "AETHER_KUBE_CONTEXT")]
+    pub context: Option<String>,
+    /// Namespace of the apps on a cluster.
+    #[arg(long, global = true, env = "AETHER_NAMESPACE", default_value = crate::manifests::NAMESPACE)]
+    pub namespace: String,
 }
 
 impl TargetArgs {
@@ -40,9 +45,4 @@ fn microk8s_running(sh: &Shell) -> bool {
         .ignore_stderr()
         .read()
         .is_ok_and(|s| !s.contains("not running"))
-}
-
-/// Cluster targets are not wired to these commands yet; say so instead of half-working.
-pub fn cluster_unsupported(t: Target, what: &str) -> Result<()> {
-    bail!("`{what}` on the {t:?} target is not implemented yet (see the README, \"Status\"); use --target local, or `cargo xtask render` to review the manifests")
 }
