@@ -7,6 +7,7 @@ mod config;
 mod deploy;
 mod dev;
 mod hot;
+mod image;
 mod kube;
 mod local;
 mod manifests;
@@ -126,6 +127,12 @@ enum Cmd {
         #[arg(long)]
         port: u16,
     },
+    /// Build the fetcher as a static binary and write its OCI image archive (no Docker needed).
+    SidecarImage {
+        /// Archive path [default: target/aether-fetcher-image.tar]
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Install what the tests need (apt, when missing) and run every test in the workspace.
     Test {
         /// Do not install anything; tests that need a missing tool say so.
@@ -235,6 +242,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Duration::from_millis(debounce_ms),
         ),
         Cmd::LocalStore { data, port } => local::run_store(&data, port),
+        Cmd::SidecarImage { output } => image::run(&sh, output.as_deref()),
         Cmd::Test { no_install, extra } => test::run(&sh, no_install, &extra),
         Cmd::Bench {
             files,

@@ -162,6 +162,8 @@ mod validate {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, PodSpec, Secret, Service};
 
+    // Parsing into the type is the check; not every test reads every object back.
+    #[allow(dead_code)]
     pub enum Obj {
         Namespace(Namespace),
         Secret(Secret),
