@@ -136,6 +136,14 @@ impl<'a> Kube<'a> {
             "--ignore-not-found",
         ])
     }
+    pub fn cmd_rollout_status(&self, what: &str, timeout_secs: u64) -> Cmd<'a> {
+        self.kubectl().args([
+            "rollout",
+            "status",
+            what,
+            &format!("--timeout={timeout_secs}s"),
+        ])
+    }
     pub fn cmd_image_list(&self) -> Cmd<'a> {
         cmd!(self.sh, "microk8s ctr image ls -q")
     }
@@ -292,6 +300,15 @@ impl<'a> Kube<'a> {
     pub fn delete_app(&self, app: &str) -> Result<()> {
         self.run(self.cmd_delete_app(app), &format!("deleting {app}"), None)
             .map(|_| ())
+    }
+
+    pub fn rollout_status(&self, what: &str, timeout_secs: u64) -> Result<()> {
+        self.run(
+            self.cmd_rollout_status(what, timeout_secs),
+            &format!("waiting for {what}"),
+            None,
+        )
+        .map(|_| ())
     }
 
     pub fn images(&self) -> Result<Vec<String>> {

@@ -12,6 +12,7 @@ mod kube;
 mod local;
 mod manifests;
 mod package;
+mod platform;
 mod release;
 mod sample;
 mod target;
@@ -105,6 +106,20 @@ enum Cmd {
         app: AppName,
         #[arg(long, value_parser = parse_digest)]
         digest: Digest,
+    },
+    /// Check every prerequisite and service; print what is missing and the command that fixes it.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install or start what is missing: MicroK8s, its addons, the namespace, MinIO and Postgres.
+    Bootstrap {
+        /// Do not ask before steps that run sudo.
+        #[arg(long)]
+        yes: bool,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Ensure MicroK8s is running and ready, addons dns and hostpath-storage are on, and the
     /// namespace exists. Changes nothing when all is in place.
@@ -217,6 +232,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 cluster::Cluster::new(&sh, &cli.global, &cli.target, t).render(&app, digest)?
             );
             Ok(())
+        }
+        Cmd::Doctor { json } => platform::doctor(&sh, &cli.global, &cli.target, json),
+        Cmd::Bootstrap { yes, dry_run } => {
+            platform::bootstrap(&sh, &cli.global, &cli.target, yes, dry_run)
         }
         Cmd::K8sStart => {
             let t = match cli.target.target {

@@ -30,7 +30,32 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../manifests/deployment.yaml.j2"),
     ),
     ("service", include_str!("../../manifests/service.yaml.j2")),
+    ("minio", include_str!("../../manifests/minio.yaml.j2")),
+    ("postgres", include_str!("../../manifests/postgres.yaml.j2")),
 ];
+
+pub const MINIO_IMAGE: &str = "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z";
+pub const POSTGRES_IMAGE: &str = "docker.io/library/postgres:16.4-alpine";
+pub const MINIO_NODE_PORT: u16 = 30900;
+pub const POSTGRES_NODE_PORT: u16 = 30432;
+pub const STORAGE_CLASS: &str = "microk8s-hostpath";
+
+/// Values of the platform services `bootstrap` deploys.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlatformValues {
+    pub ns: String,
+    pub storage_class: String,
+    pub minio_image: String,
+    pub minio_node_port: u16,
+    pub access_key: String,
+    pub secret_key: String,
+    pub postgres_image: String,
+    pub postgres_node_port: u16,
+    pub db_user: String,
+    pub db_password: String,
+    pub db_name: String,
+    pub cluster_database_url: String,
+}
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StoreValues {
@@ -350,6 +375,94 @@ mod validate {
             "--watch-path=/work/.reload"
         );
         assert_eq!(app.ports.as_ref().unwrap()[0].container_port, 3000);
+    }
+
+    fn platform_yaml() -> String {
+        let v = PlatformValues {
+            ns: NAMESPACE.into(),
+            storage_class: STORAGE_CLASS.into(),
+            minio_image: MINIO_IMAGE.into(),
+            minio_node_port: MINIO_NODE_PORT,
+            access_key: "REPLACE_ME".into(),
+            secret_key: "REPLACE_ME".into(),
+            postgres_image: POSTGRES_IMAGE.into(),
+            postgres_node_port: POSTGRES_NODE_PORT,
+            db_user: "aether".into(),
+            db_password: "REPLACE_ME".into(),
+            db_name: "aether".into(),
+            cluster_database_url:
+                "postgres://aether:REPLACE_ME@postgres.aether-system.svc.cluster.local:5432/aether"
+                    .into(),
+        };
+        format!(
+            "{}---\n{}",
+            render("minio", &v).unwrap(),
+            render("postgres", &v).unwrap()
+        )
+    }
+
+    #[test]
+    fn platform_services_are_valid_and_restricted() {
+        use k8s_openapi::api::apps::v1::StatefulSet;
+        use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+        let mut unknown = Vec::new();
+        let mut kinds = Vec::new();
+        for doc in serde_norway::Deserializer::from_str(&platform_yaml()) {
+            let v: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+            let kind = v["kind"].as_str().unwrap().to_string();
+            match kind.as_str() {
+                "Secret" => drop(typed::<Secret>(v, &mut unknown)),
+                "PersistentVolumeClaim" => {
+                    let pvc: PersistentVolumeClaim = typed(v, &mut unknown);
+                    assert_eq!(
+                        pvc.spec.unwrap().storage_class_name.as_deref(),
+                        Some(STORAGE_CLASS)
+                    );
+                }
+                "Deployment" => {
+                    let d: Deployment = typed(v, &mut unknown);
+                    check_pod_spec(d.spec.unwrap().template.spec.as_ref().unwrap());
+                }
+                "StatefulSet" => {
+                    let s: StatefulSet = typed(v, &mut unknown);
+                    let spec = s.spec.unwrap();
+                    check_pod_spec(spec.template.spec.as_ref().unwrap());
+                    assert_eq!(
+                        spec.volume_claim_templates.unwrap()[0]
+                            .spec
+                            .as_ref()
+                            .unwrap()
+                            .storage_class_name
+                            .as_deref(),
+                        Some(STORAGE_CLASS)
+                    );
+                }
+                "Service" => {
+                    let s: Service = typed(v, &mut unknown);
+                    let port = s.spec.unwrap().ports.unwrap()[0].node_port.unwrap();
+                    assert!(
+                        [i32::from(MINIO_NODE_PORT), i32::from(POSTGRES_NODE_PORT)].contains(&port)
+                    );
+                }
+                other => panic!("unexpected kind {other}"),
+            }
+            kinds.push(kind);
+        }
+        assert!(unknown.is_empty(), "unknown fields: {unknown:?}");
+        assert_eq!(
+            kinds,
+            [
+                "Secret",
+                "PersistentVolumeClaim",
+                "Deployment",
+                "Service",
+                "Secret",
+                "Secret",
+                "StatefulSet",
+                "Service"
+            ]
+        );
+        insta::assert_snapshot!("platform", platform_yaml());
     }
 
     #[test]

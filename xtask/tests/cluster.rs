@@ -6,81 +6,7 @@ mod common;
 use common::*;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-
-struct Shim {
-    _t: tempfile::TempDir,
-    dir: PathBuf,
-    bin: PathBuf,
-}
-
-impl Shim {
-    fn new() -> Shim {
-        let t = tempfile::tempdir().unwrap();
-        let dir = t.path().join("state");
-        let bin = t.path().join("bin");
-        fs::create_dir_all(&dir).unwrap();
-        fs::create_dir_all(&bin).unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/shim/kubectl");
-        for name in ["kubectl", "microk8s"] {
-            fs::copy(&script, bin.join(name)).unwrap();
-        }
-        fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pods.json"),
-            dir.join("pods.json"),
-        )
-        .unwrap();
-        fs::write(dir.join("service.json"), SERVICE).unwrap();
-        fs::write(
-            dir.join("namespace.json"),
-            r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"aether-system"}}"#,
-        )
-        .unwrap();
-        fs::write(
-            dir.join("images.txt"),
-            "docker.io/aether/fetcher:0.1.0\ndocker.io/library/node:20-alpine\n",
-        )
-        .unwrap();
-        Shim { _t: t, dir, bin }
-    }
-    fn configmap(&self, digest: &str, generation: u64, history: &[&str]) {
-        let v = serde_json::json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "demo-release", "namespace": "aether-system", "resourceVersion": "4711", "labels": {"aether.dev/app": "demo"}},
-            "data": {"digest": digest, "generation": generation.to_string(), "history": history.join("\n")}
-        });
-        fs::write(self.dir.join("configmap.json"), v.to_string()).unwrap();
-    }
-    fn calls(&self) -> Vec<String> {
-        fs::read_to_string(self.dir.join("calls.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-    fn stdins(&self) -> Vec<String> {
-        let mut v: Vec<_> = fs::read_dir(&self.dir)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("stdin-"))
-            .map(|e| e.path())
-            .collect();
-        v.sort();
-        v.iter().map(|p| fs::read_to_string(p).unwrap()).collect()
-    }
-    fn run(&self, project: &Path, env: &[(&'static str, String)], args: &[&str]) -> Run {
-        let path = format!("{}:{}", self.bin.display(), std::env::var("PATH").unwrap());
-        let dir = self.dir.display().to_string();
-        let mut e = as_refs(env);
-        e.push(("PATH", &path));
-        e.push(("SHIM_DIR", &dir));
-        let mut full = vec!["--target", "microk8s"];
-        full.extend_from_slice(args);
-        xtask(project, &e, &full)
-    }
-}
-
-const SERVICE: &str = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"demo","namespace":"aether-system"},"spec":{"type":"NodePort","clusterIP":"10.152.183.20","selector":{"aether.dev/app":"demo"},"ports":[{"name":"http","port":80,"protocol":"TCP","targetPort":"http","nodePort":31234}]}}"#;
+use std::path::Path;
 
 const K: &str = "microk8s kubectl -n aether-system";
 
@@ -320,7 +246,7 @@ fn k8s_start_is_idempotent() {
 
     let shim = Shim::new();
     fs::write(shim.dir.join("disabled-dns"), "").unwrap();
-    fs::remove_file(shim.dir.join("namespace.json")).unwrap();
+    fs::remove_file(shim.dir.join("namespace-aether-system.json")).unwrap();
     let r = shim.run(t.path(), &[], &["k8s-start"]).ok();
     assert!(
         r.stderr

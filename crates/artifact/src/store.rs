@@ -225,20 +225,30 @@ impl Store {
         classify(op, &self.cfg.endpoint, e)
     }
 
-    /// Creates the bucket when it is missing. Returns whether it was created.
-    pub fn ensure_bucket(&self) -> Result<bool, StoreError> {
+    /// Whether the bucket exists; changes nothing (a one-key listing also proves the
+    /// credentials can read it).
+    pub fn bucket_exists(&self) -> Result<bool, StoreError> {
         let op = format!("checking bucket {}", self.cfg.bucket);
         match self
             .bucket
             .list_page(crate::KEY_PREFIX.into(), None, None, None, Some(1))
         {
-            Ok(_) => return Ok(false),
+            Ok(_) => Ok(true),
             Err(e) => {
                 let e = self.fail(op, e);
-                if e.kind != ErrorKind::NoSuchBucket {
-                    return Err(e);
+                if e.kind == ErrorKind::NoSuchBucket {
+                    Ok(false)
+                } else {
+                    Err(e)
                 }
             }
+        }
+    }
+
+    /// Creates the bucket when it is missing. Returns whether it was created.
+    pub fn ensure_bucket(&self) -> Result<bool, StoreError> {
+        if self.bucket_exists()? {
+            return Ok(false);
         }
         let region = self.bucket.region.clone();
         let creds = Credentials::new(

@@ -2,6 +2,7 @@
 //! project directory and store settings in its environment (never on its command line).
 #![allow(dead_code)]
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -79,3 +80,87 @@ pub fn app_dir(root: &Path, body: &str) -> PathBuf {
     std::fs::write(d.join("server.js"), body).unwrap();
     d
 }
+
+pub struct Shim {
+    _t: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub bin: PathBuf,
+}
+
+impl Shim {
+    pub fn new() -> Shim {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("state");
+        let bin = t.path().join("bin");
+        fs::create_dir_all(&dir).unwrap();
+        fs::create_dir_all(&bin).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/shim/kubectl");
+        for name in ["kubectl", "microk8s"] {
+            fs::copy(&script, bin.join(name)).unwrap();
+        }
+        fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pods.json"),
+            dir.join("pods.json"),
+        )
+        .unwrap();
+        fs::write(dir.join("service.json"), SERVICE).unwrap();
+        fs::write(
+            dir.join("namespace-aether-system.json"),
+            r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"aether-system"}}"#,
+        )
+        .unwrap();
+        fs::write(
+            dir.join("images.txt"),
+            "docker.io/aether/fetcher:0.1.0\ndocker.io/library/node:20-alpine\n",
+        )
+        .unwrap();
+        Shim { _t: t, dir, bin }
+    }
+    pub fn configmap(&self, digest: &str, generation: u64, history: &[&str]) {
+        let v = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "demo-release", "namespace": "aether-system", "resourceVersion": "4711", "labels": {"aether.dev/app": "demo"}},
+            "data": {"digest": digest, "generation": generation.to_string(), "history": history.join("\n")}
+        });
+        fs::write(self.dir.join("configmap.json"), v.to_string()).unwrap();
+    }
+    pub fn calls(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+    pub fn stdins(&self) -> Vec<String> {
+        let mut v: Vec<_> = fs::read_dir(&self.dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("stdin-"))
+            .map(|e| e.path())
+            .collect();
+        v.sort();
+        v.iter().map(|p| fs::read_to_string(p).unwrap()).collect()
+    }
+    pub fn run(&self, project: &Path, env: &[(&'static str, String)], args: &[&str]) -> Run {
+        let path = format!("{}:{}", self.bin.display(), std::env::var("PATH").unwrap());
+        let mut full = vec!["--target", "microk8s"];
+        full.extend_from_slice(args);
+        self.run_path(project, env, &path, &full)
+    }
+    /// With an explicit PATH (the shim's bin directory is not added).
+    pub fn run_path(
+        &self,
+        project: &Path,
+        env: &[(&'static str, String)],
+        path: &str,
+        args: &[&str],
+    ) -> Run {
+        let dir = self.dir.display().to_string();
+        let mut e = as_refs(env);
+        e.push(("PATH", &path));
+        e.push(("SHIM_DIR", &dir));
+        xtask(project, &e, args)
+    }
+}
+
+pub const SERVICE: &str = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"demo","namespace":"aether-system"},"spec":{"type":"NodePort","clusterIP":"10.152.183.20","selector":{"aether.dev/app":"demo"},"ports":[{"name":"http","port":80,"protocol":"TCP","targetPort":"http","nodePort":31234}]}}"#;

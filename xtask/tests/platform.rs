@@ -1,0 +1,301 @@
+//! `bootstrap` and `doctor` against the recording shim (stateful: what one run applies, the
+//! next run sees), a real S3 server and a real TCP listener standing in for Postgres.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// A PATH holding only the shim's directory and links to the named real tools.
+fn restricted_path(shim: &Shim, real: &[&str]) -> String {
+    let dir = shim.dir.parent().unwrap().join("realbin");
+    fs::create_dir_all(&dir).unwrap();
+    for tool in real {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        let p = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert!(!p.is_empty(), "{tool} not found");
+        let _ = std::os::unix::fs::symlink(p, dir.join(tool));
+    }
+    format!("{}:{}", shim.bin.display(), dir.display())
+}
+
+fn without_microk8s(shim: &Shim) {
+    fs::remove_file(shim.bin.join("microk8s")).unwrap();
+    fs::remove_file(shim.bin.join("kubectl")).unwrap();
+}
+
+fn microk8s_only(shim: &Shim) {
+    fs::write(shim.dir.join("disabled-hostpath-storage"), "").unwrap();
+    fs::remove_file(shim.dir.join("namespace-aether-system.json")).unwrap();
+}
+
+fn mutating(calls: &[String]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| {
+            c.contains(" apply ")
+                || c.contains(" enable ")
+                || c.contains("snap ")
+                || c.contains(" start")
+        })
+        .cloned()
+        .collect()
+}
+
+fn write_config(project: &Path) {
+    fs::create_dir_all(project.join(".aether")).unwrap();
+    let cfg = serde_json::json!({
+        "store": {"endpoint": "http://127.0.0.1:30900", "access_key": "aether-abc", "secret_key": SK},
+        "database_url": format!("postgres://aether:{SK}@127.0.0.1:30432/aether"),
+    });
+    fs::write(project.join(".aether/config.json"), cfg.to_string()).unwrap();
+}
+
+#[test]
+fn dry_run_plans_for_three_starting_states() {
+    let t = tempfile::tempdir().unwrap();
+    let plan = |prepare: &dyn Fn(&Shim, &Path)| -> String {
+        let shim = Shim::new();
+        let project = t.path().join(format!("p{}", rand_suffix()));
+        fs::create_dir_all(&project).unwrap();
+        prepare(&shim, &project);
+        let r = shim.run(&project, &[], &["bootstrap", "--dry-run"]).ok();
+        assert!(
+            mutating(&shim.calls()).is_empty(),
+            "dry run changed something: {:?}",
+            shim.calls()
+        );
+        assert!(r.stdout.contains("dry run: nothing was changed"));
+        assert!(!r.all().contains(SK));
+        r.stdout
+    };
+    let nothing = plan(&|s, _| without_microk8s(s));
+    insta::assert_snapshot!("plan_nothing_installed", nothing);
+    let mk = plan(&|s, _| microk8s_only(s));
+    insta::assert_snapshot!("plan_microk8s_only", mk);
+    let up = plan(&|s, p| {
+        write_config(p);
+        fs::write(s.dir.join("obj-deployment-minio"), "").unwrap();
+        fs::write(s.dir.join("obj-statefulset-postgres"), "").unwrap();
+    });
+    insta::assert_snapshot!("plan_everything_up", up);
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[test]
+fn bootstrap_then_again_changes_nothing_the_second_time() {
+    let t = tempfile::tempdir().unwrap();
+    let server = aether_s3local::Server::start_ephemeral(&t.path().join("s3"), AK, SK).unwrap();
+    let db = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let db_url = format!("postgres://aether:{SK}@{}/aether", db.local_addr().unwrap());
+    let mut env = store_env(&server.endpoint(), SK);
+    env.push(("AETHER_DATABASE_URL", db_url.clone()));
+    let shim = Shim::new();
+    microk8s_only(&shim);
+    let project = t.path().join("project");
+    fs::create_dir_all(&project).unwrap();
+
+    let first = shim.run(&project, &env, &["bootstrap", "--yes"]).ok();
+    assert!(first.stderr.contains("bootstrap done"), "{}", first.stderr);
+    let calls = shim.calls();
+    assert!(
+        calls.contains(&"microk8s enable hostpath-storage".to_string()),
+        "{calls:?}"
+    );
+    assert!(!calls.contains(&"microk8s enable dns".to_string()));
+    assert!(calls.contains(
+        &"microk8s kubectl -n aether-system rollout status deployment/minio --timeout=300s"
+            .to_string()
+    ));
+    assert!(calls.contains(
+        &"microk8s kubectl -n aether-system rollout status statefulset/postgres --timeout=300s"
+            .to_string()
+    ));
+    let applied = shim.stdins().join("\n");
+    for want in [
+        "kind: Namespace",
+        "name: minio",
+        "kind: StatefulSet",
+        "name: aether-database",
+    ] {
+        assert!(applied.contains(want), "{want} not applied");
+    }
+    // Credentials travel on stdin and into a 0600 file, never on a command line or to the terminal.
+    assert!(applied.contains(&format!("MINIO_ROOT_PASSWORD: \"{SK}\"")));
+    for c in &calls {
+        assert!(!c.contains(SK), "secret on a command line: {c}");
+    }
+    assert!(!first.all().contains(SK));
+    let cfg_path = project.join(".aether/config.json");
+    assert_eq!(
+        fs::metadata(&cfg_path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let cfg: serde_json::Value = serde_json::from_slice(&fs::read(&cfg_path).unwrap()).unwrap();
+    assert_eq!(cfg["store"]["secret_key"], SK);
+    assert_eq!(cfg["database_url"], db_url.as_str());
+    // The bucket exists now: the store answered with our credentials.
+    assert!(aether_artifact::store::Store::new(
+        aether_artifact::store::PartialStore::from_lookup(|k| env
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.clone()))
+        .finish()
+        .unwrap()
+    )
+    .unwrap()
+    .bucket_exists()
+    .unwrap());
+
+    fs::remove_file(shim.dir.join("calls.log")).unwrap();
+    let second = shim.run(&project, &env, &["bootstrap", "--yes"]).ok();
+    assert!(
+        second.stdout.contains("plan: nothing to do"),
+        "{}",
+        second.stdout
+    );
+    assert!(
+        second.stderr.contains("everything was already in place"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        mutating(&shim.calls()).is_empty(),
+        "second run changed something: {:?}",
+        shim.calls()
+    );
+}
+
+#[test]
+fn sudo_steps_are_not_run_without_yes_or_a_terminal() {
+    let t = tempfile::tempdir().unwrap();
+    let shim = Shim::new();
+    without_microk8s(&shim);
+    let r = shim.run(t.path(), &[], &["bootstrap"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("stopped before a sudo step") && r.stderr.contains("--yes"),
+        "{}",
+        r.stderr
+    );
+    assert!(mutating(&shim.calls()).is_empty());
+}
+
+fn line<'a>(out: &'a str, name: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
+        .unwrap_or_else(|| panic!("no {name} line in:\n{out}"))
+}
+
+#[test]
+fn doctor_reports_each_state() {
+    // A fresh laptop: only Rust. Local target; node is required there and missing.
+    let t = tempfile::tempdir().unwrap();
+    let shim = Shim::new();
+    without_microk8s(&shim);
+    let path = restricted_path(&shim, &["cargo"]);
+    let r = shim.run_path(t.path(), &[], &path, &["doctor"]);
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(line(&r.stdout, "cargo").starts_with("ok"));
+    assert!(line(&r.stdout, "node").starts_with("missing"));
+    assert!(
+        line(&r.stdout, "microk8s").starts_with("missing")
+            && line(&r.stdout, "microk8s").ends_with("(optional)")
+    );
+    assert!(r
+        .stdout
+        .contains("fix: sudo snap install microk8s --classic --channel=1.33/stable"));
+    assert!(
+        r.stderr.contains("required pieces missing or broken: node"),
+        "{}",
+        r.stderr
+    );
+
+    // Everything up, microk8s target.
+    let server = aether_s3local::Server::start_ephemeral(&t.path().join("s3"), AK, SK).unwrap();
+    let db = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut env = store_env(&server.endpoint(), SK);
+    env.push((
+        "AETHER_DATABASE_URL",
+        format!("postgres://aether:{SK}@{}/aether", db.local_addr().unwrap()),
+    ));
+    aether_artifact::store::Store::new(
+        aether_artifact::store::PartialStore::from_lookup(|k| {
+            env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        })
+        .finish()
+        .unwrap(),
+    )
+    .unwrap()
+    .ensure_bucket()
+    .unwrap();
+    let shim = Shim::new();
+    let path = restricted_path(&shim, &["cargo", "node"]);
+    let r = shim.run_path(
+        t.path(),
+        &env,
+        &path,
+        &["--target", "microk8s", "doctor", "--json"],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let checks: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    for c in &checks {
+        if c["required"] == true {
+            assert_eq!(c["status"], "ok", "{c}");
+        }
+    }
+    let by = |n: &str| checks.iter().find(|c| c["name"] == n).unwrap().clone();
+    assert_eq!(by("sidecar")["status"], "ok");
+    assert_eq!(by("database")["status"], "ok");
+    assert!(by("store")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("credentials valid"));
+    assert!(!r.all().contains(SK));
+
+    // Broken: MicroK8s too old for native sidecars, wrong store secret, no namespace.
+    let shim = Shim::new();
+    fs::write(
+        shim.dir.join("microk8s-version"),
+        "MicroK8s v1.28.15 revision 7001\n",
+    )
+    .unwrap();
+    fs::remove_file(shim.dir.join("namespace-aether-system.json")).unwrap();
+    let mut env = store_env(&server.endpoint(), "wrong-secret");
+    env.push((
+        "AETHER_DATABASE_URL",
+        "postgres://aether:pw@127.0.0.1:1/aether".into(),
+    ));
+    let r = shim.run_path(t.path(), &env, &path, &["--target", "microk8s", "doctor"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        line(&r.stdout, "microk8s").starts_with("broken")
+            && r.stdout
+                .contains("sudo snap refresh microk8s --channel=1.33/stable"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        line(&r.stdout, "store").starts_with("broken")
+            && line(&r.stdout, "store").contains("rejected the credentials"),
+        "{}",
+        r.stdout
+    );
+    assert!(line(&r.stdout, "database").starts_with("broken"));
+    assert!(
+        line(&r.stdout, "cluster").starts_with("broken")
+            && r.stdout.contains("fix: cargo xtask k8s-start")
+    );
+    assert!(!r.all().contains("wrong-secret"));
+    let _ = PathBuf::new();
+}
