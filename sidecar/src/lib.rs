@@ -326,7 +326,7 @@ impl Fetcher {
                 .map_or(self.started, |(_, t)| *t);
             retired.push((d, at));
         }
-        retired.sort_by(|a, b| b.1.cmp(&a.1));
+        retired.sort_by_key(|r| std::cmp::Reverse(r.1));
         let now = state::unix_now_ms();
         let mut removed = Vec::new();
         for (d, at) in retired.into_iter().skip(self.cfg.keep.saturating_sub(1)) {

@@ -262,11 +262,13 @@ pub fn generate_tree(root: &Path, files: usize) -> Result<(usize, u64)> {
     let mut made = 0usize;
     let mut pkg = 0usize;
     while made < files {
-        let dir = root.join(format!("pkg-{pkg:04}")).join(if pkg % 3 == 0 {
-            "lib/internal"
-        } else {
-            "lib"
-        });
+        let dir = root
+            .join(format!("pkg-{pkg:04}"))
+            .join(if pkg.is_multiple_of(3) {
+                "lib/internal"
+            } else {
+                "lib"
+            });
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         fs::write(
             root.join(format!("pkg-{pkg:04}/package.json")),

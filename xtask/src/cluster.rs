@@ -190,16 +190,7 @@ impl<'a> Cluster<'a> {
     ) -> Result<()> {
         let store = self.store()?;
         let up = crate::upload::upload(&store, &self.global, app, dir, 3600, true)?;
-        eprintln!(
-            "{} {} ({})",
-            if up.uploaded {
-                "uploaded"
-            } else {
-                "already in the store:"
-            },
-            up.digest.short(),
-            up.s3
-        );
+        eprintln!("{}", up.summary());
         if self.kube.flavor == Flavor::Microk8s {
             let images = self.kube.images()?;
             if !images.iter().any(|i| i == manifests::FETCHER_IMAGE) {

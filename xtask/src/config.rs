@@ -92,22 +92,35 @@ impl ProjectConfig {
         }
     }
 
-    /// Written with mode 0600 from the start (never world-readable, not even briefly) and
-    /// renamed into place.
-    #[allow(dead_code)]
+    /// Written with mode 0600 from the start and renamed into place.
     pub fn save(&self, state_dir: &Path) -> Result<()> {
         fs::create_dir_all(state_dir)?;
         let p = Self::path(state_dir);
-        let tmp = p.with_extension("json.tmp");
-        let _ = fs::remove_file(&tmp);
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(self)?)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &p).with_context(|| format!("writing {}", p.display()))?;
-        Ok(())
+        write_private(&p, &serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("writing {}", p.display()))
     }
+}
+
+/// Writes a file only its owner can read: created with mode 0600 (never world-readable, not even
+/// briefly) under a temporary name, then renamed into place.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// `bytes` random bytes from the kernel, as hex: generated credentials.
+pub fn random_hex(bytes: usize) -> Result<String> {
+    use std::io::Read;
+    let mut b = vec![0u8; bytes];
+    fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }

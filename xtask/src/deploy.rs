@@ -44,16 +44,7 @@ pub fn run(
     let local = Local::new(global);
     let store = local.store()?;
     let up = crate::upload::upload(&store, global, app, &dir, 3600, true)?;
-    eprintln!(
-        "{} {} ({})",
-        if up.uploaded {
-            "uploaded"
-        } else {
-            "already in the store:"
-        },
-        up.digest.short(),
-        up.s3
-    );
+    eprintln!("{}", up.summary());
     let current = local.release(app)?;
     let before = local.app_pids(app);
     match current.next(up.digest) {

@@ -25,7 +25,7 @@ use aether_artifact::{keys, object_key, AppName, Digest};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::config::Global;
+use crate::config::{random_hex, write_private, Global};
 use crate::release::Release;
 
 pub struct Local {
@@ -424,22 +424,25 @@ pub fn fetcher_bin(sh: &Shell) -> Result<PathBuf> {
 
 fn which_node(sh: &Shell) -> Result<String> {
     match cmd!(sh, "node --version").quiet().ignore_stderr().read() {
-        Ok(v) => {
-            let major: u32 = v
-                .trim_start_matches('v')
-                .split('.')
-                .next()
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(0);
-            if major < 18 {
-                bail!("node {v} is too old: the local target needs Node.js 18 or newer (`--watch-path`)");
-            }
-            Ok("node".into())
-        }
+        Ok(v) if node_major(&v) >= 18 => Ok("node".into()),
+        Ok(v) => bail!(
+            "node {v} is too old: the local target needs Node.js 18 or newer (`--watch-path`)"
+        ),
         Err(_) => {
             bail!("node is not installed: install Node.js 18+ (e.g. `apt-get install nodejs`)")
         }
     }
+}
+
+/// "v20.20.2" → 20 (0 when it does not parse).
+pub fn node_major(version: &str) -> u32 {
+    version
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -528,28 +531,6 @@ fn tail(p: &Path, n: usize) -> String {
     let s = fs::read_to_string(p).unwrap_or_default();
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn random_hex(bytes: usize) -> Result<String> {
-    use std::io::Read;
-    let mut b = vec![0u8; bytes];
-    fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
-}
-
-fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 /// Checks that the store holds `digest` for `app` before anything changes.

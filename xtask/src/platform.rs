@@ -108,12 +108,7 @@ pub fn doctor(sh: &Shell, global: &Global, targs: &TargetArgs, json: bool) -> Re
     // node: the local target runs the app with it.
     checks.push(match version_of(sh, "node", &["--version"]) {
         Some(v) => {
-            let major: u32 = v
-                .trim_start_matches('v')
-                .split('.')
-                .next()
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(0);
+            let major = crate::local::node_major(&v);
             if major >= 18 {
                 Check {
                     name: "node",
@@ -566,13 +561,6 @@ fn confirm(q: &str) -> Result<bool> {
     Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }
 
-fn random_token(bytes: usize) -> Result<String> {
-    use std::io::Read;
-    let mut b = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
-}
-
 fn run_step(sh: &Shell, c: &Cluster, global: &Global, s: &Step) -> Result<()> {
     let ns = c.kube.namespace.clone();
     match s {
@@ -603,10 +591,13 @@ fn run_step(sh: &Shell, c: &Cluster, global: &Global, s: &Step) -> Result<()> {
             cfg.store.access_key = Some(
                 layers
                     .access_key
-                    .unwrap_or(format!("aether-{}", random_token(6)?)),
+                    .unwrap_or(format!("aether-{}", crate::config::random_hex(6)?)),
             );
-            cfg.store.secret_key =
-                Some(layers.secret_key.unwrap_or(Secret::new(random_token(24)?)));
+            cfg.store.secret_key = Some(
+                layers
+                    .secret_key
+                    .unwrap_or(Secret::new(crate::config::random_hex(24)?)),
+            );
             if let Some(url) = std::env::var("AETHER_DATABASE_URL")
                 .ok()
                 .filter(|u| !u.is_empty())
@@ -614,7 +605,7 @@ fn run_step(sh: &Shell, c: &Cluster, global: &Global, s: &Step) -> Result<()> {
                 cfg.database_url = Some(Secret::new(url));
             }
             if cfg.database_url.is_none() {
-                let pw = random_token(18)?;
+                let pw = crate::config::random_hex(18)?;
                 cfg.database_url = Some(Secret::new(format!(
                     "postgres://{DB_USER}:{pw}@127.0.0.1:{}/{DB_NAME}",
                     manifests::POSTGRES_NODE_PORT

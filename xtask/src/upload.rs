@@ -70,6 +70,18 @@ pub fn run(
     Ok(up)
 }
 
+impl Uploaded {
+    /// One line for people: what happened to the artifact.
+    pub fn summary(&self) -> String {
+        let what = if self.uploaded {
+            "uploaded"
+        } else {
+            "already in the store:"
+        };
+        format!("{what} {} ({})", self.digest.short(), self.s3)
+    }
+}
+
 /// Packs `dir` and makes sure the store holds it. Shared by `hot-upload`, `deploy-sample`
 /// and `dev`.
 pub fn upload(

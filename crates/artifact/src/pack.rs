@@ -107,7 +107,7 @@ pub fn pack_dir_with_threads<W: Write + Send>(
             let mut tar = tar::Builder::new(&mut chunker);
             let mut stats = (0u64, 0u64);
             let res = walk(root, root, &ignore, &mut tar, &mut stats)
-                .and_then(|()| tar.finish().map_err(|e| PackError::Output(e)));
+                .and_then(|()| tar.finish().map_err(PackError::Output));
             res.map(|()| stats)
         };
         let flushed = walked.and_then(|stats| chunker.flush_last().map(|()| stats));

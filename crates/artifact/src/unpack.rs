@@ -138,7 +138,7 @@ fn extract<R: Read>(
             entry: shown.clone(),
             why: why.to_string(),
         };
-        let rel = safe_relative(&entry.path().map_err(corrupt)?).map_err(|why| refuse(why))?;
+        let rel = safe_relative(&entry.path().map_err(corrupt)?).map_err(&refuse)?;
         let kind = entry.header().entry_type();
         if kind == tar::EntryType::XGlobalHeader {
             continue;

@@ -157,7 +157,7 @@ impl Shim {
     ) -> Run {
         let dir = self.dir.display().to_string();
         let mut e = as_refs(env);
-        e.push(("PATH", &path));
+        e.push(("PATH", path));
         e.push(("SHIM_DIR", &dir));
         xtask(project, &e, args)
     }
