@@ -277,7 +277,12 @@ impl Local {
             .create(true)
             .append(true)
             .open(dir.join("logs/app.log"))?;
-        let n = Command::new(node)
+        let mut n = Command::new(node);
+        // As in the cluster, the app gets DATABASE_URL when a database is configured.
+        if let Some(url) = crate::platform::host_database_url(&self.global)? {
+            n.env("DATABASE_URL", url.expose());
+        }
+        let n = n
             .arg(format!(
                 "--watch-path={}",
                 work.join(aether_artifact::volume::RELOAD_DIR).display()

@@ -255,7 +255,7 @@ fn store_check(global: &Global, t: Target) -> Result<Check> {
 }
 
 /// The database as this machine reaches it: `AETHER_DATABASE_URL`, else the config file.
-fn host_database_url(global: &Global) -> Result<Option<Secret>> {
+pub fn host_database_url(global: &Global) -> Result<Option<Secret>> {
     if let Ok(u) = std::env::var("AETHER_DATABASE_URL") {
         if !u.is_empty() {
             return Ok(Some(Secret::new(u)));

@@ -109,8 +109,11 @@ pub fn upload(
     let uploaded = if store.exists(&key)? {
         false
     } else {
-        let bar =
-            (progress && std::io::stderr().is_terminal() && packed.bytes > 1 << 20).then(|| {
+        let bar = (progress
+            && std::io::stdout().is_terminal()
+            && std::io::stderr().is_terminal()
+            && packed.bytes > 1 << 20)
+            .then(|| {
                 let bar = indicatif::ProgressBar::new(packed.bytes);
                 bar.set_style(
                     indicatif::ProgressStyle::with_template(

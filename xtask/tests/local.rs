@@ -78,7 +78,13 @@ fn deploy_edit_hot_patch_rollback_and_down() {
     }
     let t = tempfile::tempdir().unwrap();
     let p = t.path();
-    let env = [("AETHER_TARGET", "local")];
+    // Something listening stands in for Postgres: the sample reports the database reachable.
+    let db = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let db_url = format!("postgres://aether:pw@{}/aether", db.local_addr().unwrap());
+    let env = [
+        ("AETHER_TARGET", "local"),
+        ("AETHER_DATABASE_URL", db_url.as_str()),
+    ];
     let _down = Down(p);
 
     // D1: deploy-sample generates the sample, uploads, starts the pod, and the app answers.
@@ -90,7 +96,11 @@ fn deploy_edit_hot_patch_rollback_and_down() {
         "{}",
         d1.stderr
     );
-    assert!(get(&url).contains("version: v1"), "{}", get(&url));
+    let body = get(&url);
+    assert!(
+        body.contains("version: v1") && body.contains("database: reachable"),
+        "{body}"
+    );
     let fetcher_pid = pod(p)["fetcher_pid"].as_u64().unwrap();
 
     // Running it again is harmless: same digest, same pod, no new generation.
