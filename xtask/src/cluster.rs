@@ -134,14 +134,9 @@ impl<'a> Cluster<'a> {
 
     pub fn hot_patch(&self, app: &AppName, digest: Digest) -> Result<()> {
         let store = self.store()?;
-        crate::local::require_in_store(&store, app, &digest)?;
+        crate::upload::require_in_store(&store, app, &digest)?;
         let current = self.release(app)?.with_context(|| format!("{app} is not deployed in namespace {}: run `cargo xtask deploy-sample {app}` first", self.kube.namespace))?;
-        let Some(next) = current.next(digest) else {
-            eprintln!(
-                "{app} already wants {} (generation {}): nothing to do",
-                digest.short(),
-                current.generation
-            );
+        let Some(next) = current.next_or_say(app, digest) else {
             return Ok(());
         };
         self.report(app, &next, self.publish(app, &next)?)
@@ -152,7 +147,7 @@ impl<'a> Cluster<'a> {
             format!("{app} is not deployed in namespace {}", self.kube.namespace)
         })?;
         let dest = current.rollback_target(to)?;
-        crate::local::require_in_store(&self.store()?, app, &dest)?;
+        crate::upload::require_in_store(&self.store()?, app, &dest)?;
         let next = current
             .next(dest)
             .expect("rollback target differs from the live digest");

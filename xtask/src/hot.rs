@@ -28,14 +28,9 @@ pub fn patch(
     let local = Local::new(global);
     let store = local.store()?;
     // Refuse before anything changes: a digest the fetcher cannot fetch would only fail later.
-    local::require_in_store(&store, app, &digest)?;
+    crate::upload::require_in_store(&store, app, &digest)?;
     let current = local.release(app)?;
-    let Some(next) = current.next(digest) else {
-        eprintln!(
-            "{app} already wants {} (generation {}): nothing to do",
-            digest.short(),
-            current.generation
-        );
+    let Some(next) = current.next_or_say(app, digest) else {
         return Ok(());
     };
     apply(&local, app, &next, wait)
@@ -56,7 +51,7 @@ pub fn rollback(
     let local = Local::new(global);
     let current = local.release(app)?;
     let dest = current.rollback_target(to)?;
-    local::require_in_store(&local.store()?, app, &dest)?;
+    crate::upload::require_in_store(&local.store()?, app, &dest)?;
     let next = current
         .next(dest)
         .expect("rollback target differs from the live digest");

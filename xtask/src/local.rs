@@ -21,7 +21,7 @@ use aether_artifact::store::{
     PartialStore, Secret, Store, StoreConfig, ENV_ACCESS_KEY, ENV_BUCKET, ENV_ENDPOINT,
     ENV_SECRET_KEY,
 };
-use aether_artifact::{keys, object_key, AppName, Digest};
+use aether_artifact::{keys, AppName, Digest};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
@@ -536,13 +536,4 @@ fn tail(p: &Path, n: usize) -> String {
     let s = fs::read_to_string(p).unwrap_or_default();
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Checks that the store holds `digest` for `app` before anything changes.
-pub fn require_in_store(store: &Store, app: &AppName, digest: &Digest) -> Result<()> {
-    let key = object_key(app, digest);
-    if !store.exists(&key)? {
-        bail!("digest {digest} is not in the store for {app} ({}): upload it first with `cargo xtask hot-upload {app} <dir>`", store.s3_url(&key));
-    }
-    Ok(())
 }

@@ -91,6 +91,19 @@ impl Release {
         })
     }
 
+    /// As [`Release::next`], saying so when there is nothing to do (shared by every target).
+    pub fn next_or_say(&self, app: &impl std::fmt::Display, digest: Digest) -> Option<Release> {
+        let next = self.next(digest);
+        if next.is_none() {
+            eprintln!(
+                "{app} already wants {} (generation {}): nothing to do",
+                digest.short(),
+                self.generation
+            );
+        }
+        next
+    }
+
     /// Where `rollback` goes: `to`, or the most recent previous digest.
     pub fn rollback_target(&self, to: Option<Digest>) -> Result<Digest> {
         match to {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use aether_artifact::store::Store;
 use aether_artifact::{object_key, AppName, Digest};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use xshell::Shell;
 
 use crate::config::Global;
@@ -146,4 +146,13 @@ pub fn upload(
         pack_ms,
         upload_ms,
     })
+}
+
+/// Checks that the store holds `digest` for `app` before anything changes.
+pub fn require_in_store(store: &Store, app: &AppName, digest: &Digest) -> Result<()> {
+    let key = object_key(app, digest);
+    if !store.exists(&key)? {
+        bail!("digest {digest} is not in the store for {app} ({}): upload it first with `cargo xtask hot-upload {app} <dir>`", store.s3_url(&key));
+    }
+    Ok(())
 }
