@@ -215,6 +215,14 @@ impl Local {
         if let Some(p) = self.pod(app) {
             return Ok((p, false));
         }
+        // A pod whose fetcher died may still have node holding the port: clear the old group.
+        if let Some(stale) = fs::read(self.app_dir(app).join("pod.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<PodState>(&b).ok())
+        {
+            eprintln!("the local pod of {app} lost its fetcher; replacing it");
+            kill_group(stale.pgid)?;
+        }
         let store = self.store_config()?;
         let fetcher = fetcher_bin(sh)?;
         let node = which_node(sh)?;

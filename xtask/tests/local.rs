@@ -216,6 +216,31 @@ fn deploy_edit_hot_patch_rollback_and_down() {
         "{human}"
     );
 
+    // A pod whose fetcher died is replaced whole by the next deploy (the old node would
+    // otherwise keep the port).
+    let old_pgid = pod(p)["pgid"].as_u64().unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-KILL", &fetcher_pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let redeploy = xtask(p, &env, &["deploy-sample", "demo"]).ok();
+    assert!(
+        redeploy.stderr.contains("lost its fetcher"),
+        "{}",
+        redeploy.stderr
+    );
+    assert!(
+        group_pids(old_pgid).is_empty(),
+        "old processes left: {:?}",
+        group_pids(old_pgid)
+    );
+    assert_ne!(pod(p)["fetcher_pid"].as_u64().unwrap(), fetcher_pid);
+    assert!(
+        get(&redeploy.last("url")).contains("version: v2"),
+        "the sample was edited to v2 earlier"
+    );
+
     // down leaves no process behind.
     let pgid = pod(p)["pgid"].as_u64().unwrap();
     assert!(!group_pids(pgid).is_empty());
