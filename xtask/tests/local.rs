@@ -292,13 +292,14 @@ fn dev_watch_mode_reloads_on_save() {
         .spawn()
         .unwrap();
     let stdout = dev.stdout.take().unwrap();
-    let lines = std::thread::spawn(move || {
+    // The cycle line comes after the app already answers with the edit: read it on a thread
+    // and wait for it before stopping `dev`, or the kill can race the print.
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         use std::io::BufRead;
-        std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .take(1)
-            .collect::<Vec<_>>()
+        if let Some(Ok(l)) = std::io::BufReader::new(stdout).lines().next() {
+            let _ = line_tx.send(l);
+        }
     });
     // Give the watcher a moment to start, then save an edit.
     std::thread::sleep(Duration::from_millis(500));
@@ -318,12 +319,13 @@ fn dev_watch_mode_reloads_on_save() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let line = line_rx.recv_timeout(Duration::from_secs(15));
     let _ = dev.kill();
     let _ = dev.wait();
     assert!(served, "the saved edit was not served");
-    let lines = lines.join().unwrap();
+    let line = line.expect("dev printed no cycle line");
     assert!(
-        lines[0].contains("save to served") && lines[0].contains("pack"),
-        "{lines:?}"
+        line.contains("save to served") && line.contains("pack"),
+        "{line}"
     );
 }
