@@ -19,7 +19,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aether_artifact::store::{PartialStore, Store, StoreError};
+use aether_artifact::store::{PartialStore, Store};
 use aether_artifact::unpack::{unpack_verified, Limits, UnpackError, TMP_PREFIX};
 use aether_artifact::{object_key, volume, AppName, Digest};
 use anyhow::{anyhow, bail, Context, Result};
@@ -291,7 +291,7 @@ impl Fetcher {
         match (got, unpacked) {
             (Ok(n), Ok(_)) => Ok(n),
             // The store's error explains a truncated stream better than the unpacker's.
-            (Err(e), _) => Err(describe_store(e)),
+            (Err(e), _) => Err(anyhow!(e)),
             (Ok(_), Err(UnpackError::Io { path, source }))
                 if path == dest && source.kind() == io::ErrorKind::AlreadyExists =>
             {
@@ -349,10 +349,6 @@ impl Fetcher {
             self.save();
         }
     }
-}
-
-fn describe_store(e: StoreError) -> anyhow::Error {
-    anyhow!(e)
 }
 
 /// Renames a fresh symlink over `current`: readers see the old tree or the new one, never a mix.

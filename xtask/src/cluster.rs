@@ -148,14 +148,7 @@ impl<'a> Cluster<'a> {
         })?;
         let dest = current.rollback_target(to)?;
         crate::upload::require_in_store(&self.store()?, app, &dest)?;
-        let next = current
-            .next(dest)
-            .expect("rollback target differs from the live digest");
-        eprintln!(
-            "rolling {app} back from {} to {}",
-            current.digest.map(|d| d.short()).unwrap_or_default(),
-            dest.short()
-        );
+        let next = current.rollback_to(app, dest);
         self.report(app, &next, self.publish(app, &next)?)
     }
 
@@ -177,7 +170,6 @@ impl<'a> Cluster<'a> {
 
     pub fn deploy(
         &self,
-        sh: &Shell,
         app: &AppName,
         dir: &Path,
         timeout: Duration,
@@ -210,7 +202,6 @@ impl<'a> Cluster<'a> {
                 eprintln!("signalled {} running pod(s)", pods.len());
             }
         }
-        let _ = sh;
         if let Err(e) = self.kube.wait_ready(app.as_str(), timeout.as_secs()) {
             bail!(
                 "{e:#}\n--- diagnosis ---\n{}",

@@ -34,7 +34,6 @@ pub fn run(
     };
     if t != Target::Local {
         return Cluster::new(sh, global, target, t).deploy(
-            sh,
             app,
             &dir,
             timeout,

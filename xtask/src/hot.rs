@@ -52,14 +52,7 @@ pub fn rollback(
     let current = local.release(app)?;
     let dest = current.rollback_target(to)?;
     crate::upload::require_in_store(&local.store()?, app, &dest)?;
-    let next = current
-        .next(dest)
-        .expect("rollback target differs from the live digest");
-    eprintln!(
-        "rolling {app} back from {} to {}",
-        current.digest.map(|d| d.short()).unwrap_or_default(),
-        dest.short()
-    );
+    let next = current.rollback_to(app, dest);
     apply(&local, app, &next, wait)
 }
 

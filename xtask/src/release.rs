@@ -104,6 +104,17 @@ impl Release {
         next
     }
 
+    /// The release that rolls back to `dest` (from [`Release::rollback_target`]), saying so.
+    pub fn rollback_to(&self, app: &impl std::fmt::Display, dest: Digest) -> Release {
+        eprintln!(
+            "rolling {app} back from {} to {}",
+            self.digest.map(|d| d.short()).unwrap_or_default(),
+            dest.short()
+        );
+        self.next(dest)
+            .expect("rollback target differs from the live digest")
+    }
+
     /// Where `rollback` goes: `to`, or the most recent previous digest.
     pub fn rollback_target(&self, to: Option<Digest>) -> Result<Digest> {
         match to {

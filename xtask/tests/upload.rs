@@ -67,7 +67,7 @@ fn upload_dedupe_json_and_no_secret_in_output() {
         first.stderr
     );
     // The presigned URL serves exactly the packaged bytes.
-    let body = attohttpc_get(&url);
+    let body = curl_get(&url);
     let pkg = xtask(t.path(), &[], &["package", d]).ok();
     assert_eq!(pkg.last("digest"), digest);
     assert_eq!(sha256_hex(&body), digest);
@@ -133,7 +133,7 @@ fn clear_errors_for_bad_secret_server_down_and_bad_input() {
     assert!(r.stderr.contains("/no/such/dir"), "{}", r.stderr);
 }
 
-fn attohttpc_get(url: &str) -> Vec<u8> {
+fn curl_get(url: &str) -> Vec<u8> {
     // The xtask has no HTTP client of its own in tests; curl is on every machine here.
     let out = std::process::Command::new("curl")
         .args(["-sSf", url])
