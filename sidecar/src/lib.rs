@@ -10,6 +10,7 @@
 
 pub mod desired;
 mod http;
+pub mod run;
 pub mod state;
 
 use std::fs;

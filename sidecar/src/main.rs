@@ -70,6 +70,9 @@ struct Cli {
     /// Cap on the bytes an artifact may expand to.
     #[arg(long, env = "AETHER_FETCHER_MAX_BYTES", default_value_t = 4 << 30)]
     max_bytes: u64,
+    /// Copy this binary to `<root>/.aether/bin/aether-run` at start, for the app container.
+    #[arg(long, env = "AETHER_FETCHER_INSTALL_RUNNER", default_value_t = true, action = clap::ArgAction::Set)]
+    install_runner: bool,
     /// Cap on the entries an artifact may hold.
     #[arg(long, env = "AETHER_FETCHER_MAX_ENTRIES", default_value_t = 500_000)]
     max_entries: u64,
@@ -77,9 +80,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run a command as a container's init (what `aether-run` does): forward stop signals to
+    /// it, reap zombies, kill it `--grace` after the first stop signal.
+    Run(RunArgs),
     /// Print the fetcher's status (from `<root>/.fetcher/state.json`) as JSON; works through
     /// `kubectl exec` in an image without a shell.
     Status,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Time the command has to exit after SIGTERM before it is killed.
+    #[arg(long, env = "AETHER_RUN_GRACE", default_value = "1500ms", value_parser = parse_duration)]
+    grace: Duration,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<std::ffi::OsString>,
+}
+
+/// `aether-run [--grace D] -- cmd…`: the same binary, called by its runner name.
+#[derive(Parser)]
+#[command(name = "aether-run", version)]
+struct RunCli {
+    #[command(flatten)]
+    args: RunArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -90,7 +114,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    let called_as = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_os_string()));
+    if called_as.as_deref() == Some(std::ffi::OsStr::new(aether_artifact::volume::RUNNER_NAME)) {
+        return run_mode(RunCli::parse().args);
+    }
     let cli = Cli::parse();
+    if let Some(Cmd::Run(args)) = cli.cmd {
+        return run_mode(args);
+    }
     if let Some(Cmd::Status) = cli.cmd {
         return match aether_fetcher::state::read(&cli.root) {
             Ok(s) => {
@@ -124,6 +158,15 @@ fn main() -> ExitCode {
             max_entries: cli.max_entries,
         },
     };
+    if !cli.one_time {
+        stop_on_signals();
+        if cli.install_runner {
+            if let Err(e) = aether_fetcher::run::install(&cfg.root) {
+                eprintln!("[fetcher] fatal: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     match Fetcher::new(cfg).and_then(|f| f.run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -131,4 +174,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_mode(a: RunArgs) -> ExitCode {
+    aether_fetcher::run::run(aether_fetcher::run::RunConfig {
+        command: a.command,
+        grace: a.grace,
+    })
+}
+
+/// As PID 1 of its container the fetcher would ignore SIGTERM and hold the pod for its whole
+/// grace period. Exiting at once is safe: every publish is an atomic rename, and the leftovers
+/// of an interrupted extraction are removed at the next start.
+fn stop_on_signals() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) else {
+        eprintln!("[fetcher] cannot install signal handlers; SIGTERM will not stop the fetcher");
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            eprintln!("[fetcher] stopping on signal {sig}");
+            std::process::exit(0);
+        }
+    });
 }

@@ -123,6 +123,7 @@ fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
         &app,
         Some(&dir),
         Duration::from_secs(60),
+        None,
     )?;
     let store = local.store()?;
     let result = (|| -> Result<Vec<crate::dev::Cycle>> {

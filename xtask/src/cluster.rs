@@ -6,21 +6,24 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use aether_artifact::store::{PartialStore, Store, StoreConfig};
+use aether_artifact::store::{Store, StoreConfig};
 use aether_artifact::{keys, AppName, Digest};
 use anyhow::{bail, Context, Result};
 use xshell::Shell;
 
 use crate::config::Global;
-use crate::kube::{release_configmap, Flavor, Kube};
+use crate::kube::{release_configmap, AppObjects, ApplyError, Flavor, Kube};
 use crate::manifests::{self, AppValues, StoreValues};
 use crate::release::Release;
 use crate::target::{Target, TargetArgs};
 
 /// Host side of the MinIO that `bootstrap` deploys (its NodePort).
 pub const DEFAULT_HOST_ENDPOINT: &str = "http://127.0.0.1:30900";
-/// Cluster side of the same MinIO, as pods reach it.
-pub const DEFAULT_CLUSTER_ENDPOINT: &str = "http://minio.aether-system.svc.cluster.local:9000";
+
+/// Cluster side of the same MinIO, as pods in `ns` reach it (bootstrap deploys it there).
+pub fn minio_cluster_endpoint(ns: &str) -> String {
+    format!("http://minio.{ns}.svc.cluster.local:9000")
+}
 
 /// Where `sidecar-image` writes the fetcher's OCI archive.
 pub fn image_archive() -> std::path::PathBuf {
@@ -35,6 +38,22 @@ pub fn image_archive() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| ws.join("target"))
         .join("aether-fetcher-image.tar")
+}
+
+/// The fetcher image the pods run: `AETHER_FETCHER_IMAGE` (one pushed to a registry), else
+/// the content-tagged name inside the archive `sidecar-image` wrote, else the version tag.
+pub fn fetcher_image() -> Result<String> {
+    if let Some(i) = std::env::var("AETHER_FETCHER_IMAGE")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
+        return Ok(i);
+    }
+    let archive = image_archive();
+    if archive.exists() {
+        return crate::image::reference_in(&archive);
+    }
+    Ok(manifests::FETCHER_IMAGE.into())
 }
 
 pub struct Cluster<'a> {
@@ -56,40 +75,97 @@ impl<'a> Cluster<'a> {
         }
     }
 
-    /// The store as this machine reaches it.
+    fn embedded_dir(&self) -> std::path::PathBuf {
+        self.global.state_dir().join("local")
+    }
+
+    /// The store as this machine reaches it: the configured one, else the embedded store
+    /// (started, listening on the node's address too, when it is not running).
     pub fn store_config(&self) -> Result<StoreConfig> {
-        let defaults = PartialStore {
-            endpoint: Some(DEFAULT_HOST_ENDPOINT.into()),
-            ..Default::default()
+        let layers = self.global.store_layers()?;
+        if layers.endpoint.is_some() {
+            return layers.finish().map_err(anyhow::Error::msg);
+        }
+        let e = match crate::embedded::running(&self.embedded_dir()) {
+            Some(e) => e,
+            None => crate::embedded::ensure(&self.embedded_dir(), Some(self.node_ip()?))?,
         };
-        self.global
-            .store_layers()?
-            .or(defaults)
-            .finish()
-            .map_err(anyhow::Error::msg)
+        e.partial().or(layers).finish().map_err(anyhow::Error::msg)
     }
 
     pub fn store(&self) -> Result<Store> {
         Ok(Store::new(self.store_config()?)?)
     }
 
-    fn values(&self, app: &AppName, release: &Release, store: &StoreConfig) -> Result<AppValues> {
-        let cluster_endpoint = std::env::var("AETHER_S3_CLUSTER_ENDPOINT")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .or(
-                crate::config::ProjectConfig::load(&self.global.state_dir())?
-                    .cluster_store_endpoint,
+    /// The store as this machine reaches it, and its endpoint as pods reach it.
+    fn stores(&self) -> Result<(StoreConfig, String)> {
+        let layers = self.global.store_layers()?;
+        if layers.endpoint.is_some() {
+            let host = layers.finish().map_err(anyhow::Error::msg)?;
+            let pods = std::env::var("AETHER_S3_CLUSTER_ENDPOINT")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .or(
+                    crate::config::ProjectConfig::load(&self.global.state_dir())?
+                        .cluster_store_endpoint,
+                )
+                .unwrap_or_else(|| {
+                    if host.endpoint == DEFAULT_HOST_ENDPOINT {
+                        minio_cluster_endpoint(&self.kube.namespace)
+                    } else {
+                        host.endpoint.clone()
+                    }
+                });
+            return Ok((host, pods));
+        }
+        let ip = self.node_ip()?;
+        let e = crate::embedded::ensure(&self.embedded_dir(), Some(ip))?;
+        let host = e
+            .partial()
+            .or(layers)
+            .finish()
+            .map_err(anyhow::Error::msg)?;
+        Ok((host, e.endpoint(ip)))
+    }
+
+    /// The address pods reach this machine at: a node's InternalIP that is local here.
+    fn node_ip(&self) -> Result<std::net::IpAddr> {
+        let nodes = self.kube.nodes()?;
+        let ips: Vec<std::net::IpAddr> = nodes
+            .iter()
+            .filter_map(|n| n.status.as_ref()?.addresses.as_ref())
+            .flatten()
+            .filter(|a| a.type_ == "InternalIP")
+            .filter_map(|a| a.address.parse().ok())
+            .collect();
+        ips.iter()
+            .copied()
+            .find(|ip| crate::embedded::is_local(*ip))
+            .with_context(|| {
+                format!(
+                "no store is configured and the cluster's nodes ({}) are not on this machine, so \
+                 pods cannot reach an embedded store here: run `cargo xtask bootstrap` (MinIO in \
+                 the cluster) or set AETHER_S3_ENDPOINT (and AETHER_S3_CLUSTER_ENDPOINT for pods)",
+                ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
             )
-            .unwrap_or_else(|| DEFAULT_CLUSTER_ENDPOINT.into());
+            })
+    }
+
+    fn values(
+        &self,
+        app: &AppName,
+        release: &Release,
+        store: &StoreConfig,
+        pods_endpoint: String,
+    ) -> Result<AppValues> {
         Ok(AppValues {
             ns: self.kube.namespace.clone(),
             app: app.to_string(),
             replicas: 1,
-            fetcher_image: manifests::FETCHER_IMAGE.into(),
+            fetcher_image: fetcher_image()?,
             node_image: manifests::NODE_IMAGE.into(),
             store: StoreValues {
-                endpoint: cluster_endpoint,
+                endpoint: pods_endpoint,
                 region: store.region.clone(),
                 bucket: store.bucket.clone(),
                 access_key: store.access_key.clone(),
@@ -99,60 +175,99 @@ impl<'a> Cluster<'a> {
         })
     }
 
-    /// The release recorded in the app's ConfigMap (empty when the app was never deployed).
+    /// The release recorded in the app's ConfigMap (`None` when the app was never deployed).
     pub fn release(&self, app: &AppName) -> Result<Option<Release>> {
-        let Some(cm) = self.kube.configmap(&release_configmap(app.as_str()))? else {
-            return Ok(None);
-        };
-        let data: BTreeMap<String, String> = cm.data.unwrap_or_default();
-        Ok(Some(
-            Release::from_data(&data).context("reading the release ConfigMap")?,
-        ))
+        release_of(&self.kube.app_objects(app.as_str())?)
     }
 
-    /// Updates the ConfigMap, then annotates every live pod so the kubelet refreshes both
-    /// volumes at once. Returns the pods signalled.
-    fn publish(&self, app: &AppName, next: &Release) -> Result<Vec<String>> {
-        let store = self.store_config()?;
-        let cm = manifests::render("release-configmap", &self.values(app, next, &store)?)?;
-        self.kube.apply(&cm)?;
-        let digest = next.digest.expect("a release names a digest");
-        let pairs: BTreeMap<String, String> = [
-            (keys::DIGEST.to_string(), digest.to_string()),
-            (keys::GENERATION.to_string(), next.generation.to_string()),
-        ]
-        .into_iter()
-        .collect();
-        let mut signalled = Vec::new();
-        for pod in self.kube.pods(app.as_str())? {
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            self.kube.annotate(&name, &pairs)?;
-            signalled.push(name);
+    /// The one release-update sequence of the cluster: read the app's objects, compute the next
+    /// release, write the ConfigMap conditioned on the `resourceVersion` read (a concurrent
+    /// change makes it re-read and retry, so generations never collide), then annotate every
+    /// live pod so the kubelet refreshes both volumes at once.
+    fn publish(
+        &self,
+        app: &AppName,
+        mut next_of: impl FnMut(&Release) -> Result<Option<Release>>,
+    ) -> Result<Option<(Release, Vec<String>)>> {
+        const ATTEMPTS: usize = 8;
+        let name = release_configmap(app.as_str());
+        for _ in 0..ATTEMPTS {
+            let objs = self.kube.app_objects(app.as_str())?;
+            let cm = objs.release.as_ref().with_context(|| {
+                format!(
+                    "{app} is not deployed in namespace {}: run `cargo xtask deploy-sample {app}` first",
+                    self.kube.namespace
+                )
+            })?;
+            let current = release_of(&objs)?.unwrap_or_default();
+            let Some(next) = next_of(&current)? else {
+                return Ok(None);
+            };
+            let yaml = manifests::render(
+                "release-configmap",
+                &serde_json::json!({
+                    "ns": self.kube.namespace,
+                    "app": app.as_str(),
+                    "release": next.to_data(),
+                    "resource_version": cm.metadata.resource_version,
+                }),
+            )?;
+            match self
+                .kube
+                .apply_conditional(&format!("configmap/{name}"), &yaml)
+            {
+                Ok(()) => {}
+                Err(ApplyError::Conflict(what)) => {
+                    eprintln!("{what} changed meanwhile (another hot-patch?); reading it again");
+                    continue;
+                }
+                Err(ApplyError::Other(e)) => return Err(e),
+            }
+            let pods: Vec<&str> = objs
+                .live_pods()
+                .into_iter()
+                .filter_map(|p| p.metadata.name.as_deref())
+                .collect();
+            self.kube.annotate(&pods, &pod_annotations(&next))?;
+            return Ok(Some((next, pods.into_iter().map(String::from).collect())));
         }
-        Ok(signalled)
+        bail!("configmap/{name} changed {ATTEMPTS} times while updating it: retry when other hot-patches are done")
     }
 
-    pub fn hot_patch(&self, app: &AppName, digest: Digest) -> Result<()> {
+    pub fn hot_patch(&self, app: &AppName, digest: Digest, wait: Option<Duration>) -> Result<()> {
         let store = self.store()?;
         crate::upload::require_in_store(&store, app, &digest)?;
-        let current = self.release(app)?.with_context(|| format!("{app} is not deployed in namespace {}: run `cargo xtask deploy-sample {app}` first", self.kube.namespace))?;
-        let Some(next) = current.next_or_say(app, digest) else {
+        let Some((next, pods)) = self.publish(app, |cur| Ok(cur.next_or_say(app, digest)))? else {
             return Ok(());
         };
-        self.report(app, &next, self.publish(app, &next)?)
+        self.report(app, &next, pods, wait)
     }
 
-    pub fn rollback(&self, app: &AppName, to: Option<Digest>) -> Result<()> {
-        let current = self.release(app)?.with_context(|| {
-            format!("{app} is not deployed in namespace {}", self.kube.namespace)
-        })?;
-        let dest = current.rollback_target(to)?;
-        crate::upload::require_in_store(&self.store()?, app, &dest)?;
-        let next = current.rollback_to(app, dest);
-        self.report(app, &next, self.publish(app, &next)?)
+    pub fn rollback(
+        &self,
+        app: &AppName,
+        to: Option<Digest>,
+        wait: Option<Duration>,
+    ) -> Result<()> {
+        let store = self.store()?;
+        let Some((next, pods)) = self.publish(app, |cur| {
+            let dest = cur.rollback_target(to)?;
+            crate::upload::require_in_store(&store, app, &dest)?;
+            Ok(Some(cur.rollback_to(app, dest)))
+        })?
+        else {
+            return Ok(());
+        };
+        self.report(app, &next, pods, wait)
     }
 
-    fn report(&self, app: &AppName, next: &Release, pods: Vec<String>) -> Result<()> {
+    fn report(
+        &self,
+        app: &AppName,
+        next: &Release,
+        pods: Vec<String>,
+        wait: Option<Duration>,
+    ) -> Result<()> {
         let digest = next.digest.expect("a release names a digest");
         if pods.is_empty() {
             eprintln!("release {app}: {} generation {}; no live pod to signal (new pods start from the ConfigMap)", digest.short(), next.generation);
@@ -163,8 +278,131 @@ impl<'a> Cluster<'a> {
                 pods.join(", ")
             );
         }
+        if let Some(w) = wait {
+            self.wait_synced(app, &digest, w)?;
+            eprintln!("every pod of {app} serves {}", digest.short());
+        }
         println!("generation={}", next.generation);
         println!("digest={digest}");
+        Ok(())
+    }
+
+    /// Waits until every live pod's fetcher reports `digest` live.
+    pub fn wait_synced(&self, app: &AppName, digest: &Digest, timeout: Duration) -> Result<()> {
+        let t0 = std::time::Instant::now();
+        loop {
+            let statuses = self.pod_statuses(app)?;
+            let behind: Vec<String> = statuses
+                .iter()
+                .filter(|(_, s)| !s.as_ref().is_ok_and(|s| s["digest"] == digest.to_string()))
+                .map(|(p, s)| match s {
+                    Ok(s) => format!(
+                        "{p} serves {}{}",
+                        s["digest"].as_str().unwrap_or("nothing"),
+                        s["last_error"]
+                            .as_str()
+                            .map(|e| format!(" (last error: {e})"))
+                            .unwrap_or_default()
+                    ),
+                    Err(e) => format!("{p}: {e:#}"),
+                })
+                .collect();
+            if !statuses.is_empty() && behind.is_empty() {
+                return Ok(());
+            }
+            if t0.elapsed() > timeout {
+                bail!(
+                    "{app} did not serve {} everywhere within {timeout:?}: {}",
+                    digest.short(),
+                    if statuses.is_empty() {
+                        "no live pod".to_string()
+                    } else {
+                        behind.join("; ")
+                    }
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Each live pod's fetcher status (as `aether-fetcher status` prints it), or why it could
+    /// not be read.
+    fn pod_statuses(&self, app: &AppName) -> Result<Vec<(String, Result<serde_json::Value>)>> {
+        let objs = self.kube.app_objects(app.as_str())?;
+        Ok(objs
+            .live_pods()
+            .into_iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .map(|name| {
+                let st = self.kube.fetcher_status(&name);
+                (name, st)
+            })
+            .collect())
+    }
+
+    /// Makes sure every node can run the fetcher image: MicroK8s imports the archive itself;
+    /// any other cluster runs the user's import command (`--image-import`).
+    fn ensure_image(&self, image: &str, import: Option<&str>) -> Result<()> {
+        let archive = image_archive();
+        let present = if self.kube.flavor == Flavor::Microk8s {
+            self.kube.images()?.iter().any(|i| i == image)
+        } else {
+            let nodes = self.kube.nodes()?;
+            !nodes.is_empty()
+                && nodes.iter().all(|n| {
+                    n.status
+                        .as_ref()
+                        .and_then(|s| s.images.as_ref())
+                        .is_some_and(|imgs| {
+                            imgs.iter()
+                                .any(|i| i.names.iter().flatten().any(|x| x == image))
+                        })
+                })
+        };
+        if present {
+            return Ok(());
+        }
+        if std::env::var("AETHER_FETCHER_IMAGE").is_ok_and(|s| !s.is_empty()) {
+            // Pushed to a registry by the user: the kubelet pulls it.
+            return Ok(());
+        }
+        if !archive.exists() {
+            bail!(
+                "the cluster lacks {image} and {} does not exist: run `cargo xtask sidecar-image` first",
+                archive.display()
+            );
+        }
+        if self.kube.flavor == Flavor::Microk8s {
+            eprintln!("importing {image} into MicroK8s");
+            return self.kube.import_image(&archive);
+        }
+        let Some(template) = import else {
+            bail!(
+                "no node of the cluster has {image}: pass --image-import '<command> {{archive}}' \
+                 (AETHER_IMAGE_IMPORT), e.g. `kind load image-archive {{archive}}`, \
+                 `minikube image load {{archive}}` or `../shared/k8s-local/import-image {{archive}}`; \
+                 or push the image to a registry your cluster pulls from and set AETHER_FETCHER_IMAGE"
+            );
+        };
+        let argv = import_command(template, &archive)?;
+        eprintln!("importing {image}: {}", argv.join(" "));
+        let (prog, args) = argv
+            .split_first()
+            .expect("import_command returns a program");
+        let out = std::process::Command::new(prog)
+            .args(args)
+            .output()
+            .with_context(|| {
+                format!("running the image import command `{prog}`: is it installed?")
+            })?;
+        if !out.status.success() {
+            bail!(
+                "the image import command failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
         Ok(())
     }
 
@@ -173,36 +411,40 @@ impl<'a> Cluster<'a> {
         app: &AppName,
         dir: &Path,
         timeout: Duration,
-        image_archive: &Path,
+        image_import: Option<&str>,
     ) -> Result<()> {
-        let store = self.store()?;
-        let up = crate::upload::upload(&store, &self.global, app, dir, 3600, true)?;
+        let (store, pods_endpoint) = self.stores()?;
+        let st = Store::new(store.clone())?;
+        let up = crate::upload::upload(&st, &self.global, app, dir, 3600, true)?;
         eprintln!("{}", up.summary());
-        if self.kube.flavor == Flavor::Microk8s {
-            let images = self.kube.images()?;
-            if !images.iter().any(|i| i == manifests::FETCHER_IMAGE) {
-                if !image_archive.exists() {
-                    bail!("the cluster lacks {} and {} does not exist: run `cargo xtask sidecar-image` first", manifests::FETCHER_IMAGE, image_archive.display());
-                }
-                eprintln!("importing {} into MicroK8s", manifests::FETCHER_IMAGE);
-                self.kube.import_image(image_archive)?;
-            }
-        } else {
-            eprintln!("note: the cluster must be able to pull {} (load it into the cluster or push it to a registry it uses)", manifests::FETCHER_IMAGE);
-        }
-        let current = self.release(app)?.unwrap_or_default();
+        let image = fetcher_image()?;
+        self.ensure_image(&image, image_import)?;
+        let objs = self.kube.app_objects(app.as_str())?;
+        let current = release_of(&objs)?.unwrap_or_default();
         let next = current.next(up.digest);
         let release = next.clone().unwrap_or_else(|| current.clone());
-        let all = manifests::render_app(&self.values(app, &release, &self.store_config()?)?)?;
+        let all = manifests::render_app(&self.values(app, &release, &store, pods_endpoint)?)?;
         self.kube.apply(&all)?;
         if let Some(next) = &next {
             // Pods of an earlier deploy pick the new release up without a rollout.
-            let pods = self.publish(app, next)?;
+            let pods: Vec<&str> = objs
+                .live_pods()
+                .into_iter()
+                .filter_map(|p| p.metadata.name.as_deref())
+                .collect();
+            self.kube.annotate(&pods, &pod_annotations(next))?;
             if !pods.is_empty() {
                 eprintln!("signalled {} running pod(s)", pods.len());
             }
         }
-        if let Err(e) = self.kube.wait_ready(app.as_str(), timeout.as_secs()) {
+        // The Deployment's own rollout: only pods of its current ReplicaSet count, not those of
+        // an earlier Deployment of the same name that are still terminating.
+        let t0 = std::time::Instant::now();
+        if let Err(e) = self
+            .kube
+            .rollout_status(&format!("deployment/{app}"), timeout.as_secs())
+            .and_then(|()| self.wait_synced(app, &up.digest, timeout.saturating_sub(t0.elapsed())))
+        {
             bail!(
                 "{e:#}\n--- diagnosis ---\n{}",
                 self.kube.diagnose(app.as_str())
@@ -222,15 +464,13 @@ impl<'a> Cluster<'a> {
         Ok(())
     }
 
+    /// The wanted release and each live pod's fetcher status. Fails when a pod's status cannot
+    /// be read or a pod does not serve the wanted digest, naming the pod and why.
     pub fn status(&self, app: &AppName, json: bool) -> Result<()> {
         let desired = self.release(app)?.unwrap_or_default();
         let mut pods = Vec::new();
-        for pod in self.kube.pods(app.as_str())? {
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let mut v = self
-                .kube
-                .fetcher_status(&name)
-                .unwrap_or_else(|e| serde_json::json!({ "error": format!("{e:#}") }));
+        for (name, st) in self.pod_statuses(app)? {
+            let mut v = st.unwrap_or_else(|e| serde_json::json!({ "error": format!("{e:#}") }));
             v["pod"] = serde_json::json!(name);
             pods.push(v);
         }
@@ -256,6 +496,10 @@ impl<'a> Cluster<'a> {
             .next(digest)
             .expect("an empty release differs from any digest");
         let layers = self.global.store_layers()?;
+        let pods_endpoint = layers
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| minio_cluster_endpoint(&self.kube.namespace));
         let store = StoreConfig {
             endpoint: DEFAULT_HOST_ENDPOINT.into(),
             region: layers
@@ -267,7 +511,7 @@ impl<'a> Cluster<'a> {
             access_key: "REPLACE_ME".into(),
             secret_key: aether_artifact::store::Secret::new("REPLACE_ME"),
         };
-        manifests::render_app(&self.values(app, &release, &store)?)
+        manifests::render_app(&self.values(app, &release, &store, pods_endpoint)?)
     }
 
     /// `k8s-start`: MicroK8s ready, addons on, namespace present. Says when nothing changed.
@@ -302,4 +546,38 @@ impl<'a> Cluster<'a> {
         }
         Ok(())
     }
+}
+
+fn release_of(objs: &AppObjects) -> Result<Option<Release>> {
+    let Some(cm) = &objs.release else {
+        return Ok(None);
+    };
+    let data: BTreeMap<String, String> = cm.data.clone().unwrap_or_default();
+    Ok(Some(
+        Release::from_data(&data).context("reading the release ConfigMap")?,
+    ))
+}
+
+fn pod_annotations(r: &Release) -> BTreeMap<String, String> {
+    let digest = r.digest.expect("a release names a digest");
+    [
+        (keys::DIGEST.to_string(), digest.to_string()),
+        (keys::GENERATION.to_string(), r.generation.to_string()),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// `--image-import` split into words (no shell), `{archive}` replaced by the archive's path.
+pub fn import_command(template: &str, archive: &Path) -> Result<Vec<String>> {
+    let words = shlex::split(template).with_context(|| {
+        format!("--image-import {template:?} is not a valid command line (unbalanced quotes?)")
+    })?;
+    if words.is_empty() || !template.contains("{archive}") {
+        bail!("--image-import must be a command with {{archive}} in it, e.g. 'kind load image-archive {{archive}}'");
+    }
+    Ok(words
+        .into_iter()
+        .map(|w| w.replace("{archive}", &archive.display().to_string()))
+        .collect())
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use aether_artifact::store::{PartialStore, Secret, StoreConfig};
+use aether_artifact::store::{PartialStore, Secret};
 use anyhow::{Context, Result};
 
 /// Flags shared by every command.
@@ -53,10 +53,6 @@ impl Global {
         Ok(flags
             .or(PartialStore::from_env())
             .or(ProjectConfig::load(&self.state_dir())?.store))
-    }
-
-    pub fn store_config(&self) -> Result<StoreConfig> {
-        self.store_layers()?.finish().map_err(anyhow::Error::msg)
     }
 }
 

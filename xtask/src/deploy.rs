@@ -20,6 +20,7 @@ pub fn run(
     app: &AppName,
     path: Option<&Path>,
     timeout: Duration,
+    image_import: Option<&str>,
 ) -> Result<()> {
     let t = target.resolve(sh);
     let dir: PathBuf = match path {
@@ -33,12 +34,7 @@ pub fn run(
         }
     };
     if t != Target::Local {
-        return Cluster::new(sh, global, target, t).deploy(
-            app,
-            &dir,
-            timeout,
-            &crate::cluster::image_archive(),
-        );
+        return Cluster::new(sh, global, target, t).deploy(app, &dir, timeout, image_import);
     }
     let local = Local::new(global);
     let store = local.store()?;

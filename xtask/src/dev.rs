@@ -30,7 +30,15 @@ pub fn run(
     let cluster = (t != Target::Local).then(|| Cluster::new(sh, global, target, t));
     if cluster.is_none() && local.pod(app).is_none() {
         eprintln!("no local pod of {app}: deploying first");
-        crate::deploy::run(sh, global, target, app, Some(&dir), Duration::from_secs(60))?;
+        crate::deploy::run(
+            sh,
+            global,
+            target,
+            app,
+            Some(&dir),
+            Duration::from_secs(60),
+            None,
+        )?;
     }
     let store = match &cluster {
         Some(c) => c.store()?,
@@ -65,7 +73,7 @@ pub fn run(
             // On a cluster the cycle ends when the pods are signalled; `hot-status` shows the rest.
             Some(c) => {
                 crate::upload::upload(&store, global, app, &dir, 3600, false).and_then(|up| {
-                    c.hot_patch(app, up.digest)?;
+                    c.hot_patch(app, up.digest, None)?;
                     Ok(format!(
                         "pack {} ms | upload {} ms | save to signalled {} ms",
                         up.pack_ms,

@@ -23,7 +23,7 @@ pub fn patch(
 ) -> Result<()> {
     let t = target.resolve(sh);
     if t != Target::Local {
-        return Cluster::new(sh, global, target, t).hot_patch(app, digest);
+        return Cluster::new(sh, global, target, t).hot_patch(app, digest, wait);
     }
     let local = Local::new(global);
     let store = local.store()?;
@@ -46,7 +46,7 @@ pub fn rollback(
 ) -> Result<()> {
     let t = target.resolve(sh);
     if t != Target::Local {
-        return Cluster::new(sh, global, target, t).rollback(app, to);
+        return Cluster::new(sh, global, target, t).rollback(app, to, wait);
     }
     let local = Local::new(global);
     let current = local.release(app)?;
@@ -113,7 +113,8 @@ pub fn status(
     print_status(app, "local", &desired, &pods, json)
 }
 
-/// The wanted release and, per pod, what its fetcher reports; shared by every target.
+/// The wanted release and, per pod, what its fetcher reports; shared by every target. Fails
+/// (after printing) when a pod's status is unreadable or a pod does not serve the wanted digest.
 pub fn print_status(
     app: &AppName,
     target: &str,
@@ -129,7 +130,7 @@ pub fn print_status(
             pods,
         };
         println!("{}", serde_json::to_string_pretty(&st)?);
-        return Ok(());
+        return out_of_sync(app, desired, pods);
     }
     let d = desired
         .digest
@@ -161,7 +162,53 @@ pub fn print_status(
                 .unwrap_or_default()
         );
     }
-    Ok(())
+    out_of_sync(app, desired, pods)
+}
+
+/// Ok only when there is a pod and every pod serves the wanted digest; else names each pod
+/// that does not, and why.
+fn out_of_sync(app: &AppName, desired: &Release, pods: &[serde_json::Value]) -> Result<()> {
+    let Some(want) = desired.digest else {
+        anyhow::bail!("{app} has no wanted release: run `cargo xtask deploy-sample {app}`");
+    };
+    if pods.is_empty() {
+        anyhow::bail!(
+            "no pod of {app} is running, so nothing serves {}",
+            want.short()
+        );
+    }
+    let bad: Vec<String> = pods
+        .iter()
+        .filter_map(|p| {
+            let pod = p["pod"].as_str().unwrap_or("?");
+            if let Some(e) = p["error"].as_str() {
+                return Some(format!("{pod}: status unreadable: {e}"));
+            }
+            (p["digest"].as_str() != Some(&want.to_string())).then(|| {
+                format!(
+                    "{pod} serves {} instead{}",
+                    p["digest"]
+                        .as_str()
+                        .map(|d| &d[..12.min(d.len())])
+                        .unwrap_or("nothing"),
+                    p["last_error"]
+                        .as_str()
+                        .map(|e| format!(" (last error: {e})"))
+                        .unwrap_or_default()
+                )
+            })
+        })
+        .collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{} of {} pod(s) of {app} do not serve {}: {}",
+        bad.len(),
+        pods.len(),
+        want.short(),
+        bad.join("; ")
+    )
 }
 
 pub fn logs(

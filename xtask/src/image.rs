@@ -114,6 +114,27 @@ fn tar_of(entries: &[(&str, u32, Option<&[u8]>)]) -> Result<Vec<u8>> {
     Ok(b.into_inner()?)
 }
 
+/// The image name an archive written by [`write_archive`] carries.
+pub fn reference_in(archive: &Path) -> Result<String> {
+    let f = fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+    let mut t = tar::Archive::new(f);
+    for e in t.entries()? {
+        let e = e?;
+        if e.path()?.as_os_str() == "index.json" {
+            let index: serde_json::Value = serde_json::from_reader(e)?;
+            if let Some(name) =
+                index["manifests"][0]["annotations"]["io.containerd.image.name"].as_str()
+            {
+                return Ok(name.to_string());
+            }
+        }
+    }
+    anyhow::bail!(
+        "{} is not an image archive of `cargo xtask sidecar-image`: run it again",
+        archive.display()
+    )
+}
+
 /// Writes the OCI image archive and returns what it holds.
 pub fn write_archive(binary: &Path, out: &Path) -> Result<ImageInfo> {
     let bin = fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
@@ -156,7 +177,10 @@ pub fn write_archive(binary: &Path, out: &Path) -> Result<ImageInfo> {
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": format!("sha256:{}", sha256_hex(&layer)), "size": layer.len()}],
     }))?;
     let manifest_digest = format!("sha256:{}", sha256_hex(&manifest));
-    let reference = format!("{NAME}:{TAG}");
+    // The tag names the content: a rebuilt fetcher is a new image that `deploy-sample` imports,
+    // never a stale one the node already holds under the same name.
+    let tag = format!("{TAG}-{}", &diff_id["sha256:".len()..][..12]);
+    let reference = format!("{NAME}:{tag}");
     // `ref.name` is the tag (what skopeo and umoci look up); `io.containerd.image.name` is the
     // full name `microk8s ctr image import` keeps (without it the image becomes import-<date>).
     let index = serde_json::to_vec(&serde_json::json!({
@@ -166,7 +190,7 @@ pub fn write_archive(binary: &Path, out: &Path) -> Result<ImageInfo> {
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": manifest_digest,
             "size": manifest.len(),
-            "annotations": {"org.opencontainers.image.ref.name": TAG, "io.containerd.image.name": reference},
+            "annotations": {"org.opencontainers.image.ref.name": tag, "io.containerd.image.name": reference},
         }],
     }))?;
     let blob = |b: &[u8]| format!("blobs/sha256/{}", sha256_hex(b));

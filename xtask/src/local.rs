@@ -14,31 +14,23 @@ use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aether_artifact::podinfo::{format_annotations, write_atomic_volume};
 use aether_artifact::store::{
-    PartialStore, Secret, Store, StoreConfig, ENV_ACCESS_KEY, ENV_BUCKET, ENV_ENDPOINT,
-    ENV_SECRET_KEY,
+    Store, StoreConfig, ENV_ACCESS_KEY, ENV_BUCKET, ENV_ENDPOINT, ENV_SECRET_KEY,
 };
 use aether_artifact::{keys, AppName, Digest};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::config::{random_hex, write_private, Global};
+use crate::config::Global;
+use crate::proc::{alive, group_members, kill_group, port_open, wait_until};
 use crate::release::Release;
 
 pub struct Local {
     dir: PathBuf,
     global: Global,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct StoreState {
-    port: u16,
-    access_key: String,
-    secret_key: Secret,
-    pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -74,86 +66,15 @@ impl Local {
         if layers.endpoint.is_some() {
             return layers.finish().map_err(anyhow::Error::msg);
         }
-        let st = self.ensure_embedded_store()?;
-        PartialStore {
-            endpoint: Some(format!("http://127.0.0.1:{}", st.port)),
-            access_key: Some(st.access_key),
-            secret_key: Some(st.secret_key),
-            ..Default::default()
-        }
-        .or(layers)
-        .finish()
-        .map_err(anyhow::Error::msg)
+        crate::embedded::ensure(&self.dir, None)?
+            .partial()
+            .or(layers)
+            .finish()
+            .map_err(anyhow::Error::msg)
     }
 
     pub fn store(&self) -> Result<Store> {
         Ok(Store::new(self.store_config()?)?)
-    }
-
-    fn store_state_path(&self) -> PathBuf {
-        self.dir.join("store.json")
-    }
-
-    fn ensure_embedded_store(&self) -> Result<StoreState> {
-        fs::create_dir_all(&self.dir)?;
-        let path = self.store_state_path();
-        let mut st: StoreState = match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .with_context(|| format!("reading {}; delete it to start over", path.display()))?,
-            Err(_) => StoreState {
-                port: free_port()?,
-                access_key: format!("aether-{}", random_hex(6)?),
-                secret_key: Secret::new(random_hex(20)?),
-                pid: None,
-            },
-        };
-        if st.pid.is_some_and(alive) && port_open(st.port) {
-            return Ok(st);
-        }
-        if port_open(st.port) {
-            st.port = free_port()?;
-        }
-        let log = fs::File::create(self.dir.join("store.log"))?;
-        let exe = std::env::current_exe().context("locating the xtask binary")?;
-        let child = Command::new(exe)
-            .args(["local-store", "--data"])
-            .arg(self.dir.join("s3"))
-            .args(["--port", &st.port.to_string()])
-            .env(ENV_ACCESS_KEY, &st.access_key)
-            .env(ENV_SECRET_KEY, st.secret_key.expose())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .context("starting the embedded S3 store")?;
-        st.pid = Some(child.id());
-        write_private(&path, &serde_json::to_vec_pretty(&st)?)?;
-        wait_until(Duration::from_secs(10), || port_open(st.port)).with_context(|| {
-            format!(
-                "the embedded store did not start; see {}",
-                self.dir.join("store.log").display()
-            )
-        })?;
-        eprintln!(
-            "started the embedded S3 store on 127.0.0.1:{} (data in {})",
-            st.port,
-            self.dir.join("s3").display()
-        );
-        Ok(st)
-    }
-
-    fn stop_embedded_store(&self) -> Result<()> {
-        let Ok(b) = fs::read(self.store_state_path()) else {
-            return Ok(());
-        };
-        let mut st: StoreState = serde_json::from_slice(&b)?;
-        if let Some(pid) = st.pid.take() {
-            kill_group(pid)?;
-            eprintln!("stopped the embedded S3 store");
-        }
-        write_private(&self.store_state_path(), &serde_json::to_vec_pretty(&st)?)?;
-        Ok(())
     }
 
     // --- desired state ----------------------------------------------------------------------
@@ -387,7 +308,7 @@ impl Local {
             })
         });
         if !others.unwrap_or(false) {
-            self.stop_embedded_store()?;
+            crate::embedded::stop(&self.dir)?;
         }
         Ok(was)
     }
@@ -397,17 +318,6 @@ impl Local {
             .join("logs")
             .join(if fetcher { "fetcher.log" } else { "app.log" })
     }
-}
-
-/// `xtask local-store`: runs the embedded S3 server until killed.
-pub fn run_store(data: &Path, port: u16) -> Result<()> {
-    let ak = std::env::var(ENV_ACCESS_KEY).context("AETHER_S3_ACCESS_KEY not set")?;
-    let sk = std::env::var(ENV_SECRET_KEY).context("AETHER_S3_SECRET_KEY not set")?;
-    let server = aether_s3local::Server::start(data, ([127, 0, 0, 1], port).into(), &ak, &sk)
-        .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
-    eprintln!("embedded S3 store on {}", server.endpoint());
-    server.wait();
-    Ok(())
 }
 
 /// The fetcher's status from its state file (as `aether-fetcher status` prints it).
@@ -467,77 +377,10 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, r.text().unwrap_or_default()))
 }
 
-fn port_open(port: u16) -> bool {
-    std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-        .is_ok()
-}
-
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-/// Alive and not a zombie (children we started are reparented, and may sit unreaped).
-pub fn alive(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(") ")
-                .map(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
-        })
-        .unwrap_or(false)
-}
-
-fn kill_group(pgid: u32) -> Result<()> {
-    let signal = |sig: &str| {
-        Command::new("kill")
-            .args([sig, "--", &format!("-{pgid}")])
-            .stderr(Stdio::null())
-            .status()
-    };
-    let _ = signal("-TERM");
-    if wait_until(Duration::from_secs(5), || !group_alive(pgid)).is_err() {
-        let _ = signal("-KILL");
-        let _ = wait_until(Duration::from_secs(2), || !group_alive(pgid));
-    }
-    Ok(())
-}
-
-/// Whether any live process is still in the group.
-pub fn group_alive(pgid: u32) -> bool {
-    !group_members(pgid).is_empty()
-}
-
-/// Live (non-zombie) processes of a process group, with their command names.
-pub fn group_members(pgid: u32) -> Vec<(u32, String)> {
-    let Ok(rd) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
-            let (head, rest) = stat.rsplit_once(") ")?;
-            let comm = head.split_once(" (")?.1.to_string();
-            let f: Vec<&str> = rest.split(' ').collect();
-            (f.len() > 3 && f[2] == pgid.to_string() && f[0] != "Z" && f[0] != "X")
-                .then_some((pid, comm))
-        })
-        .collect()
-}
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
-    let t = Instant::now();
-    loop {
-        if f() {
-            return Ok(());
-        }
-        if t.elapsed() > timeout {
-            bail!("timed out after {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn tail(p: &Path, n: usize) -> String {

@@ -6,6 +6,7 @@ mod cluster;
 mod config;
 mod deploy;
 mod dev;
+mod embedded;
 mod hot;
 mod image;
 mod kube;
@@ -13,6 +14,7 @@ mod local;
 mod manifests;
 mod package;
 mod platform;
+mod proc;
 mod release;
 mod sample;
 mod target;
@@ -67,6 +69,11 @@ enum Cmd {
         /// How long to wait for the app to run and answer, in seconds.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// kube target: the command that loads the fetcher image into the cluster's nodes,
+        /// with `{archive}` for the OCI archive, e.g. 'kind load image-archive {archive}'.
+        /// Run only when a node lacks the image.
+        #[arg(long, env = "AETHER_IMAGE_IMPORT")]
+        image_import: Option<String>,
     },
     /// Make a running app switch to an uploaded digest, without restarting its pod.
     HotPatch {
@@ -141,6 +148,9 @@ enum Cmd {
         data: PathBuf,
         #[arg(long)]
         port: u16,
+        /// Also listen on this address (the cluster node's, for pods).
+        #[arg(long)]
+        also: Vec<std::net::IpAddr>,
     },
     /// Build the fetcher as a static binary and write its OCI image archive (no Docker needed).
     SidecarImage {
@@ -192,13 +202,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             json,
             url_expiry,
         } => upload::run(&sh, &cli.global, &cli.target, &app, &dir, json, url_expiry).map(|_| ()),
-        Cmd::DeploySample { app, path, timeout } => deploy::run(
+        Cmd::DeploySample {
+            app,
+            path,
+            timeout,
+            image_import,
+        } => deploy::run(
             &sh,
             &cli.global,
             &cli.target,
             &app,
             path.as_deref(),
             Duration::from_secs(timeout),
+            image_import.as_deref(),
         ),
         Cmd::HotPatch { app, digest, wait } => hot::patch(
             &sh,
@@ -260,7 +276,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             dir.as_deref(),
             Duration::from_millis(debounce_ms),
         ),
-        Cmd::LocalStore { data, port } => local::run_store(&data, port),
+        Cmd::LocalStore { data, port, also } => embedded::serve(&data, port, &also),
         Cmd::SidecarImage { output } => image::run(&sh, output.as_deref()),
         Cmd::Test { no_install, extra } => test::run(&sh, no_install, &extra),
         Cmd::Bench {

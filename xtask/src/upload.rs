@@ -38,11 +38,10 @@ pub fn run(
     json: bool,
     url_expiry: u64,
 ) -> Result<Uploaded> {
-    // With no store configured, the local target brings its own.
-    let cfg = if global.store_layers()?.endpoint.is_none() && target.resolve(sh) == Target::Local {
-        Local::new(global).store_config()?
-    } else {
-        global.store_config()?
+    // The target's store: the configured one, else the embedded store it brings.
+    let cfg = match target.resolve(sh) {
+        Target::Local => Local::new(global).store_config()?,
+        t => crate::cluster::Cluster::new(sh, global, target, t).store_config()?,
     };
     let store = Store::new(cfg)?;
     let up = upload(&store, global, app, dir, url_expiry, !json)?;

@@ -41,6 +41,11 @@ pub mod volume {
     /// Fetcher state (status JSON), readable by `aether-fetcher status`.
     pub const STATE_DIR: &str = ".fetcher";
     pub const STATE_FILE: &str = ".fetcher/state.json";
+    /// The fetcher installs its own binary here at start; the app container runs it as its
+    /// init (`aether-run -- node …`), so the app image needs nothing of ours.
+    pub const RUNNER: &str = ".aether/bin/aether-run";
+    /// The runner's name: the fetcher binary behaves as `aether-run` when called by it.
+    pub const RUNNER_NAME: &str = "aether-run";
 }
 
 #[cfg(test)]

@@ -35,6 +35,17 @@ impl Server {
         access_key: &str,
         secret_key: &str,
     ) -> io::Result<Server> {
+        Server::start_on(root, &[bind], access_key, secret_key)
+    }
+
+    /// As [`Server::start`], listening on every address of `binds` (e.g. loopback for the host
+    /// and the node address for pods); `addr()` is the first.
+    pub fn start_on(
+        root: &Path,
+        binds: &[SocketAddr],
+        access_key: &str,
+        secret_key: &str,
+    ) -> io::Result<Server> {
         std::fs::create_dir_all(root)?;
         let fs = s3s_fs::FileSystem::new(root)
             .map_err(|e| io::Error::other(format!("s3s-fs: {e:?}")))?;
@@ -46,45 +57,54 @@ impl Server {
             .worker_threads(2)
             .enable_all()
             .build()?;
-        let listener = rt.block_on(tokio::net::TcpListener::bind(bind))?;
-        let addr = listener.local_addr()?;
+        let listeners = binds
+            .iter()
+            .map(|a| rt.block_on(tokio::net::TcpListener::bind(a)))
+            .collect::<io::Result<Vec<_>>>()?;
+        let addr = listeners
+            .first()
+            .ok_or_else(|| io::Error::other("no address to listen on"))?
+            .local_addr()?;
         let counts: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
-        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let counts2 = counts.clone();
         let thread = std::thread::Builder::new()
             .name("s3local".into())
             .spawn(move || {
                 rt.block_on(async move {
-                    let http = ConnBuilder::new(TokioExecutor::new());
-                    loop {
-                        let socket = tokio::select! {
-                            res = listener.accept() => match res {
-                                Ok((s, _)) => s,
-                                Err(_) => continue,
-                            },
-                            _ = &mut stop_rx => break,
-                        };
-                        let svc = service.clone();
+                    for listener in listeners {
+                        let service = service.clone();
                         let counts = counts2.clone();
-                        let counted = hyper::service::service_fn(
-                            move |req: http::Request<hyper::body::Incoming>| {
-                                *counts
-                                    .lock()
-                                    .unwrap()
-                                    .entry(req.method().to_string())
-                                    .or_default() += 1;
-                                hyper::service::Service::call(&svc, req)
-                            },
-                        );
-                        let conn = http
-                            .serve_connection(TokioIo::new(socket), counted)
-                            .into_owned();
                         tokio::spawn(async move {
-                            let _ = conn.await;
+                            let http = ConnBuilder::new(TokioExecutor::new());
+                            loop {
+                                let Ok((socket, _)) = listener.accept().await else {
+                                    continue;
+                                };
+                                let svc = service.clone();
+                                let counts = counts.clone();
+                                let counted = hyper::service::service_fn(
+                                    move |req: http::Request<hyper::body::Incoming>| {
+                                        *counts
+                                            .lock()
+                                            .unwrap()
+                                            .entry(req.method().to_string())
+                                            .or_default() += 1;
+                                        hyper::service::Service::call(&svc, req)
+                                    },
+                                );
+                                let conn = http
+                                    .serve_connection(TokioIo::new(socket), counted)
+                                    .into_owned();
+                                tokio::spawn(async move {
+                                    let _ = conn.await;
+                                });
+                            }
                         });
                     }
+                    let _ = stop_rx.await;
                 });
-                // Dropping the runtime cancels the per-connection tasks.
+                // Dropping the runtime cancels the accept loops and per-connection tasks.
             })?;
         Ok(Server {
             addr,
