@@ -189,9 +189,16 @@ impl<'a> Cluster<'a> {
         app: &AppName,
         mut next_of: impl FnMut(&Release) -> Result<Option<Release>>,
     ) -> Result<Option<(Release, Vec<String>)>> {
-        const ATTEMPTS: usize = 8;
+        const ATTEMPTS: u32 = 40;
         let name = release_configmap(app.as_str());
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                // Writers that collided must not collide again in lockstep: a random pause.
+                let r = u64::from_str_radix(&crate::config::random_hex(2)?, 16)?;
+                std::thread::sleep(Duration::from_millis(
+                    50 + r % (100 * u64::from(attempt.min(5))),
+                ));
+            }
             let objs = self.kube.app_objects(app.as_str())?;
             let cm = objs.release.as_ref().with_context(|| {
                 format!(

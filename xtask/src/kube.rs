@@ -588,11 +588,15 @@ mod tests {
         let plain = Kube::new(&sh, Flavor::Kube { context: None }, "default");
         assert_eq!(
             m.cmd_apply().to_string(),
-            "microk8s kubectl -n aether-system apply -f -"
+            "microk8s kubectl -n aether-system apply --server-side --field-manager=aether-dev --force-conflicts -f -"
         );
         assert_eq!(
-            k.cmd_apply().to_string(),
-            "kubectl --context kind-dev -n team-a apply -f -"
+            k.cmd_apply_fast().to_string(),
+            "kubectl --context kind-dev -n team-a apply --server-side --field-manager=aether-dev --force-conflicts -f - --validate=false"
+        );
+        assert_eq!(
+            plain.cmd_app_objects("demo").to_string(),
+            "kubectl -n default get deployments,replicasets,pods,configmaps -l aether.dev/app=demo -o json"
         );
         assert_eq!(
             plain.cmd_get_json("configmap", "demo-release").to_string(),
@@ -609,20 +613,16 @@ mod tests {
         .into_iter()
         .collect();
         assert_eq!(
-            k.cmd_annotate("demo-1", &pairs).to_string(),
-            "kubectl --context kind-dev -n team-a annotate pod demo-1 aether.dev/digest=ab aether.dev/generation=7 --overwrite"
+            k.cmd_annotate(&["demo-1", "demo-2"], &pairs).to_string(),
+            "kubectl --context kind-dev -n team-a annotate pod demo-1 demo-2 aether.dev/digest=ab aether.dev/generation=7 --overwrite"
         );
         assert_eq!(
             m.cmd_fetcher_status("demo-1").to_string(),
-            "microk8s kubectl -n aether-system exec demo-1 -c aether-fetcher -- aether-fetcher status"
+            "microk8s kubectl -n aether-system exec demo-1 -c aether-fetcher -- /aether-fetcher status"
         );
         assert_eq!(
             m.cmd_logs("demo", "app", true).to_string(),
-            "microk8s kubectl -n aether-system logs deployment/demo -c app --tail=200 -f"
-        );
-        assert_eq!(
-            m.cmd_wait_ready("demo", 60).to_string(),
-            "microk8s kubectl -n aether-system wait --for=condition=Ready pod -l aether.dev/app=demo --timeout=60s"
+            "microk8s kubectl -n aether-system logs -l aether.dev/app=demo -c app --prefix --tail=200 -f"
         );
         assert_eq!(
             m.cmd_status_wait_ready(120).to_string(),
@@ -669,6 +669,44 @@ mod tests {
             list.items[0].metadata.annotations.as_ref().unwrap()["aether.dev/generation"],
             "3"
         );
+    }
+
+    /// Which pods a command signals and waits for: only those of the current Deployment's
+    /// ReplicaSets that are not being deleted. The leftover of an earlier Deployment of the
+    /// same name (`down` then `deploy-sample`) has the same labels; it must not count.
+    #[test]
+    fn live_pods_belong_to_the_current_deployment() {
+        let owner = |kind: &str, name: &str, uid: &str| serde_json::json!([{"apiVersion": "apps/v1", "kind": kind, "name": name, "uid": uid}]);
+        let pod = |name: &str, rs_uid: &str, deleting: bool| {
+            let mut p = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
+                "name": name, "ownerReferences": owner("ReplicaSet", "rs", rs_uid)}});
+            if deleting {
+                p["metadata"]["deletionTimestamp"] = "2026-11-29T10:00:00Z".into();
+            }
+            p
+        };
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "demo", "uid": "dep-new"}},
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "demo-1", "uid": "rs-new",
+                "ownerReferences": owner("Deployment", "demo", "dep-new")}},
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "demo-1", "uid": "rs-old",
+                "ownerReferences": owner("Deployment", "demo", "dep-old")}},
+            pod("new-a", "rs-new", false),
+            pod("new-b", "rs-new", true),
+            pod("old", "rs-old", false),
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "demo-release"}, "data": {"generation": "4"}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other"}},
+        ]});
+        let o = AppObjects::parse(&list.to_string(), "demo-release").unwrap();
+        let live: Vec<&str> = o
+            .live_pods()
+            .iter()
+            .map(|p| p.metadata.name.as_deref().unwrap())
+            .collect();
+        assert_eq!(live, ["new-a"]);
+        assert_eq!(o.release.unwrap().data.unwrap()["generation"], "4");
+        let none = AppObjects::parse(r#"{"items": []}"#, "demo-release").unwrap();
+        assert!(none.live_pods().is_empty() && none.release.is_none());
     }
 
     #[test]

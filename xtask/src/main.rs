@@ -113,6 +113,9 @@ enum Cmd {
         app: AppName,
         #[arg(long, value_parser = parse_digest)]
         digest: Digest,
+        /// Also print the MinIO and Postgres objects `bootstrap` applies.
+        #[arg(long)]
+        platform: bool,
     },
     /// Check every prerequisite and service; print what is missing and the command that fixes it.
     Doctor {
@@ -163,6 +166,9 @@ enum Cmd {
         /// Do not install anything; tests that need a missing tool say so.
         #[arg(long)]
         no_install: bool,
+        /// Run the real-cluster suite instead, against the cluster KUBECONFIG names.
+        #[arg(long)]
+        cluster: bool,
         /// Passed on to `cargo test`.
         #[arg(last = true)]
         extra: Vec<String>,
@@ -238,7 +244,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             fetcher,
             follow,
         } => hot::logs(&sh, &cli.global, &cli.target, &app, fetcher, follow),
-        Cmd::Render { app, digest } => {
+        Cmd::Render {
+            app,
+            digest,
+            platform,
+        } => {
             let t = match cli.target.target {
                 Some(target::Target::Kube) => target::Target::Kube,
                 _ => target::Target::Microk8s,
@@ -247,6 +257,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 "{}",
                 cluster::Cluster::new(&sh, &cli.global, &cli.target, t).render(&app, digest)?
             );
+            if platform {
+                print!("{}", platform::render(&cli.target.namespace)?);
+            }
             Ok(())
         }
         Cmd::Doctor { json } => platform::doctor(&sh, &cli.global, &cli.target, json),
@@ -278,13 +291,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         ),
         Cmd::LocalStore { data, port, also } => embedded::serve(&data, port, &also),
         Cmd::SidecarImage { output } => image::run(&sh, output.as_deref()),
-        Cmd::Test { no_install, extra } => test::run(&sh, no_install, &extra),
+        Cmd::Test {
+            no_install,
+            cluster,
+            extra,
+        } => test::run(&sh, no_install, cluster, &extra),
         Cmd::Bench {
             files,
             runs,
             cycles,
         } => bench::run(&sh, files, runs, cycles),
     }
+}
+
+/// The workspace this xtask was built from: the one place that computes it.
+pub fn project_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 fn parse_digest(s: &str) -> Result<Digest, String> {

@@ -658,6 +658,32 @@ fn run_step(sh: &Shell, c: &Cluster, global: &Global, s: &Step) -> Result<()> {
     Ok(())
 }
 
+/// The MinIO and Postgres objects as `bootstrap` applies them, credentials as placeholders.
+pub fn render(ns: &str) -> Result<String> {
+    let v = PlatformValues {
+        ns: ns.into(),
+        storage_class: manifests::STORAGE_CLASS.into(),
+        minio_image: manifests::MINIO_IMAGE.into(),
+        minio_node_port: manifests::MINIO_NODE_PORT,
+        access_key: "REPLACE_ME".into(),
+        secret_key: "REPLACE_ME".into(),
+        postgres_image: manifests::POSTGRES_IMAGE.into(),
+        postgres_node_port: manifests::POSTGRES_NODE_PORT,
+        db_user: DB_USER.into(),
+        db_password: "REPLACE_ME".into(),
+        db_name: DB_NAME.into(),
+        cluster_database_url: format!(
+            "postgres://{DB_USER}:REPLACE_ME@postgres.{ns}.svc.cluster.local:5432/{DB_NAME}"
+        ),
+    };
+    let mut out = String::new();
+    for name in ["minio", "postgres"] {
+        out.push_str("---\n");
+        out.push_str(&manifests::render(name, &v)?);
+    }
+    Ok(out)
+}
+
 fn platform_values(c: &Cluster, global: &Global) -> Result<PlatformValues> {
     let store = global.store_layers()?;
     let (Some(ak), Some(sk)) = (store.access_key, store.secret_key) else {

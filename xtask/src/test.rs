@@ -2,7 +2,7 @@
 //! CI's `.ci/run` calls exactly this, so a missing install step fails CI rather than hiding
 //! behind something a developer installed by hand.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 /// Tools the tests run, and the Debian package that provides each.
@@ -14,7 +14,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("runc", "runc"),
 ];
 
-pub fn run(sh: &Shell, no_install: bool, extra: &[String]) -> Result<()> {
+pub fn run(sh: &Shell, no_install: bool, cluster: bool, extra: &[String]) -> Result<()> {
     let missing: Vec<&str> = TOOLS
         .iter()
         .filter(|(t, _)| !has(sh, t))
@@ -30,7 +30,40 @@ pub fn run(sh: &Shell, no_install: bool, extra: &[String]) -> Result<()> {
             install(sh, &missing)?;
         }
     }
+    if cluster {
+        return run_cluster(sh, extra);
+    }
     cmd!(sh, "cargo test --workspace --locked {extra...}").run()?;
+    Ok(())
+}
+
+/// The real-cluster suite (`xtask/tests/kube.rs`) against the cluster `KUBECONFIG` names. The
+/// fetcher image is built first; with `../shared/k8s-local` beside the project its
+/// `import-image` loads it (users of kind or minikube set `AETHER_IMAGE_IMPORT` themselves;
+/// MicroK8s imports on its own with `AETHER_TEST_TARGET=microk8s`).
+fn run_cluster(sh: &Shell, extra: &[String]) -> Result<()> {
+    if !has(sh, "kubectl") {
+        bail!("kubectl is not installed: the cluster suite drives a real cluster through it");
+    }
+    cmd!(sh, "kubectl get nodes")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .context("no reachable cluster: start one (`../shared/k8s-local/up`, `microk8s start`) and set KUBECONFIG")?;
+    crate::image::run(sh, None)?;
+    let shared = crate::project_root().join("../shared/k8s-local/import-image");
+    let _import =
+        (std::env::var_os("AETHER_IMAGE_IMPORT").is_none() && shared.exists()).then(|| {
+            sh.push_env(
+                "AETHER_IMAGE_IMPORT",
+                format!("{} {{archive}}", shared.display()),
+            )
+        });
+    cmd!(
+        sh,
+        "cargo test --locked -p xtask --test kube {extra...} -- --ignored --test-threads=1"
+    )
+    .run()?;
     Ok(())
 }
 

@@ -56,8 +56,9 @@ fn sidecar_image_is_reproducible_valid_and_runs() {
         .collect();
     if !missing.is_empty() || !is_root() {
         // `cargo xtask test` installs these; only a bare `cargo test` without them gets here.
-        eprintln!("SKIPPED image validation: missing {missing:?} or not root (runc needs root); run `cargo xtask test`");
-        return;
+        return skip(&format!(
+            "image validation: missing {missing:?} or not root (runc needs root)"
+        ));
     }
     // skopeo reads the archive and its config.
     let out = Command::new("skopeo")

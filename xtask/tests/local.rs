@@ -73,8 +73,7 @@ impl Drop for Down<'_> {
 fn deploy_edit_hot_patch_rollback_and_down() {
     if !node_available() {
         // `cargo xtask test` installs node; this only happens under a bare `cargo test`.
-        eprintln!("SKIPPED: node is not installed (run `cargo xtask test`, which installs it)");
-        return;
+        return skip("node is not installed");
     }
     let t = tempfile::tempdir().unwrap();
     let p = t.path();
@@ -272,8 +271,7 @@ fn deploy_edit_hot_patch_rollback_and_down() {
 #[test]
 fn dev_watch_mode_reloads_on_save() {
     if !node_available() {
-        eprintln!("SKIPPED: node is not installed (run `cargo xtask test`, which installs it)");
-        return;
+        return skip("node is not installed");
     }
     let t = tempfile::tempdir().unwrap();
     let p = t.path();
