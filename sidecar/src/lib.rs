@@ -223,6 +223,7 @@ impl Fetcher {
 
     fn sync(&mut self, app: &AppName, wanted: &Wanted) -> Result<()> {
         let t0 = Instant::now();
+        let seen_at = state::unix_now_ms();
         let deadline = t0 + self.cfg.timeout;
         let rel = Path::new(volume::RELEASES).join(wanted.digest.to_string());
         let dest = self.cfg.root.join(&rel);
@@ -257,6 +258,8 @@ impl Fetcher {
         s.syncs += 1;
         s.bytes += bytes;
         s.last_sync_ms = ms;
+        s.seen_at_ms = Some(seen_at);
+        s.published_at_ms = Some(state::unix_now_ms());
         drop(s);
         self.save();
         log!(

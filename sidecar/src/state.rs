@@ -21,6 +21,13 @@ pub struct Status {
     pub failures: u64,
     pub bytes: u64,
     pub last_sync_ms: u64,
+    /// Unix ms when the pass that published the live release started: the moment the fetcher
+    /// saw the new wanted state (a reload's trace: signalled → seen → published → served).
+    #[serde(default)]
+    pub seen_at_ms: Option<u64>,
+    /// Unix ms when the live release was published (`current` swapped, trigger written).
+    #[serde(default)]
+    pub published_at_ms: Option<u64>,
     /// Releases on disk that are no longer live, with when they stopped being live (unix ms).
     #[serde(default)]
     pub retired: Vec<(Digest, u64)>,

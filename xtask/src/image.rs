@@ -245,6 +245,10 @@ mod tests {
         fs::write(&bin, b"\x7fELF another binary").unwrap();
         let c = write_archive(&bin, &t.path().join("c.tar")).unwrap();
         assert_ne!(a.manifest_digest, c.manifest_digest);
+        assert_ne!(
+            a.reference, c.reference,
+            "another binary must be another tag"
+        );
     }
 
     #[test]
@@ -274,8 +278,16 @@ mod tests {
         );
         let index: serde_json::Value = serde_json::from_str(&index.unwrap()).unwrap();
         let ann = &index["manifests"][0]["annotations"];
-        assert_eq!(ann["org.opencontainers.image.ref.name"], TAG);
-        assert_eq!(ann["io.containerd.image.name"], format!("{NAME}:{TAG}"));
-        assert!(!TAG.is_empty() && TAG != "latest");
+        // The tag is the version plus the layer's content, so a rebuilt fetcher is a new image.
+        let tag = ann["org.opencontainers.image.ref.name"].as_str().unwrap();
+        let (version, content) = tag.split_once('-').unwrap();
+        assert_eq!(version, TAG);
+        assert_eq!(content.len(), 12);
+        assert!(content.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(ann["io.containerd.image.name"], format!("{NAME}:{tag}"));
+        assert_eq!(
+            reference_in(&t.path().join("a.tar")).unwrap(),
+            format!("{NAME}:{tag}")
+        );
     }
 }

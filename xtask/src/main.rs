@@ -184,6 +184,9 @@ enum Cmd {
         /// Edit-to-served cycles on the local target (0 skips it).
         #[arg(long, default_value_t = 20)]
         cycles: usize,
+        /// Instead: hot-patch → served on the cluster KUBECONFIG names (10 cycles).
+        #[arg(long)]
+        cluster: bool,
     },
 }
 
@@ -300,7 +303,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             files,
             runs,
             cycles,
-        } => bench::run(&sh, files, runs, cycles),
+            cluster,
+        } => {
+            if cluster {
+                bench::cluster(&sh, 10)
+            } else {
+                bench::run(&sh, files, runs, cycles)
+            }
+        }
     }
 }
 

@@ -370,10 +370,13 @@ mod validate {
             "demo-release"
         );
         let app = &spec.containers[0];
+        let command = app.command.as_ref().unwrap();
+        // aether-run from the shared volume is PID 1 (node as PID 1 ignores SIGTERM).
         assert_eq!(
-            app.command.as_ref().unwrap()[1],
-            "--watch-path=/work/.reload"
+            command[0],
+            format!("/work/{}", aether_artifact::volume::RUNNER)
         );
+        assert_eq!(command[1..4], ["--", "node", "--watch-path=/work/.reload"]);
         assert_eq!(app.ports.as_ref().unwrap()[0].container_port, 3000);
     }
 
