@@ -189,12 +189,10 @@ fn deploy_edit_hot_patch_rollback_and_down() {
     xtask(p, &env, &["hot-patch", "demo", &fake.to_string()]).ok();
     let mut seen_error = false;
     for _ in 0..100 {
-        let st: serde_json::Value = serde_json::from_str(
-            &xtask(p, &env, &["hot-status", "demo", "--json"])
-                .ok()
-                .stdout,
-        )
-        .unwrap();
+        // Out of sync, so hot-status exits 1 here; its JSON is printed all the same.
+        let st: serde_json::Value =
+            serde_json::from_str(&xtask(p, &env, &["hot-status", "demo", "--json"]).stdout)
+                .unwrap();
         // Refused as corrupt (not a gzip) before the digest is even complete.
         if st["pods"][0]["last_error"].as_str().is_some_and(|e| {
             e.contains(&format!("verifying {}", fake.short())) && e.contains("corrupt")
@@ -209,10 +207,17 @@ fn deploy_edit_hot_patch_rollback_and_down() {
         get(&url).contains("version: v1"),
         "still serving the last good version"
     );
-    let human = xtask(p, &env, &["hot-status", "demo"]).ok().stdout;
+    let human = xtask(p, &env, &["hot-status", "demo"]);
+    assert_ne!(
+        human.code, 0,
+        "hot-status must fail while a pod is out of sync"
+    );
     assert!(
-        human.contains("NOT in sync") && human.contains("corrupt"),
-        "{human}"
+        human.stdout.contains("NOT in sync")
+            && human.stderr.contains("do not serve")
+            && human.stderr.contains("corrupt"),
+        "{}",
+        human.all()
     );
 
     // A pod whose fetcher died is replaced whole by the next deploy (the old node would
