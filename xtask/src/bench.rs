@@ -289,6 +289,7 @@ pub fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
     let kubectl_floor = min_time(5, || {
         Ok(cmd!(sh, "kubectl -n {ns} get configmaps -o name")
             .quiet()
+            .ignore_stdout()
             .ignore_stderr()
             .run()?)
     })?;
