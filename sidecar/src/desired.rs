@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use aether_artifact::podinfo::parse_annotations;
-use aether_artifact::{keys, Digest};
+use aether_artifact::{keys, release, Digest};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wanted {
@@ -77,7 +77,7 @@ pub fn read(annotations_file: &Path, release_dir: &Path) -> Desired {
             Err(e) => Err(format!("{}: {e}; skipped", release_dir.join(k).display())),
         }
     };
-    match (read_key("digest"), read_key("generation")) {
+    match (read_key(release::DIGEST), read_key(release::GENERATION)) {
         (Ok(dg), Ok(gen)) => match source("release", dg.as_deref(), gen.as_deref()) {
             Ok(Some(w)) => candidates.push(w),
             Ok(None) => {}

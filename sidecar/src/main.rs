@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use aether_artifact::FetcherEnv;
 use aether_fetcher::{Config, Fetcher};
 use clap::{Parser, Subcommand};
 
@@ -21,7 +22,7 @@ struct Cli {
     /// The volume shared with the app; the live release is `<root>/current`.
     #[arg(
         long,
-        env = "AETHER_FETCHER_ROOT",
+        env = FetcherEnv::ROOT,
         default_value = "/work",
         global = true
     )]
@@ -29,52 +30,52 @@ struct Cli {
     /// The downward-API annotations file.
     #[arg(
         long,
-        env = "AETHER_FETCHER_ANNOTATIONS_FILE",
+        env = FetcherEnv::ANNOTATIONS_FILE,
         default_value = "/etc/podinfo/annotations"
     )]
     annotations_file: PathBuf,
     /// The release ConfigMap, mounted as a directory (keys `digest`, `generation`).
     #[arg(
         long,
-        env = "AETHER_FETCHER_RELEASE_DIR",
+        env = FetcherEnv::RELEASE_DIR,
         default_value = "/etc/aether/release"
     )]
     release_dir: PathBuf,
     /// App name; defaults to the pod's `aether.dev/app` annotation.
-    #[arg(long, env = "AETHER_FETCHER_APP")]
+    #[arg(long, env = FetcherEnv::APP)]
     app: Option<String>,
     /// Poll period (e.g. `5s`, `250ms`); file changes wake the fetcher earlier.
-    #[arg(long, env = "AETHER_FETCHER_PERIOD", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = FetcherEnv::PERIOD, default_value = "5s", value_parser = parse_duration)]
     period: Duration,
     /// Deadline for one sync pass (download, verify, extract, publish).
-    #[arg(long, env = "AETHER_FETCHER_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    #[arg(long, env = FetcherEnv::TIMEOUT, default_value = "120s", value_parser = parse_duration)]
     timeout: Duration,
     /// Cap of the exponential backoff after failures.
-    #[arg(long, env = "AETHER_FETCHER_MAX_BACKOFF", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = FetcherEnv::MAX_BACKOFF, default_value = "60s", value_parser = parse_duration)]
     max_backoff: Duration,
     /// Releases kept on the volume (the live one included) for instant rollback.
-    #[arg(long, env = "AETHER_FETCHER_KEEP", default_value_t = 3)]
+    #[arg(long, env = FetcherEnv::KEEP, default_value_t = 3)]
     keep: usize,
     /// How long a release stays on disk after it stopped being live (readers may hold files).
-    #[arg(long, env = "AETHER_FETCHER_GC_GRACE", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = FetcherEnv::GC_GRACE, default_value = "60s", value_parser = parse_duration)]
     gc_grace: Duration,
     /// Exit non-zero after this many consecutive failed passes (0 = never).
-    #[arg(long, env = "AETHER_FETCHER_MAX_FAILURES", default_value_t = 0)]
+    #[arg(long, env = FetcherEnv::MAX_FAILURES, default_value_t = 0)]
     max_failures: u32,
     /// Sync once and exit: 0 on success, 1 on failure or when nothing is wanted yet.
-    #[arg(long, env = "AETHER_FETCHER_ONE_TIME")]
+    #[arg(long, env = FetcherEnv::ONE_TIME)]
     one_time: bool,
     /// Address for /healthz, /readyz, /status and /metrics; empty turns HTTP off.
-    #[arg(long, env = "AETHER_FETCHER_HTTP_BIND", default_value = ":8081")]
+    #[arg(long, env = FetcherEnv::HTTP_BIND, default_value = ":8081")]
     http_bind: String,
     /// Cap on the bytes an artifact may expand to.
-    #[arg(long, env = "AETHER_FETCHER_MAX_BYTES", default_value_t = 4 << 30)]
+    #[arg(long, env = FetcherEnv::MAX_BYTES, default_value_t = 4 << 30)]
     max_bytes: u64,
     /// Copy this binary to `<root>/.aether/bin/aether-run` at start, for the app container.
-    #[arg(long, env = "AETHER_FETCHER_INSTALL_RUNNER", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = FetcherEnv::INSTALL_RUNNER, default_value_t = true, action = clap::ArgAction::Set)]
     install_runner: bool,
     /// Cap on the entries an artifact may hold.
-    #[arg(long, env = "AETHER_FETCHER_MAX_ENTRIES", default_value_t = 500_000)]
+    #[arg(long, env = FetcherEnv::MAX_ENTRIES, default_value_t = 500_000)]
     max_entries: u64,
 }
 
@@ -91,7 +92,7 @@ enum Cmd {
 #[derive(clap::Args)]
 struct RunArgs {
     /// Time the command has to exit after SIGTERM before it is killed.
-    #[arg(long, env = "AETHER_RUN_GRACE", default_value = "1500ms", value_parser = parse_duration)]
+    #[arg(long, env = FetcherEnv::RUN_GRACE, default_value = "1500ms", value_parser = parse_duration)]
     grace: Duration,
     /// The command and its arguments.
     #[arg(last = true, required = true)]

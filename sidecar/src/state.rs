@@ -4,34 +4,10 @@
 use std::fs;
 use std::path::Path;
 
-use aether_artifact::{volume, Digest};
+use aether_artifact::volume;
 use anyhow::{Context, Result};
 
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Status {
-    pub app: Option<String>,
-    pub digest: Option<Digest>,
-    pub generation: Option<u64>,
-    /// RFC 3339, when the live release was published.
-    pub fetched_at: Option<String>,
-    pub last_error: Option<String>,
-    pub consecutive_failures: u32,
-    pub ready: bool,
-    pub syncs: u64,
-    pub failures: u64,
-    pub bytes: u64,
-    pub last_sync_ms: u64,
-    /// Unix ms when the pass that published the live release started: the moment the fetcher
-    /// saw the new wanted state (a reload's trace: signalled → seen → published → served).
-    #[serde(default)]
-    pub seen_at_ms: Option<u64>,
-    /// Unix ms when the live release was published (`current` swapped, trigger written).
-    #[serde(default)]
-    pub published_at_ms: Option<u64>,
-    /// Releases on disk that are no longer live, with when they stopped being live (unix ms).
-    #[serde(default)]
-    pub retired: Vec<(Digest, u64)>,
-}
+pub use aether_artifact::Status;
 
 pub fn read(root: &Path) -> Result<Status> {
     let p = root.join(volume::STATE_FILE);

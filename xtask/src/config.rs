@@ -29,12 +29,19 @@ pub struct Global {
 impl Global {
     /// The project directory: the flag, else the workspace this xtask was built from.
     pub fn project_dir(&self) -> PathBuf {
-        self.project_dir.clone().unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .expect("xtask lives in the workspace")
-                .to_path_buf()
-        })
+        self.project_dir
+            .clone()
+            .unwrap_or_else(crate::project_root)
+    }
+
+    /// The database URL the host uses (`AETHER_DATABASE_URL`, else bootstrap's config).
+    pub fn database_url(&self) -> Result<Option<Secret>> {
+        if let Ok(u) = std::env::var("AETHER_DATABASE_URL") {
+            if !u.is_empty() {
+                return Ok(Some(Secret::new(u)));
+            }
+        }
+        Ok(ProjectConfig::load(&self.state_dir())?.database_url)
     }
 
     pub fn state_dir(&self) -> PathBuf {

@@ -30,7 +30,7 @@ pub fn run(sh: &Shell, out: Option<&Path>) -> Result<()> {
     let bin = build_static(sh)?;
     let out = out
         .map(Path::to_path_buf)
-        .unwrap_or_else(crate::cluster::image_archive);
+        .unwrap_or_else(image_archive);
     let info = write_archive(&bin, &out)?;
     eprintln!(
         "wrote {} ({} archive, binary {}): {}",
@@ -48,14 +48,22 @@ pub fn run(sh: &Shell, out: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// Where `sidecar-image` writes the fetcher's OCI archive.
+pub fn image_archive() -> PathBuf {
+    if let Some(p) = std::env::var_os("AETHER_FETCHER_IMAGE_ARCHIVE") {
+        return p.into();
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::project_root().join("target"))
+        .join("aether-fetcher-image.tar")
+}
+
 /// A statically linked fetcher: musl when its target is installed, else glibc with
 /// `crt-static` (static glibc still resolves names through /etc/hosts and DNS without NSS
 /// modules; its built-in `files` and `dns` back ends need none).
 pub fn build_static(sh: &Shell) -> Result<PathBuf> {
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let ws = crate::project_root();
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| ws.join("target"))

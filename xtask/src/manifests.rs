@@ -118,8 +118,9 @@ pub fn render(name: &str, values: &impl serde::Serialize) -> Result<String> {
     Ok(out)
 }
 
-/// Every object of an app, in apply order, as one multi-document YAML stream.
-pub fn render_app(v: &AppValues) -> Result<String> {
+/// Every object of an app, in apply order, as one multi-document YAML stream; the release
+/// ConfigMap only `with_release`.
+pub fn render_app(v: &AppValues, with_release: bool) -> Result<String> {
     let mut out = String::new();
     for name in [
         "namespace",
@@ -128,6 +129,9 @@ pub fn render_app(v: &AppValues) -> Result<String> {
         "deployment",
         "service",
     ] {
+        if name == "release-configmap" && !with_release {
+            continue;
+        }
         out.push_str("---\n");
         out.push_str(&render(name, v)?);
     }
@@ -271,7 +275,7 @@ mod validate {
     }
 
     fn app_yaml() -> String {
-        render_app(&example_values("demo", &"ab".repeat(32))).unwrap()
+        render_app(&example_values("demo", &"ab".repeat(32)), true).unwrap()
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `cargo xtask package <dir> [-o FILE]`.
+//! Packing on the host: into a file through a temporary name, and sizes for people.
 
 use std::fs;
 use std::io;
@@ -6,25 +6,6 @@ use std::path::Path;
 
 use aether_artifact::pack::{self, Packed};
 use anyhow::{Context, Result};
-use xshell::Shell;
-
-pub fn run(_sh: &Shell, dir: &Path, output: Option<&Path>) -> Result<()> {
-    let packed = match output {
-        Some(out) => pack_to_file(dir, out)?,
-        None => pack::pack_dir(dir, io::sink()).context("packaging")?,
-    };
-    eprintln!(
-        "packed {} entries, {} of content into {} compressed",
-        packed.entries,
-        human_bytes(packed.content_bytes),
-        human_bytes(packed.bytes)
-    );
-    if let Some(out) = output {
-        println!("file={}", out.display());
-    }
-    println!("digest={}", packed.digest);
-    Ok(())
-}
 
 /// Packs into `out` through a temporary file beside it, so a failed pack never leaves a
 /// truncated archive under the final name.

@@ -3,6 +3,7 @@
 //! Both the xtask (which makes artifacts) and `aether-fetcher` (which consumes them) depend on
 //! this crate, so each rule exists exactly once.
 
+pub mod contract;
 mod digest;
 mod name;
 pub mod pack;
@@ -10,6 +11,7 @@ pub mod podinfo;
 pub mod store;
 pub mod unpack;
 
+pub use contract::{release, FetcherEnv, Status};
 pub use digest::{Digest, DigestError};
 pub use name::{AppName, NameError};
 

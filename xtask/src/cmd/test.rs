@@ -14,7 +14,27 @@ const TOOLS: &[(&str, &str)] = &[
     ("runc", "runc"),
 ];
 
-pub fn run(sh: &Shell, no_install: bool, cluster: bool, extra: &[String]) -> Result<()> {
+/// Install what the tests need (apt, when missing) and run every test in the workspace.
+#[derive(clap::Args)]
+pub struct Test {
+    /// Do not install anything; tests that need a missing tool say so.
+    #[arg(long)]
+    no_install: bool,
+    /// Run the real-cluster suite instead, against the cluster KUBECONFIG names.
+    #[arg(long)]
+    cluster: bool,
+    /// Passed on to `cargo test`.
+    #[arg(last = true)]
+    extra: Vec<String>,
+}
+
+impl Test {
+    pub fn run(self, ctx: &super::Ctx) -> Result<()> {
+        run(ctx.sh, self.no_install, self.cluster, &self.extra)
+    }
+}
+
+fn run(sh: &Shell, no_install: bool, cluster: bool, extra: &[String]) -> Result<()> {
     let missing: Vec<&str> = TOOLS
         .iter()
         .filter(|(t, _)| !has(sh, t))
@@ -67,17 +87,19 @@ fn run_cluster(sh: &Shell, extra: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn has(sh: &Shell, tool: &str) -> bool {
-    cmd!(sh, "sh -c 'command -v \"$0\"' {tool}")
-        .quiet()
-        .ignore_stdout()
-        .ignore_stderr()
-        .run()
-        .is_ok()
+/// Whether `tool` is an executable file in a directory of PATH.
+fn has(_sh: &Shell, tool: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|d| {
+            std::fs::metadata(d.join(tool)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }
 
 fn install(sh: &Shell, pkgs: &[&str]) -> Result<()> {
-    let root = cmd!(sh, "id -u").quiet().read()? == "0";
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
     if !has(sh, "apt-get") {
         bail!("missing: {}; install them with your package manager, or run `cargo xtask test --no-install`", pkgs.join(" "));
     }

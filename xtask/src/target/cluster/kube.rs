@@ -322,7 +322,7 @@ impl<'a> Kube<'a> {
 
     pub fn app_objects(&self, app: &str) -> Result<AppObjects> {
         let out = self.run(self.cmd_app_objects(app), "reading the app's objects", None)?;
-        AppObjects::parse(&out, &release_configmap(app))
+        AppObjects::parse(&out, &aether_artifact::release::configmap_name(app))
     }
 
     pub fn nodes(&self) -> Result<Vec<Node>> {
@@ -396,7 +396,7 @@ impl<'a> Kube<'a> {
         }
     }
 
-    pub fn fetcher_status(&self, pod: &str) -> Result<serde_json::Value> {
+    pub fn fetcher_status(&self, pod: &str) -> Result<aether_artifact::Status> {
         let out = self.run(
             self.cmd_fetcher_status(pod),
             &format!("reading the fetcher status of {pod}"),
@@ -565,10 +565,6 @@ fn hint(stderr: &str) -> &'static str {
     }
 }
 
-/// The release ConfigMap's name.
-pub fn release_configmap(app: &str) -> String {
-    format!("{app}-release")
-}
 
 #[cfg(test)]
 mod tests {
@@ -641,7 +637,7 @@ mod tests {
 
     /// Shapes of real `kubectl get pods -o json` output (trimmed): a running pod with a native
     /// sidecar, and one stuck pulling its image.
-    const PODS: &str = include_str!("../tests/data/pods.json");
+    const PODS: &str = include_str!("../../../tests/data/pods.json");
 
     #[test]
     fn parses_pod_lists_and_describes_them() {

@@ -9,6 +9,7 @@
 //!
 //! State, ports and logs live in `.aether/local/<app>/`; `down` stops the process group.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -18,19 +19,23 @@ use std::time::Duration;
 
 use aether_artifact::podinfo::{format_annotations, write_atomic_volume};
 use aether_artifact::store::{
-    Store, StoreConfig, ENV_ACCESS_KEY, ENV_BUCKET, ENV_ENDPOINT, ENV_SECRET_KEY,
+    StoreConfig, ENV_ACCESS_KEY, ENV_BUCKET, ENV_ENDPOINT, ENV_SECRET_KEY,
 };
-use aether_artifact::{keys, AppName, Digest};
+use aether_artifact::{keys, release, AppName, Digest, FetcherEnv, Status};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 use crate::config::Global;
 use crate::proc::{alive, group_members, kill_group, port_open, wait_until};
 use crate::release::Release;
+use crate::target::{DeployOpts, PodStatus, Published, Running, Target};
 
 pub struct Local {
     dir: PathBuf,
     global: Global,
+    /// The app processes running before this command's publish, per app: a process not among
+    /// them shows that node restarted onto the new release (the old one may still answer).
+    before: RefCell<BTreeMap<String, Vec<u32>>>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -47,6 +52,7 @@ impl Local {
         Local {
             dir: global.state_dir().join("local"),
             global: global.clone(),
+            before: RefCell::default(),
         }
     }
 
@@ -61,7 +67,7 @@ impl Local {
     // --- store ------------------------------------------------------------------------------
 
     /// The configured store, or the embedded one (started when needed).
-    pub fn store_config(&self) -> Result<StoreConfig> {
+    fn embedded_store_config(&self) -> Result<StoreConfig> {
         let layers = self.global.store_layers()?;
         if layers.endpoint.is_some() {
             return layers.finish().map_err(anyhow::Error::msg);
@@ -73,16 +79,12 @@ impl Local {
             .map_err(anyhow::Error::msg)
     }
 
-    pub fn store(&self) -> Result<Store> {
-        Ok(Store::new(self.store_config()?)?)
-    }
-
     // --- desired state ----------------------------------------------------------------------
 
-    pub fn release(&self, app: &AppName) -> Result<Release> {
+    fn read_release(&self, app: &AppName) -> Result<Release> {
         let dir = self.app_dir(app).join("release");
         let mut data = BTreeMap::new();
-        for k in ["digest", "generation", "history"] {
+        for k in release::KEYS {
             if let Ok(v) = fs::read_to_string(dir.join(k)) {
                 data.insert(k.to_string(), v);
             }
@@ -92,7 +94,7 @@ impl Local {
 
     /// Writes the release "ConfigMap" and then the "pod annotations", in that order, as
     /// `hot-patch` does on a cluster.
-    pub fn set_release(&self, app: &AppName, r: &Release) -> Result<()> {
+    fn set_release(&self, app: &AppName, r: &Release) -> Result<()> {
         let files = r
             .to_data()
             .into_iter()
@@ -168,19 +170,16 @@ impl Local {
             .create(true)
             .append(true)
             .open(dir.join("logs/fetcher.log"))?;
+        let env = FetcherEnv {
+            root: Some(work.clone()),
+            annotations_file: Some(dir.join("podinfo/annotations")),
+            release_dir: Some(dir.join("release")),
+            app: Some(app.to_string()),
+            period: Some("2s".into()),
+            http_bind: Some(format!("127.0.0.1:{fetcher_port}")),
+        };
         let f = Command::new(&fetcher)
-            .env("AETHER_FETCHER_ROOT", &work)
-            .env(
-                "AETHER_FETCHER_ANNOTATIONS_FILE",
-                dir.join("podinfo/annotations"),
-            )
-            .env("AETHER_FETCHER_RELEASE_DIR", dir.join("release"))
-            .env("AETHER_FETCHER_APP", app.as_str())
-            .env("AETHER_FETCHER_PERIOD", "2s")
-            .env(
-                "AETHER_FETCHER_HTTP_BIND",
-                format!("127.0.0.1:{fetcher_port}"),
-            )
+            .envs(env.vars())
             .env(ENV_ENDPOINT, &store.endpoint)
             .env(ENV_BUCKET, &store.bucket)
             .env(ENV_ACCESS_KEY, &store.access_key)
@@ -208,7 +207,7 @@ impl Local {
             .open(dir.join("logs/app.log"))?;
         let mut n = Command::new(node);
         // As in the cluster, the app gets DATABASE_URL when a database is configured.
-        if let Some(url) = crate::platform::host_database_url(&self.global)? {
+        if let Some(url) = self.global.database_url()? {
             n.env("DATABASE_URL", url.expose());
         }
         let n = n
@@ -250,43 +249,8 @@ impl Local {
             .collect()
     }
 
-    /// Waits until the fetcher reports `digest` live, an app process that was not in `before`
-    /// runs (the old one may still be answering while node restarts), and the app answers.
-    pub fn wait_served(
-        &self,
-        app: &AppName,
-        digest: &Digest,
-        before: &[u32],
-        timeout: Duration,
-    ) -> Result<String> {
-        let p = self
-            .pod(app)
-            .context("the local pod is not running: run `cargo xtask deploy-sample`")?;
-        let mut body = String::new();
-        let ok = wait_until(timeout, || {
-            let live = aether_fetcher_status(&self.work_dir(app))
-                .is_some_and(|s| s["digest"] == digest.to_string());
-            let restarted =
-                before.is_empty() || self.app_pids(app).iter().any(|p| !before.contains(p));
-            live && restarted
-                && http_get(p.app_port, "/").is_some_and(|(c, b)| {
-                    body = b;
-                    c == 200
-                })
-        });
-        if ok.is_err() {
-            let dir = self.app_dir(app);
-            bail!(
-                "{app} did not serve {} within {timeout:?}\n--- fetcher log ---\n{}\n--- app log ---\n{}",
-                digest.short(),
-                tail(&dir.join("logs/fetcher.log"), 15),
-                tail(&dir.join("logs/app.log"), 15)
-            );
-        }
-        Ok(body)
-    }
-
-    pub fn down(&self, app: &AppName) -> Result<bool> {
+    /// Stops the pod's process group; the embedded store goes with the last app.
+    fn stop(&self, app: &AppName) -> Result<bool> {
         let dir = self.app_dir(app);
         let was = match fs::read(dir.join("pod.json"))
             .ok()
@@ -320,10 +284,142 @@ impl Local {
     }
 }
 
-/// The fetcher's status from its state file (as `aether-fetcher status` prints it).
-pub fn aether_fetcher_status(work: &Path) -> Option<serde_json::Value> {
-    let b = fs::read(work.join(aether_artifact::volume::STATE_FILE)).ok()?;
-    serde_json::from_slice(&b).ok()
+impl Target for Local {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    /// The configured store, or the embedded one (started when needed).
+    fn store_config(&self) -> Result<StoreConfig> {
+        self.embedded_store_config()
+    }
+
+    fn release(&self, app: &AppName) -> Result<Option<Release>> {
+        let r = self.read_release(app)?;
+        Ok(r.digest.is_some().then_some(r))
+    }
+
+    /// Under an exclusive lock on the app's release directory, so concurrent `hot-patch`,
+    /// `rollback` and `dev` runs never write the same generation twice.
+    fn publish(
+        &self,
+        app: &AppName,
+        next_of: &mut dyn FnMut(&Release) -> Result<Option<Release>>,
+    ) -> Result<Option<Published>> {
+        fs::create_dir_all(self.app_dir(app))?;
+        let lock_path = self.app_dir(app).join("release.lock");
+        let lock = fs::File::create(&lock_path)
+            .with_context(|| format!("creating {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+        let current = self.read_release(app)?;
+        let Some(next) = next_of(&current)? else {
+            return Ok(None);
+        };
+        self.before
+            .borrow_mut()
+            .insert(app.to_string(), self.app_pids(app));
+        self.set_release(app, &next)?;
+        let signalled = self
+            .pod(app)
+            .map(|p| vec![format!("local-{}", p.fetcher_pid)])
+            .unwrap_or_default();
+        Ok(Some(Published {
+            release: next,
+            signalled,
+        }))
+    }
+
+    fn ensure_running(&self, app: &AppName, first: &Release, _: &DeployOpts) -> Result<Running> {
+        if self.release(app)?.is_none() {
+            self.set_release(app, first)?;
+        }
+        let sh = Shell::new()?;
+        let (pod, started) = self.ensure_pod(&sh, app, Duration::from_secs(60))?;
+        if !started {
+            eprintln!(
+                "the local pod of {app} is already running (fetcher pid {})",
+                pod.fetcher_pid
+            );
+        }
+        Ok(Running {
+            url: Some(format!("http://127.0.0.1:{}/", pod.app_port)),
+        })
+    }
+
+    /// Waits until the fetcher reports `digest` live, an app process that was not running at
+    /// the publish runs (the old one may still answer while node restarts), and the app
+    /// answers.
+    fn wait_served(&self, app: &AppName, digest: &Digest, timeout: Duration) -> Result<()> {
+        let p = self
+            .pod(app)
+            .context("the local pod is not running: run `cargo xtask deploy-sample`")?;
+        let before = self
+            .before
+            .borrow()
+            .get(app.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let ok = wait_until(timeout, || {
+            let live = fetcher_status(&self.work_dir(app)).is_ok_and(|s| s.digest == Some(*digest));
+            let restarted =
+                before.is_empty() || self.app_pids(app).iter().any(|p| !before.contains(p));
+            live && restarted && http_get(p.app_port, "/").is_some_and(|(c, _)| c == 200)
+        });
+        if ok.is_err() {
+            let dir = self.app_dir(app);
+            bail!(
+                "{app} did not serve {} within {timeout:?}\n--- fetcher log ---\n{}\n--- app log ---\n{}",
+                digest.short(),
+                tail(&dir.join("logs/fetcher.log"), 15),
+                tail(&dir.join("logs/app.log"), 15)
+            );
+        }
+        Ok(())
+    }
+
+    fn statuses(&self, app: &AppName) -> Result<Vec<PodStatus>> {
+        Ok(self
+            .pod(app)
+            .map(|p| {
+                PodStatus::new(
+                    format!("local-{}", p.fetcher_pid),
+                    Some(format!("http://127.0.0.1:{}/", p.app_port)),
+                    fetcher_status(&self.work_dir(app)),
+                )
+            })
+            .into_iter()
+            .collect())
+    }
+
+    fn logs(&self, app: &AppName, fetcher: bool, follow: bool) -> Result<()> {
+        let p = self.log_path(app, fetcher);
+        if follow {
+            let sh = Shell::new()?;
+            cmd!(sh, "tail -n 200 -F {p}").run()?;
+            return Ok(());
+        }
+        let text = fs::read_to_string(&p)
+            .with_context(|| format!("reading {}: has `deploy-sample {app}` run?", p.display()))?;
+        print!("{text}");
+        Ok(())
+    }
+
+    fn down(&self, app: &AppName) -> Result<()> {
+        if self.stop(app)? {
+            eprintln!("stopped the local pod of {app}");
+        } else {
+            eprintln!("no local pod of {app} was running");
+        }
+        Ok(())
+    }
+}
+
+/// The fetcher's status from its state file (what `aether-fetcher status` prints).
+fn fetcher_status(work: &Path) -> Result<Status> {
+    let p = work.join(aether_artifact::volume::STATE_FILE);
+    let b = fs::read(&p).with_context(|| format!("no status yet at {}", p.display()))?;
+    serde_json::from_slice(&b).with_context(|| format!("parsing {}", p.display()))
 }
 
 /// The fetcher binary: `AETHER_FETCHER_BIN`, else built from this workspace.
@@ -331,10 +427,7 @@ pub fn fetcher_bin(sh: &Shell) -> Result<PathBuf> {
     if let Ok(p) = std::env::var("AETHER_FETCHER_BIN") {
         return Ok(PathBuf::from(p));
     }
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let ws = crate::project_root();
     let _dir = sh.push_dir(&ws);
     cmd!(sh, "cargo build --quiet --package aether-fetcher")
         .run()

@@ -2,18 +2,16 @@
 //! skipping the upload when the object is already there.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aether_artifact::store::Store;
 use aether_artifact::{object_key, AppName, Digest};
 use anyhow::{bail, Context, Result};
-use xshell::Shell;
 
+use super::Ctx;
 use crate::config::Global;
-use crate::local::Local;
 use crate::package::{human_bytes, pack_to_file};
-use crate::target::{Target, TargetArgs};
 
 #[derive(Debug, serde::Serialize)]
 pub struct Uploaded {
@@ -29,25 +27,28 @@ pub struct Uploaded {
     pub upload_ms: u64,
 }
 
-pub fn run(
-    sh: &Shell,
-    global: &Global,
-    target: &TargetArgs,
-    app: &AppName,
-    dir: &Path,
+/// Package a directory and upload it, content-addressed, to the target's store.
+#[derive(clap::Args)]
+pub struct HotUpload {
+    app: AppName,
+    dir: PathBuf,
+    /// Print one JSON object instead of key=value lines.
+    #[arg(long)]
     json: bool,
+    /// Validity of the presigned URL, in seconds (at most 7 days).
+    #[arg(long, default_value_t = 3600)]
     url_expiry: u64,
-) -> Result<Uploaded> {
-    // The target's store: the configured one, else the embedded store it brings.
-    let cfg = match target.resolve(sh) {
-        Target::Local => Local::new(global).store_config()?,
-        t => crate::cluster::Cluster::new(sh, global, target, t).store_config()?,
-    };
-    let store = Store::new(cfg)?;
-    let up = upload(&store, global, app, dir, url_expiry, !json)?;
-    if json {
-        println!("{}", serde_json::to_string(&up)?);
-    } else {
+}
+
+impl HotUpload {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        // The target's store: the configured one, else the embedded store it brings.
+        let store = ctx.target().store()?;
+        let up = upload(&store, &ctx.global, &self.app, &self.dir, self.url_expiry, !self.json)?;
+        if self.json {
+            println!("{}", serde_json::to_string(&up)?);
+            return Ok(());
+        }
         if up.uploaded {
             eprintln!(
                 "uploaded {} in {} ms (packed in {} ms)",
@@ -65,8 +66,8 @@ pub fn run(
         println!("s3={}", up.s3);
         println!("url={}", up.url);
         println!("digest={}", up.digest);
+        Ok(())
     }
-    Ok(up)
 }
 
 impl Uploaded {

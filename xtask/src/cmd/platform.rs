@@ -8,11 +8,12 @@ use aether_artifact::store::{PartialStore, Secret, Store};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use crate::cluster::Cluster;
+use super::Ctx;
 use crate::config::{Global, ProjectConfig};
-use crate::kube::Flavor;
 use crate::manifests::{self, PlatformValues};
-use crate::target::{Target, TargetArgs};
+use crate::target::cluster::kube::Flavor;
+use crate::target::cluster::Cluster;
+use crate::target::{Kind, Target, TargetArgs};
 
 /// MicroK8s channel bootstrap installs: native sidecars are on by default from 1.29, GA in 1.33.
 pub const MICROK8S_CHANNEL: &str = "1.33/stable";
@@ -61,7 +62,7 @@ pub fn parse_microk8s_version(s: &str) -> Option<(u32, u32)> {
 
 pub fn doctor(sh: &Shell, global: &Global, targs: &TargetArgs, json: bool) -> Result<()> {
     let t = targs.resolve(sh);
-    let cluster = t != Target::Local;
+    let cluster = t != Kind::Local;
     let mut checks = Vec::new();
     let mut tool = |name: &'static str, program: &str, args: &[&str], required: bool, fix: &str| {
         let c = match version_of(sh, program, args) {
@@ -96,7 +97,7 @@ pub fn doctor(sh: &Shell, global: &Global, targs: &TargetArgs, json: bool) -> Re
         false,
         "install rustup to manage toolchains (optional)",
     );
-    tool("kubectl", "kubectl", &["version", "--client"], t == Target::Kube, "install kubectl (e.g. `sudo snap install kubectl --classic`); MicroK8s users can use `microk8s kubectl`");
+    tool("kubectl", "kubectl", &["version", "--client"], t == Kind::Kube, "install kubectl (e.g. `sudo snap install kubectl --classic`); MicroK8s users can use `microk8s kubectl`");
     tool(
         "docker",
         "docker",
@@ -108,7 +109,7 @@ pub fn doctor(sh: &Shell, global: &Global, targs: &TargetArgs, json: bool) -> Re
     // node: the local target runs the app with it.
     checks.push(match version_of(sh, "node", &["--version"]) {
         Some(v) => {
-            let major = crate::local::node_major(&v);
+            let major = crate::target::local::node_major(&v);
             if major >= 18 {
                 Check {
                     name: "node",
@@ -136,7 +137,7 @@ pub fn doctor(sh: &Shell, global: &Global, targs: &TargetArgs, json: bool) -> Re
         },
     });
 
-    let mk_required = t == Target::Microk8s;
+    let mk_required = t == Kind::Microk8s;
     checks.push(match version_of(sh, "microk8s", &["version"]) {
         None => Check {
             name: "microk8s",
@@ -194,9 +195,9 @@ pub fn doctor(sh: &Shell, global: &Global, targs: &TargetArgs, json: bool) -> Re
     Ok(())
 }
 
-fn store_check(global: &Global, t: Target) -> Result<Check> {
+fn store_check(global: &Global, t: Kind) -> Result<Check> {
     let layers = global.store_layers()?;
-    if t == Target::Local && layers.endpoint.is_none() {
+    if t == Kind::Local && layers.endpoint.is_none() {
         return Ok(Check {
             name: "store",
             status: Status::Ok,
@@ -206,7 +207,7 @@ fn store_check(global: &Global, t: Target) -> Result<Check> {
         });
     }
     let layers = layers.or(PartialStore {
-        endpoint: Some(crate::cluster::DEFAULT_HOST_ENDPOINT.into()),
+        endpoint: Some(crate::target::cluster::DEFAULT_HOST_ENDPOINT.into()),
         ..Default::default()
     });
     let cfg = match layers.finish() {
@@ -217,7 +218,7 @@ fn store_check(global: &Global, t: Target) -> Result<Check> {
                 status: Status::Missing,
                 detail: e,
                 fix: Some("cargo xtask bootstrap".into()),
-                required: t != Target::Local,
+                required: t != Kind::Local,
             })
         }
     };
@@ -231,14 +232,14 @@ fn store_check(global: &Global, t: Target) -> Result<Check> {
             status: Status::Ok,
             detail: format!("{endpoint}, bucket {bucket} present, credentials valid"),
             fix: None,
-            required: t != Target::Local,
+            required: t != Kind::Local,
         },
         Ok(false) => Check {
             name: "store",
             status: Status::Broken,
             detail: format!("{endpoint}: credentials valid, bucket {bucket} missing"),
             fix: Some("`cargo xtask hot-upload` creates it (or `cargo xtask bootstrap`)".into()),
-            required: t != Target::Local,
+            required: t != Kind::Local,
         },
         Err(e) => Check {
             name: "store",
@@ -249,21 +250,12 @@ fn store_check(global: &Global, t: Target) -> Result<Check> {
             },
             detail: format!("{e}"),
             fix: Some("cargo xtask bootstrap".into()),
-            required: t != Target::Local,
+            required: t != Kind::Local,
         },
     })
 }
 
 /// The database as this machine reaches it: `AETHER_DATABASE_URL`, else the config file.
-pub fn host_database_url(global: &Global) -> Result<Option<Secret>> {
-    if let Ok(u) = std::env::var("AETHER_DATABASE_URL") {
-        if !u.is_empty() {
-            return Ok(Some(Secret::new(u)));
-        }
-    }
-    Ok(ProjectConfig::load(&global.state_dir())?.database_url)
-}
-
 /// host:port of a postgres:// URL, without its credentials.
 fn url_host_port(url: &str) -> Option<(String, u16)> {
     let rest = url.split_once("://")?.1;
@@ -290,7 +282,7 @@ fn database_reachable(url: &Secret) -> Result<String, String> {
 }
 
 fn database_check(global: &Global) -> Result<Check> {
-    Ok(match host_database_url(global)? {
+    Ok(match global.database_url()? {
         None => Check {
             name: "database",
             status: Status::Missing,
@@ -317,7 +309,7 @@ fn database_check(global: &Global) -> Result<Check> {
     })
 }
 
-fn cluster_checks(sh: &Shell, global: &Global, targs: &TargetArgs, t: Target) -> Vec<Check> {
+fn cluster_checks(sh: &Shell, global: &Global, targs: &TargetArgs, t: Kind) -> Vec<Check> {
     let c = Cluster::new(sh, global, targs, t);
     let ns = c.kube.namespace.clone();
     let mut out = Vec::new();
@@ -507,7 +499,7 @@ pub fn bootstrap(
     yes: bool,
     dry_run: bool,
 ) -> Result<()> {
-    let c = Cluster::new(sh, global, targs, Target::Microk8s);
+    let c = Cluster::new(sh, global, targs, Kind::Microk8s);
     let ns = c.kube.namespace.clone();
     let p = probe(sh, &c, global)?;
     let steps = plan(&p);
@@ -587,7 +579,7 @@ fn run_step(sh: &Shell, c: &Cluster, global: &Global, s: &Step) -> Result<()> {
             cfg.store.endpoint = cfg
                 .store
                 .endpoint
-                .or(Some(crate::cluster::DEFAULT_HOST_ENDPOINT.into()));
+                .or(Some(crate::target::cluster::DEFAULT_HOST_ENDPOINT.into()));
             cfg.store.access_key = Some(
                 layers
                     .access_key
@@ -628,7 +620,7 @@ fn run_step(sh: &Shell, c: &Cluster, global: &Global, s: &Step) -> Result<()> {
             cfg.store.endpoint = cfg
                 .store
                 .endpoint
-                .or(Some(crate::cluster::DEFAULT_HOST_ENDPOINT.into()));
+                .or(Some(crate::target::cluster::DEFAULT_HOST_ENDPOINT.into()));
             cfg.store.access_key = Some(get("MINIO_ROOT_USER")?);
             cfg.store.secret_key = Some(Secret::new(get("MINIO_ROOT_PASSWORD")?));
             if let Some(pg) = c
@@ -656,6 +648,36 @@ fn run_step(sh: &Shell, c: &Cluster, global: &Global, s: &Step) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Check every prerequisite and service; print what is missing and the command that fixes it.
+#[derive(clap::Args)]
+pub struct Doctor {
+    #[arg(long)]
+    json: bool,
+}
+
+impl Doctor {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        doctor(ctx.sh, &ctx.global, &ctx.target, self.json)
+    }
+}
+
+/// Install or start what is missing: MicroK8s, its addons, the namespace, MinIO and Postgres.
+#[derive(clap::Args)]
+pub struct Bootstrap {
+    /// Do not ask before steps that run sudo.
+    #[arg(long)]
+    yes: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl Bootstrap {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        bootstrap(ctx.sh, &ctx.global, &ctx.target, self.yes, self.dry_run)
+    }
 }
 
 /// The MinIO and Postgres objects as `bootstrap` applies them, credentials as placeholders.
@@ -690,7 +712,7 @@ fn platform_values(c: &Cluster, global: &Global) -> Result<PlatformValues> {
         bail!("no store credentials: the credentials step did not run")
     };
     let db =
-        host_database_url(global)?.context("no database URL: the credentials step did not run")?;
+        global.database_url()?.context("no database URL: the credentials step did not run")?;
     let pw = db
         .expose()
         .split_once("://")
@@ -736,7 +758,7 @@ fn verify(c: &Cluster, global: &Global) -> Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-    let db = host_database_url(global)?.context("no database URL configured")?;
+    let db = global.database_url()?.context("no database URL configured")?;
     loop {
         match database_reachable(&db) {
             Ok(_) => break,

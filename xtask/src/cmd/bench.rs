@@ -9,7 +9,35 @@ use aether_artifact::unpack::{unpack_verified, Limits};
 use anyhow::{Context, Result};
 use xshell::{cmd, Shell};
 
-pub fn run(sh: &Shell, files: usize, runs: usize, cycles: usize) -> Result<()> {
+/// Print packing and unpacking figures next to tar+gzip, and edit-to-served times, on the same
+/// machine; with --cluster, hot-patch to served on a real cluster.
+#[derive(clap::Args)]
+pub struct Bench {
+    /// Files in the generated node_modules-like tree.
+    #[arg(long, default_value_t = 7000)]
+    files: usize,
+    /// Repetitions of each measurement (the minimum is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Edit-to-served cycles on the local target (0 skips it).
+    #[arg(long, default_value_t = 20)]
+    cycles: usize,
+    /// Instead: hot-patch → served on the cluster KUBECONFIG names (10 cycles).
+    #[arg(long)]
+    cluster: bool,
+}
+
+impl Bench {
+    pub fn run(self, ctx: &super::Ctx) -> Result<()> {
+        if self.cluster {
+            cluster(ctx.sh, 10)
+        } else {
+            run(ctx.sh, self.files, self.runs, self.cycles)
+        }
+    }
+}
+
+fn run(sh: &Shell, files: usize, runs: usize, cycles: usize) -> Result<()> {
     let work = tempfile::Builder::new().prefix("aether-bench-").tempdir()?;
     let tree = work.path().join("tree");
     let (n, bytes) = generate_tree(&tree, files)?;
@@ -29,13 +57,10 @@ pub fn run(sh: &Shell, files: usize, runs: usize, cycles: usize) -> Result<()> {
     let packed = packed.expect("ran at least once");
 
     let base_tgz = work.path().join("base.tar.gz");
-    let script = format!(
-        "cd '{}' && tar -cf - . | gzip -6 > '{}' && sha256sum '{}' >/dev/null",
-        tree.display(),
-        base_tgz.display(),
-        base_tgz.display()
-    );
-    let base = min_time(runs, || Ok(cmd!(sh, "sh -c {script}").quiet().run()?))?;
+    let base = min_time(runs, || {
+        tar_gzip(&tree, &base_tgz)?;
+        Ok(cmd!(sh, "sha256sum {base_tgz}").quiet().ignore_stdout().run()?)
+    })?;
     let base_size = fs::metadata(&base_tgz)?.len();
 
     println!();
@@ -101,7 +126,7 @@ pub fn run(sh: &Shell, files: usize, runs: usize, cycles: usize) -> Result<()> {
 /// the first HTTP response from the restarted app. The floor is a node restart.
 fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
     use crate::config::Global;
-    use crate::local::Local;
+    use crate::target::{local::Local, DeployOpts, Target};
     use aether_artifact::AppName;
     let global = Global {
         project_dir: Some(work.join("project")),
@@ -111,22 +136,16 @@ fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
     let dir = work.join("project/app");
     crate::sample::ensure(&dir)?;
     let local = Local::new(&global);
-    let target = crate::target::TargetArgs {
-        target: Some(crate::target::Target::Local),
-        context: None,
-        namespace: crate::manifests::NAMESPACE.into(),
-    };
-    crate::deploy::run(
-        sh,
+    super::deploy::deploy(
+        &local,
         &global,
-        &target,
         &app,
-        Some(&dir),
+        &dir,
         Duration::from_secs(60),
-        None,
+        &DeployOpts::default(),
     )?;
     let store = local.store()?;
-    let result = (|| -> Result<Vec<crate::dev::Cycle>> {
+    let result = (|| -> Result<Vec<super::dev::Cycle>> {
         let mut out = Vec::new();
         let src = dir.join("server.js");
         let original = fs::read_to_string(&src)?;
@@ -138,18 +157,18 @@ fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
                     &format!("const VERSION = 'bench-{i}'"),
                 ),
             )?;
-            let c = crate::dev::cycle(&local, &store, &global, &app, &dir, Instant::now())?;
+            let c = super::dev::cycle(&local, &store, &global, &app, &dir, Instant::now())?;
             out.push(c);
         }
         Ok(out)
     })();
-    local.down(&app)?;
+    Target::down(&local, &app)?;
     let mut cs = result?;
     let node_floor = min_time(5, || Ok(cmd!(sh, "node -e 0").quiet().run()?))?;
     cs.sort_by_key(|c| c.total);
     let pct = |p: f64| cs[((cs.len() as f64 - 1.0) * p).round() as usize].total;
     let sum =
-        |f: fn(&crate::dev::Cycle) -> Duration| cs.iter().map(f).sum::<Duration>().as_secs_f64();
+        |f: fn(&super::dev::Cycle) -> Duration| cs.iter().map(f).sum::<Duration>().as_secs_f64();
     let all = sum(|c| c.total);
     println!();
     println!(
@@ -179,7 +198,7 @@ fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
 /// from the start of the `hot-patch` command as a user runs it, split by the fetcher's own
 /// timestamps into kubectl calls, the kubelet's volume refresh, fetch + swap, and restart +
 /// first response.
-pub fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
+fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
     let work = tempfile::Builder::new().prefix("aether-bench-").tempdir()?;
     let project = work.path().join("project");
     let dir = project.join("app");
@@ -317,6 +336,25 @@ pub fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
         "  floor in the same run: one `kubectl get` {:.0} ms",
         secs(kubectl_floor) * 1000.0
     );
+    Ok(())
+}
+
+/// The baseline `tar -cf - . | gzip -6 > out`, as two processes joined by a pipe (no shell).
+fn tar_gzip(tree: &Path, out: &Path) -> Result<()> {
+    use std::process::{Command, Stdio};
+    let mut tar = Command::new("tar")
+        .args(["-cf", "-", "."])
+        .current_dir(tree)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running tar")?;
+    let gz = Command::new("gzip")
+        .arg("-6")
+        .stdin(tar.stdout.take().expect("piped"))
+        .stdout(fs::File::create(out)?)
+        .status()
+        .context("running gzip")?;
+    anyhow::ensure!(tar.wait()?.success() && gz.success(), "tar | gzip failed");
     Ok(())
 }
 

@@ -6,16 +6,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use aether_artifact::store::{Store, StoreConfig};
-use aether_artifact::{keys, AppName, Digest};
+use aether_artifact::store::StoreConfig;
+use aether_artifact::{keys, release, AppName, Digest};
 use anyhow::{bail, Context, Result};
 use xshell::Shell;
 
 use crate::config::Global;
-use crate::kube::{release_configmap, AppObjects, ApplyError, Flavor, Kube};
+pub mod kube;
+
+use kube::{AppObjects, ApplyError, Flavor, Kube};
 use crate::manifests::{self, AppValues, StoreValues};
 use crate::release::Release;
-use crate::target::{Target, TargetArgs};
+use crate::target::{DeployOpts, Kind, PodStatus, Published, Running, Target, TargetArgs};
 
 /// Host side of the MinIO that `bootstrap` deploys (its NodePort).
 pub const DEFAULT_HOST_ENDPOINT: &str = "http://127.0.0.1:30900";
@@ -23,21 +25,6 @@ pub const DEFAULT_HOST_ENDPOINT: &str = "http://127.0.0.1:30900";
 /// Cluster side of the same MinIO, as pods in `ns` reach it (bootstrap deploys it there).
 pub fn minio_cluster_endpoint(ns: &str) -> String {
     format!("http://minio.{ns}.svc.cluster.local:9000")
-}
-
-/// Where `sidecar-image` writes the fetcher's OCI archive.
-pub fn image_archive() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("AETHER_FETCHER_IMAGE_ARCHIVE") {
-        return p.into();
-    }
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf();
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| ws.join("target"))
-        .join("aether-fetcher-image.tar")
 }
 
 /// The fetcher image the pods run: `AETHER_FETCHER_IMAGE` (one pushed to a registry), else
@@ -49,7 +36,7 @@ pub fn fetcher_image() -> Result<String> {
     {
         return Ok(i);
     }
-    let archive = image_archive();
+    let archive = crate::image::image_archive();
     if archive.exists() {
         return crate::image::reference_in(&archive);
     }
@@ -62,9 +49,9 @@ pub struct Cluster<'a> {
 }
 
 impl<'a> Cluster<'a> {
-    pub fn new(sh: &'a Shell, global: &Global, target: &TargetArgs, t: Target) -> Cluster<'a> {
+    pub fn new(sh: &'a Shell, global: &Global, target: &TargetArgs, t: Kind) -> Cluster<'a> {
         let flavor = match t {
-            Target::Microk8s => Flavor::Microk8s,
+            Kind::Microk8s => Flavor::Microk8s,
             _ => Flavor::Kube {
                 context: target.context.clone(),
             },
@@ -81,7 +68,7 @@ impl<'a> Cluster<'a> {
 
     /// The store as this machine reaches it: the configured one, else the embedded store
     /// (started, listening on the node's address too, when it is not running).
-    pub fn store_config(&self) -> Result<StoreConfig> {
+    fn host_store_config(&self) -> Result<StoreConfig> {
         let layers = self.global.store_layers()?;
         if layers.endpoint.is_some() {
             return layers.finish().map_err(anyhow::Error::msg);
@@ -91,10 +78,6 @@ impl<'a> Cluster<'a> {
             None => crate::embedded::ensure(&self.embedded_dir(), Some(self.node_ip()?))?,
         };
         e.partial().or(layers).finish().map_err(anyhow::Error::msg)
-    }
-
-    pub fn store(&self) -> Result<Store> {
-        Ok(Store::new(self.store_config()?)?)
     }
 
     /// The store as this machine reaches it, and its endpoint as pods reach it.
@@ -175,22 +158,17 @@ impl<'a> Cluster<'a> {
         })
     }
 
-    /// The release recorded in the app's ConfigMap (`None` when the app was never deployed).
-    pub fn release(&self, app: &AppName) -> Result<Option<Release>> {
-        release_of(&self.kube.app_objects(app.as_str())?)
-    }
-
     /// The one release-update sequence of the cluster: read the app's objects, compute the next
     /// release, write the ConfigMap conditioned on the `resourceVersion` read (a concurrent
     /// change makes it re-read and retry, so generations never collide), then annotate every
     /// live pod so the kubelet refreshes both volumes at once.
-    fn publish(
+    fn publish_release(
         &self,
         app: &AppName,
-        mut next_of: impl FnMut(&Release) -> Result<Option<Release>>,
-    ) -> Result<Option<(Release, Vec<String>)>> {
+        next_of: &mut dyn FnMut(&Release) -> Result<Option<Release>>,
+    ) -> Result<Option<Published>> {
         const ATTEMPTS: u32 = 40;
-        let name = release_configmap(app.as_str());
+        let name = release::configmap_name(app.as_str());
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 // Writers that collided must not collide again in lockstep: a random pause.
@@ -236,82 +214,33 @@ impl<'a> Cluster<'a> {
                 .filter_map(|p| p.metadata.name.as_deref())
                 .collect();
             self.kube.annotate(&pods, &pod_annotations(&next))?;
-            return Ok(Some((next, pods.into_iter().map(String::from).collect())));
+            return Ok(Some(Published {
+                release: next,
+                signalled: pods.into_iter().map(String::from).collect(),
+            }));
         }
         bail!("configmap/{name} changed {ATTEMPTS} times while updating it: retry when other hot-patches are done")
-    }
-
-    pub fn hot_patch(&self, app: &AppName, digest: Digest, wait: Option<Duration>) -> Result<()> {
-        let store = self.store()?;
-        crate::upload::require_in_store(&store, app, &digest)?;
-        let Some((next, pods)) = self.publish(app, |cur| Ok(cur.next_or_say(app, digest)))? else {
-            return Ok(());
-        };
-        self.report(app, &next, pods, wait)
-    }
-
-    pub fn rollback(
-        &self,
-        app: &AppName,
-        to: Option<Digest>,
-        wait: Option<Duration>,
-    ) -> Result<()> {
-        let store = self.store()?;
-        let Some((next, pods)) = self.publish(app, |cur| {
-            let dest = cur.rollback_target(to)?;
-            crate::upload::require_in_store(&store, app, &dest)?;
-            Ok(Some(cur.rollback_to(app, dest)))
-        })?
-        else {
-            return Ok(());
-        };
-        self.report(app, &next, pods, wait)
-    }
-
-    fn report(
-        &self,
-        app: &AppName,
-        next: &Release,
-        pods: Vec<String>,
-        wait: Option<Duration>,
-    ) -> Result<()> {
-        let digest = next.digest.expect("a release names a digest");
-        if pods.is_empty() {
-            eprintln!("release {app}: {} generation {}; no live pod to signal (new pods start from the ConfigMap)", digest.short(), next.generation);
-        } else {
-            eprintln!(
-                "signalled {} pod(s) of {app}: {}",
-                pods.len(),
-                pods.join(", ")
-            );
-        }
-        if let Some(w) = wait {
-            self.wait_synced(app, &digest, w)?;
-            eprintln!("every pod of {app} serves {}", digest.short());
-        }
-        println!("generation={}", next.generation);
-        println!("digest={digest}");
-        Ok(())
     }
 
     /// Waits until every live pod's fetcher reports `digest` live.
     pub fn wait_synced(&self, app: &AppName, digest: &Digest, timeout: Duration) -> Result<()> {
         let t0 = std::time::Instant::now();
         loop {
-            let statuses = self.pod_statuses(app)?;
+            let statuses = self.statuses(app)?;
             let behind: Vec<String> = statuses
                 .iter()
-                .filter(|(_, s)| !s.as_ref().is_ok_and(|s| s["digest"] == digest.to_string()))
-                .map(|(p, s)| match s {
-                    Ok(s) => format!(
-                        "{p} serves {}{}",
-                        s["digest"].as_str().unwrap_or("nothing"),
-                        s["last_error"]
-                            .as_str()
+                .filter(|p| !p.status.as_ref().is_some_and(|s| s.digest == Some(*digest)))
+                .map(|p| match (&p.status, &p.error) {
+                    (Some(s), _) => format!(
+                        "{} serves {}{}",
+                        p.pod,
+                        s.digest.map(|d| d.short()).unwrap_or_else(|| "nothing".into()),
+                        s.last_error
+                            .as_deref()
                             .map(|e| format!(" (last error: {e})"))
                             .unwrap_or_default()
                     ),
-                    Err(e) => format!("{p}: {e:#}"),
+                    (None, e) => format!("{}: {}", p.pod, e.as_deref().unwrap_or("no status")),
                 })
                 .collect();
             if !statuses.is_empty() && behind.is_empty() {
@@ -332,25 +261,10 @@ impl<'a> Cluster<'a> {
         }
     }
 
-    /// Each live pod's fetcher status (as `aether-fetcher status` prints it), or why it could
-    /// not be read.
-    fn pod_statuses(&self, app: &AppName) -> Result<Vec<(String, Result<serde_json::Value>)>> {
-        let objs = self.kube.app_objects(app.as_str())?;
-        Ok(objs
-            .live_pods()
-            .into_iter()
-            .filter_map(|p| p.metadata.name.clone())
-            .map(|name| {
-                let st = self.kube.fetcher_status(&name);
-                (name, st)
-            })
-            .collect())
-    }
-
     /// Makes sure every node can run the fetcher image: MicroK8s imports the archive itself;
     /// any other cluster runs the user's import command (`--image-import`).
     fn ensure_image(&self, image: &str, import: Option<&str>) -> Result<()> {
-        let archive = image_archive();
+        let archive = crate::image::image_archive();
         let present = if self.kube.flavor == Flavor::Microk8s {
             self.kube.images()?.iter().any(|i| i == image)
         } else {
@@ -413,90 +327,6 @@ impl<'a> Cluster<'a> {
         Ok(())
     }
 
-    pub fn deploy(
-        &self,
-        app: &AppName,
-        dir: &Path,
-        timeout: Duration,
-        image_import: Option<&str>,
-    ) -> Result<()> {
-        let (store, pods_endpoint) = self.stores()?;
-        let st = Store::new(store.clone())?;
-        let up = crate::upload::upload(&st, &self.global, app, dir, 3600, true)?;
-        eprintln!("{}", up.summary());
-        let image = fetcher_image()?;
-        self.ensure_image(&image, image_import)?;
-        let objs = self.kube.app_objects(app.as_str())?;
-        let current = release_of(&objs)?.unwrap_or_default();
-        let next = current.next(up.digest);
-        let release = next.clone().unwrap_or_else(|| current.clone());
-        let all = manifests::render_app(&self.values(app, &release, &store, pods_endpoint)?)?;
-        self.kube.apply(&all)?;
-        if let Some(next) = &next {
-            // Pods of an earlier deploy pick the new release up without a rollout.
-            let pods: Vec<&str> = objs
-                .live_pods()
-                .into_iter()
-                .filter_map(|p| p.metadata.name.as_deref())
-                .collect();
-            self.kube.annotate(&pods, &pod_annotations(next))?;
-            if !pods.is_empty() {
-                eprintln!("signalled {} running pod(s)", pods.len());
-            }
-        }
-        // The Deployment's own rollout: only pods of its current ReplicaSet count, not those of
-        // an earlier Deployment of the same name that are still terminating.
-        let t0 = std::time::Instant::now();
-        if let Err(e) = self
-            .kube
-            .rollout_status(&format!("deployment/{app}"), timeout.as_secs())
-            .and_then(|()| self.wait_synced(app, &up.digest, timeout.saturating_sub(t0.elapsed())))
-        {
-            bail!(
-                "{e:#}\n--- diagnosis ---\n{}",
-                self.kube.diagnose(app.as_str())
-            );
-        }
-        let port = self
-            .kube
-            .service(app.as_str())?
-            .and_then(|s| s.spec)
-            .and_then(|s| s.ports)
-            .and_then(|p| p.first().and_then(|p| p.node_port));
-        eprintln!("{app} is running {}", up.digest.short());
-        if let Some(port) = port {
-            println!("url=http://127.0.0.1:{port}/");
-        }
-        println!("digest={}", up.digest);
-        Ok(())
-    }
-
-    /// The wanted release and each live pod's fetcher status. Fails when a pod's status cannot
-    /// be read or a pod does not serve the wanted digest, naming the pod and why.
-    pub fn status(&self, app: &AppName, json: bool) -> Result<()> {
-        let desired = self.release(app)?.unwrap_or_default();
-        let mut pods = Vec::new();
-        for (name, st) in self.pod_statuses(app)? {
-            let mut v = st.unwrap_or_else(|e| serde_json::json!({ "error": format!("{e:#}") }));
-            v["pod"] = serde_json::json!(name);
-            pods.push(v);
-        }
-        crate::hot::print_status(app, "cluster", &desired, &pods, json)
-    }
-
-    pub fn logs(&self, app: &AppName, fetcher: bool, follow: bool) -> Result<()> {
-        let container = if fetcher { "aether-fetcher" } else { "app" };
-        self.kube
-            .cmd_logs(app.as_str(), container, follow)
-            .run()
-            .context("streaming logs")?;
-        Ok(())
-    }
-
-    pub fn down(&self, app: &AppName) -> Result<()> {
-        self.kube.delete_app(app.as_str())
-    }
-
     /// The manifests for review or GitOps. Credentials are placeholders: they never go to stdout.
     pub fn render(&self, app: &AppName, digest: Digest) -> Result<String> {
         let release = Release::default()
@@ -518,7 +348,7 @@ impl<'a> Cluster<'a> {
             access_key: "REPLACE_ME".into(),
             secret_key: aether_artifact::store::Secret::new("REPLACE_ME"),
         };
-        manifests::render_app(&self.values(app, &release, &store, pods_endpoint)?)
+        manifests::render_app(&self.values(app, &release, &store, pods_endpoint)?, true)
     }
 
     /// `k8s-start`: MicroK8s ready, addons on, namespace present. Says when nothing changed.
@@ -587,4 +417,93 @@ pub fn import_command(template: &str, archive: &Path) -> Result<Vec<String>> {
         .into_iter()
         .map(|w| w.replace("{archive}", &archive.display().to_string()))
         .collect())
+}
+
+impl Target for Cluster<'_> {
+    fn name(&self) -> &'static str {
+        "cluster"
+    }
+
+    fn store_config(&self) -> Result<StoreConfig> {
+        self.host_store_config()
+    }
+
+    fn release(&self, app: &AppName) -> Result<Option<Release>> {
+        release_of(&self.kube.app_objects(app.as_str())?)
+    }
+
+    fn publish(
+        &self,
+        app: &AppName,
+        next_of: &mut dyn FnMut(&Release) -> Result<Option<Release>>,
+    ) -> Result<Option<Published>> {
+        self.publish_release(app, next_of)
+    }
+
+    /// Applies the app's objects (server-side, one field manager). The release ConfigMap is
+    /// part of them only when it does not exist yet: an existing one changes only through
+    /// [`Target::publish`], conditioned on what was read.
+    fn ensure_running(&self, app: &AppName, first: &Release, opts: &DeployOpts) -> Result<Running> {
+        let (store, pods_endpoint) = self.stores()?;
+        let image = fetcher_image()?;
+        self.ensure_image(&image, opts.image_import.as_deref())?;
+        let objs = self.kube.app_objects(app.as_str())?;
+        let release = release_of(&objs)?;
+        let values = self.values(app, release.as_ref().unwrap_or(first), &store, pods_endpoint)?;
+        self.kube
+            .apply(&manifests::render_app(&values, release.is_none())?)?;
+        let port = self
+            .kube
+            .service(app.as_str())?
+            .and_then(|s| s.spec)
+            .and_then(|s| s.ports)
+            .and_then(|p| p.first().and_then(|p| p.node_port));
+        Ok(Running {
+            url: port.map(|p| format!("http://127.0.0.1:{p}/")),
+        })
+    }
+
+    /// The Deployment's own rollout first: only pods of its current ReplicaSet count, not those
+    /// of an earlier Deployment of the same name that are still terminating. Then every live
+    /// pod's fetcher must report the digest. A failure comes with a diagnosis.
+    fn wait_served(&self, app: &AppName, digest: &Digest, timeout: Duration) -> Result<()> {
+        let t0 = std::time::Instant::now();
+        self.kube
+            .rollout_status(&format!("deployment/{app}"), timeout.as_secs())
+            .and_then(|()| self.wait_synced(app, digest, timeout.saturating_sub(t0.elapsed())))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{e:#}\n--- diagnosis ---\n{}",
+                    self.kube.diagnose(app.as_str())
+                )
+            })
+    }
+
+    fn statuses(&self, app: &AppName) -> Result<Vec<PodStatus>> {
+        let objs = self.kube.app_objects(app.as_str())?;
+        Ok(objs
+            .live_pods()
+            .into_iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .map(|name| {
+                let st = self.kube.fetcher_status(&name);
+                PodStatus::new(name, None, st)
+            })
+            .collect())
+    }
+
+    fn logs(&self, app: &AppName, fetcher: bool, follow: bool) -> Result<()> {
+        let container = if fetcher { "aether-fetcher" } else { "app" };
+        self.kube
+            .cmd_logs(app.as_str(), container, follow)
+            .run()
+            .context("streaming logs")?;
+        Ok(())
+    }
+
+    fn down(&self, app: &AppName) -> Result<()> {
+        self.kube.delete_app(app.as_str())?;
+        eprintln!("deleted the Deployment, Service and release ConfigMap of {app}");
+        Ok(())
+    }
 }

@@ -1,0 +1,122 @@
+//! The contracts between the xtask, the templates and the fetcher that are not about the
+//! artifact's bytes: the release ConfigMap, the fetcher's environment and its status. Each
+//! name exists here once; the `tidy` test fails when another file restates one.
+
+use std::path::PathBuf;
+
+use crate::Digest;
+
+/// The release ConfigMap (and the local target's release directory, written the same way).
+pub mod release {
+    /// Data keys.
+    pub const DIGEST: &str = "digest";
+    pub const GENERATION: &str = "generation";
+    pub const HISTORY: &str = "history";
+    /// Every key, in the order the ConfigMap lists them.
+    pub const KEYS: [&str; 3] = [DIGEST, GENERATION, HISTORY];
+
+    /// The ConfigMap's name for an app.
+    pub fn configmap_name(app: &str) -> String {
+        format!("{app}{SUFFIX}")
+    }
+    const SUFFIX: &str = "-release";
+}
+
+/// The fetcher's environment: every flag of `aether-fetcher` is mirrored by one of these
+/// variables (git-sync style). The deployment template, the local target and the fetcher's own
+/// flag parser all take the names from here.
+#[derive(Debug, Clone, Default)]
+pub struct FetcherEnv {
+    pub root: Option<PathBuf>,
+    pub annotations_file: Option<PathBuf>,
+    pub release_dir: Option<PathBuf>,
+    pub app: Option<String>,
+    pub period: Option<String>,
+    pub http_bind: Option<String>,
+}
+
+impl FetcherEnv {
+    pub const ROOT: &'static str = "AETHER_FETCHER_ROOT";
+    pub const ANNOTATIONS_FILE: &'static str = "AETHER_FETCHER_ANNOTATIONS_FILE";
+    pub const RELEASE_DIR: &'static str = "AETHER_FETCHER_RELEASE_DIR";
+    pub const APP: &'static str = "AETHER_FETCHER_APP";
+    pub const PERIOD: &'static str = "AETHER_FETCHER_PERIOD";
+    pub const TIMEOUT: &'static str = "AETHER_FETCHER_TIMEOUT";
+    pub const MAX_BACKOFF: &'static str = "AETHER_FETCHER_MAX_BACKOFF";
+    pub const KEEP: &'static str = "AETHER_FETCHER_KEEP";
+    pub const GC_GRACE: &'static str = "AETHER_FETCHER_GC_GRACE";
+    pub const MAX_FAILURES: &'static str = "AETHER_FETCHER_MAX_FAILURES";
+    pub const ONE_TIME: &'static str = "AETHER_FETCHER_ONE_TIME";
+    pub const HTTP_BIND: &'static str = "AETHER_FETCHER_HTTP_BIND";
+    pub const MAX_BYTES: &'static str = "AETHER_FETCHER_MAX_BYTES";
+    pub const MAX_ENTRIES: &'static str = "AETHER_FETCHER_MAX_ENTRIES";
+    pub const INSTALL_RUNNER: &'static str = "AETHER_FETCHER_INSTALL_RUNNER";
+    /// `aether-run`'s grace period after the first stop signal.
+    pub const RUN_GRACE: &'static str = "AETHER_RUN_GRACE";
+
+    /// The variables that are set, as (name, value) pairs.
+    pub fn vars(&self) -> Vec<(&'static str, String)> {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        [
+            (Self::ROOT, path(&self.root)),
+            (Self::ANNOTATIONS_FILE, path(&self.annotations_file)),
+            (Self::RELEASE_DIR, path(&self.release_dir)),
+            (Self::APP, self.app.clone()),
+            (Self::PERIOD, self.period.clone()),
+            (Self::HTTP_BIND, self.http_bind.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+    }
+}
+
+/// What a fetcher reports: served on `/status`, written to `<root>/.fetcher/state.json` and
+/// printed by `aether-fetcher status`; parsed by `hot-status` on every target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    pub app: Option<String>,
+    pub digest: Option<Digest>,
+    pub generation: Option<u64>,
+    /// RFC 3339, when the live release was published.
+    pub fetched_at: Option<String>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    pub ready: bool,
+    pub syncs: u64,
+    pub failures: u64,
+    pub bytes: u64,
+    pub last_sync_ms: u64,
+    /// Unix ms when the pass that published the live release started: the moment the fetcher
+    /// saw the new wanted state (a reload's trace: signalled → seen → published → served).
+    #[serde(default)]
+    pub seen_at_ms: Option<u64>,
+    /// Unix ms when the live release was published (`current` swapped, trigger written).
+    #[serde(default)]
+    pub published_at_ms: Option<u64>,
+    /// Releases on disk that are no longer live, with when they stopped being live (unix ms).
+    #[serde(default)]
+    pub retired: Vec<(Digest, u64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(release::configmap_name("demo"), "demo-release");
+        let env = FetcherEnv {
+            app: Some("demo".into()),
+            root: Some("/work".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            env.vars(),
+            [
+                ("AETHER_FETCHER_ROOT", "/work".to_string()),
+                ("AETHER_FETCHER_APP", "demo".to_string())
+            ]
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! `hot-patch`, `rollback`, `hot-status`, `logs`, `down`: change or inspect what a running app
+//! serves, without restarting its pod. Written once against the `Target` trait.
+
+use std::time::Duration;
+
+use aether_artifact::{AppName, Digest};
+use anyhow::{bail, Result};
+
+use super::upload::require_in_store;
+use super::Ctx;
+use crate::release::Release;
+use crate::target::{PodStatus, Published, Target};
+
+/// Make a running app switch to an uploaded digest, without restarting its pod.
+#[derive(clap::Args)]
+pub struct HotPatch {
+    app: AppName,
+    #[arg(value_parser = crate::parse_digest)]
+    digest: Digest,
+    /// Wait (up to this many seconds) until every pod serves the new version.
+    #[arg(long)]
+    wait: Option<u64>,
+}
+
+impl HotPatch {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let t = ctx.target();
+        // Refuse before anything changes: a digest the fetcher cannot fetch would only fail later.
+        require_in_store(&t.store()?, &self.app, &self.digest)?;
+        let p = t.publish(&self.app, &mut |cur| {
+            Ok(cur.next_or_say(&self.app, self.digest))
+        })?;
+        report(&*t, &self.app, p, self.wait)
+    }
+}
+
+/// Go back to the previous digest (or --to one), as a new generation.
+#[derive(clap::Args)]
+pub struct Rollback {
+    app: AppName,
+    #[arg(long, value_parser = crate::parse_digest)]
+    to: Option<Digest>,
+    /// Wait (up to this many seconds) until every pod serves it.
+    #[arg(long)]
+    wait: Option<u64>,
+}
+
+impl Rollback {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let t = ctx.target();
+        let store = t.store()?;
+        let p = t.publish(&self.app, &mut |cur| {
+            let dest = cur.rollback_target(self.to)?;
+            require_in_store(&store, &self.app, &dest)?;
+            Ok(Some(cur.rollback_to(&self.app, dest)))
+        })?;
+        report(&*t, &self.app, p, self.wait)
+    }
+}
+
+/// Says whom a publish reached, waits when asked, prints `generation=` and `digest=`.
+fn report(t: &dyn Target, app: &AppName, p: Option<Published>, wait: Option<u64>) -> Result<()> {
+    let Some(p) = p else {
+        return Ok(());
+    };
+    let digest = p.release.digest.expect("a release names a digest");
+    if p.signalled.is_empty() {
+        eprintln!(
+            "release {app}: {} generation {}; no live pod to signal (`cargo xtask deploy-sample {app}` starts one; new pods start from the release)",
+            digest.short(),
+            p.release.generation
+        );
+    } else {
+        eprintln!(
+            "signalled {} pod(s) of {app}: {}",
+            p.signalled.len(),
+            p.signalled.join(", ")
+        );
+        if let Some(w) = wait {
+            t.wait_served(app, &digest, Duration::from_secs(w))?;
+            eprintln!("{app} is serving {} everywhere", digest.short());
+        }
+    }
+    println!("generation={}", p.release.generation);
+    println!("digest={digest}");
+    Ok(())
+}
+
+/// The wanted release and what each pod's fetcher reports; exit 1 unless every pod serves it.
+#[derive(clap::Args)]
+pub struct HotStatus {
+    app: AppName,
+    #[arg(long)]
+    json: bool,
+}
+
+impl HotStatus {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        let t = ctx.target();
+        let desired = t.release(&self.app)?.unwrap_or_default();
+        let pods = t.statuses(&self.app)?;
+        print_status(&self.app, t.name(), &desired, &pods, self.json)
+    }
+}
+
+#[derive(serde::Serialize)]
+struct StatusJson<'a> {
+    app: String,
+    target: &'a str,
+    desired: &'a Release,
+    pods: &'a [PodStatus],
+}
+
+/// Prints the wanted release and, per pod, what its fetcher reports. Fails (after printing)
+/// when a pod's status is unreadable or a pod does not serve the wanted digest.
+fn print_status(
+    app: &AppName,
+    target: &str,
+    desired: &Release,
+    pods: &[PodStatus],
+    json: bool,
+) -> Result<()> {
+    if json {
+        let st = StatusJson {
+            app: app.to_string(),
+            target,
+            desired,
+            pods,
+        };
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return out_of_sync(app, desired, pods);
+    }
+    let d = desired
+        .digest
+        .map(|d| d.to_string())
+        .unwrap_or_else(|| "(none)".into());
+    println!("app {app}: wants {d} generation {}", desired.generation);
+    if pods.is_empty() {
+        println!("  no pod running");
+    }
+    for p in pods {
+        let Some(s) = &p.status else {
+            println!(
+                "  {}: status unavailable: {}",
+                p.pod,
+                p.error.as_deref().unwrap_or("?")
+            );
+            continue;
+        };
+        let live = s
+            .digest
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "(none)".into());
+        let in_sync = if live == d { "in sync" } else { "NOT in sync" };
+        println!(
+            "  {}: live {} generation {} fetched {} ({in_sync}){}",
+            p.pod,
+            live,
+            s.generation.map(|g| g.to_string()).unwrap_or_else(|| "-".into()),
+            s.fetched_at.as_deref().unwrap_or("never"),
+            s.last_error
+                .as_deref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    out_of_sync(app, desired, pods)
+}
+
+/// Ok only when there is a pod and every pod serves the wanted digest; else names each pod
+/// that does not, and why.
+fn out_of_sync(app: &AppName, desired: &Release, pods: &[PodStatus]) -> Result<()> {
+    let Some(want) = desired.digest else {
+        bail!("{app} has no wanted release: run `cargo xtask deploy-sample {app}`");
+    };
+    if pods.is_empty() {
+        bail!(
+            "no pod of {app} is running, so nothing serves {}",
+            want.short()
+        );
+    }
+    let bad: Vec<String> = pods
+        .iter()
+        .filter_map(|p| match &p.status {
+            None => Some(format!(
+                "{}: status unreadable: {}",
+                p.pod,
+                p.error.as_deref().unwrap_or("?")
+            )),
+            Some(s) if s.digest != Some(want) => Some(format!(
+                "{} serves {} instead{}",
+                p.pod,
+                s.digest.map(|d| d.short()).unwrap_or_else(|| "nothing".into()),
+                s.last_error
+                    .as_deref()
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            )),
+            Some(_) => None,
+        })
+        .collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{} of {} pod(s) of {app} do not serve {}: {}",
+        bad.len(),
+        pods.len(),
+        want.short(),
+        bad.join("; ")
+    )
+}
+
+/// Print the app's (or with --fetcher the fetcher's) log.
+#[derive(clap::Args)]
+pub struct Logs {
+    app: AppName,
+    #[arg(long)]
+    fetcher: bool,
+    /// Keep streaming.
+    #[arg(short, long)]
+    follow: bool,
+}
+
+impl Logs {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        ctx.target().logs(&self.app, self.fetcher, self.follow)
+    }
+}
+
+/// Stop the app (local: its processes, and the embedded store with the last app; cluster: its
+/// Deployment, Service and release ConfigMap).
+#[derive(clap::Args)]
+pub struct Down {
+    app: AppName,
+}
+
+impl Down {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        ctx.target().down(&self.app)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aether_artifact::Status;
+
+    /// hot-status's verdict: every pod must serve the wanted digest, and an unreadable pod is
+    /// named with its error.
+    #[test]
+    fn out_of_sync_names_each_pod_and_why() {
+        let app = AppName::parse("demo").unwrap();
+        let d = |c: char| Digest::parse(&c.to_string().repeat(64)).unwrap();
+        let want = Release::default().next(d('a')).unwrap();
+        let ok = |pod: &str| PodStatus {
+            pod: pod.into(),
+            url: None,
+            status: Some(Status {
+                digest: Some(d('a')),
+                ..Default::default()
+            }),
+            error: None,
+        };
+        assert!(out_of_sync(&app, &want, &[ok("p1"), ok("p2")]).is_ok());
+        assert!(out_of_sync(&app, &want, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("no pod"));
+        let behind = PodStatus {
+            status: Some(Status {
+                digest: Some(d('b')),
+                last_error: Some("digest mismatch".into()),
+                ..Default::default()
+            }),
+            ..ok("p2")
+        };
+        let gone = PodStatus::new("p3".into(), None, Err(anyhow::anyhow!("exec failed")));
+        let e = out_of_sync(&app, &want, &[ok("p1"), behind, gone])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("2 of 3 pod(s)"), "{e}");
+        assert!(e.contains("p2 serves bbbbbbbbbbbb instead (last error: digest mismatch)"), "{e}");
+        assert!(e.contains("p3: status unreadable: exec failed"), "{e}");
+    }
+}

@@ -1,0 +1,39 @@
+//! `cargo xtask package <dir> [-o FILE]`.
+
+use std::io;
+use std::path::PathBuf;
+
+use aether_artifact::pack;
+use anyhow::{Context, Result};
+
+use super::Ctx;
+use crate::package::{human_bytes, pack_to_file};
+
+/// Package a directory as a deterministic tar.gz and print its digest.
+#[derive(clap::Args)]
+pub struct Package {
+    dir: PathBuf,
+    /// Write the archive here (default: only compute the digest).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+impl Package {
+    pub fn run(self, _: &Ctx) -> Result<()> {
+        let packed = match &self.output {
+            Some(out) => pack_to_file(&self.dir, out)?,
+            None => pack::pack_dir(&self.dir, io::sink()).context("packaging")?,
+        };
+        eprintln!(
+            "packed {} entries, {} of content into {} compressed",
+            packed.entries,
+            human_bytes(packed.content_bytes),
+            human_bytes(packed.bytes)
+        );
+        if let Some(out) = &self.output {
+            println!("file={}", out.display());
+        }
+        println!("digest={}", packed.digest);
+        Ok(())
+    }
+}

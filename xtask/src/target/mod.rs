@@ -1,0 +1,159 @@
+//! Where apps run. A target is one type behind one trait, and every command is written once
+//! against [`Target`]: `local` (the pod's shape as processes on this machine) and `cluster`
+//! (MicroK8s or any kubeconfig context). A new target is one folder here plus one line in
+//! [`TargetArgs::open`].
+
+pub mod cluster;
+pub mod local;
+
+use std::time::Duration;
+
+use aether_artifact::store::{Store, StoreConfig};
+use aether_artifact::{AppName, Digest, Status};
+use anyhow::Result;
+use xshell::{cmd, Shell};
+
+use crate::config::Global;
+use crate::release::Release;
+
+pub trait Target {
+    /// For people and `--json`: `local` or `cluster`.
+    fn name(&self) -> &'static str;
+
+    /// The store as this machine reaches it: the configured one, else the embedded one.
+    fn store_config(&self) -> Result<StoreConfig>;
+
+    fn store(&self) -> Result<Store> {
+        Ok(Store::new(self.store_config()?)?)
+    }
+
+    /// The wanted release; `None` when the app was never deployed here.
+    fn release(&self, app: &AppName) -> Result<Option<Release>>;
+
+    /// The one release update: read the current release, compute the next with `next_of`
+    /// (`None`: nothing to do), write it where new pods start from, signal the live pods.
+    /// Safe against concurrent writers: generations never collide.
+    fn publish(
+        &self,
+        app: &AppName,
+        next_of: &mut dyn FnMut(&Release) -> Result<Option<Release>>,
+    ) -> Result<Option<Published>>;
+
+    /// Creates what is missing for the app to run; an app deployed for the first time starts
+    /// at `first`. Returns where it answers.
+    fn ensure_running(&self, app: &AppName, first: &Release, opts: &DeployOpts)
+        -> Result<Running>;
+
+    /// Waits until every live pod serves `digest` (fetched, published, the app answering).
+    fn wait_served(&self, app: &AppName, digest: &Digest, timeout: Duration) -> Result<()>;
+
+    /// Each live pod's fetcher status, or why it could not be read.
+    fn statuses(&self, app: &AppName) -> Result<Vec<PodStatus>>;
+
+    fn logs(&self, app: &AppName, fetcher: bool, follow: bool) -> Result<()>;
+
+    /// Stops the app; says what it did.
+    fn down(&self, app: &AppName) -> Result<()>;
+}
+
+/// What [`Target::publish`] wrote and whom it told.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub release: Release,
+    pub signalled: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Running {
+    pub url: Option<String>,
+}
+
+/// Options only some targets use when creating an app.
+#[derive(Debug, Clone, Default)]
+pub struct DeployOpts {
+    /// Command that loads the fetcher image into a cluster's nodes (`{archive}` replaced).
+    pub image_import: Option<String>,
+}
+
+/// One pod's fetcher as `hot-status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PodStatus {
+    pub pod: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl PodStatus {
+    pub fn new(pod: String, url: Option<String>, st: Result<Status>) -> PodStatus {
+        match st {
+            Ok(s) => PodStatus {
+                pod,
+                url,
+                status: Some(s),
+                error: None,
+            },
+            Err(e) => PodStatus {
+                pod,
+                url,
+                status: None,
+                error: Some(format!("{e:#}")),
+            },
+        }
+    }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Microk8s,
+    Kube,
+    Local,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct TargetArgs {
+    /// Where the app runs [default: microk8s when installed and running, else local]
+    #[arg(long, global = true, env = "AETHER_TARGET", value_enum)]
+    pub target: Option<Kind>,
+    /// kubeconfig context for the kube target (default: the current context).
+    #[arg(long, global = true, env = "AETHER_KUBE_CONTEXT")]
+    pub context: Option<String>,
+    /// Namespace of the apps on a cluster.
+    #[arg(long, global = true, env = "AETHER_NAMESPACE", default_value = crate::manifests::NAMESPACE)]
+    pub namespace: String,
+}
+
+impl TargetArgs {
+    /// The chosen kind, printed so a user always knows where a command went.
+    pub fn resolve(&self, sh: &Shell) -> Kind {
+        let (t, why) = match self.target {
+            Some(t) => (t, "chosen"),
+            None if microk8s_running(sh) => (Kind::Microk8s, "microk8s is installed and running"),
+            None => (
+                Kind::Local,
+                "no running microk8s found; pass --target kube for another cluster",
+            ),
+        };
+        eprintln!("target: {} ({why})", format!("{t:?}").to_lowercase());
+        t
+    }
+
+    /// The resolver: the one place that maps a kind to its implementation.
+    pub fn open<'a>(&self, sh: &'a Shell, global: &Global) -> Box<dyn Target + 'a> {
+        match self.resolve(sh) {
+            Kind::Local => Box::new(local::Local::new(global)),
+            k => Box::new(cluster::Cluster::new(sh, global, self, k)),
+        }
+    }
+}
+
+fn microk8s_running(sh: &Shell) -> bool {
+    cmd!(sh, "microk8s status --format short")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .is_ok_and(|s| !s.contains("not running"))
+}
