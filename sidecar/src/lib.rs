@@ -210,12 +210,13 @@ impl Fetcher {
             }
             return Ok(interval);
         }
-        let app = self
-            .cfg
-            .app
-            .clone()
-            .or(desired.app)
-            .ok_or_else(|| anyhow!("no app name: pass --app (AETHER_FETCHER_APP) or set the pod annotation aether.dev/app"))?;
+        let app = self.cfg.app.clone().or(desired.app).ok_or_else(|| {
+            anyhow!(
+                "no app name: pass --app ({}) or set the pod annotation {}",
+                aether_artifact::FetcherEnv::APP,
+                aether_artifact::keys::APP
+            )
+        })?;
         let app = AppName::parse(&app)?;
         self.sync(&app, &wanted)?;
         Ok(interval)

@@ -23,7 +23,7 @@ struct Cli {
     #[arg(
         long,
         env = FetcherEnv::ROOT,
-        default_value = "/work",
+        default_value = FetcherEnv::DEFAULT_ROOT,
         global = true
     )]
     root: PathBuf,
@@ -31,14 +31,14 @@ struct Cli {
     #[arg(
         long,
         env = FetcherEnv::ANNOTATIONS_FILE,
-        default_value = "/etc/podinfo/annotations"
+        default_value = FetcherEnv::DEFAULT_ANNOTATIONS_FILE
     )]
     annotations_file: PathBuf,
     /// The release ConfigMap, mounted as a directory (keys `digest`, `generation`).
     #[arg(
         long,
         env = FetcherEnv::RELEASE_DIR,
-        default_value = "/etc/aether/release"
+        default_value = FetcherEnv::DEFAULT_RELEASE_DIR
     )]
     release_dir: PathBuf,
     /// App name; defaults to the pod's `aether.dev/app` annotation.

@@ -29,9 +29,7 @@ pub struct Global {
 impl Global {
     /// The project directory: the flag, else the workspace this xtask was built from.
     pub fn project_dir(&self) -> PathBuf {
-        self.project_dir
-            .clone()
-            .unwrap_or_else(crate::project_root)
+        self.project_dir.clone().unwrap_or_else(crate::project_root)
     }
 
     /// The database URL the host uses (`AETHER_DATABASE_URL`, else bootstrap's config).

@@ -7,6 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use aether_artifact::FetcherEnv;
 use anyhow::{Context, Result};
 use flate2::{Compression, GzBuilder};
 use sha2::{Digest as _, Sha256};
@@ -28,9 +29,7 @@ pub struct ImageInfo {
 
 pub fn run(sh: &Shell, out: Option<&Path>) -> Result<()> {
     let bin = build_static(sh)?;
-    let out = out
-        .map(Path::to_path_buf)
-        .unwrap_or_else(image_archive);
+    let out = out.map(Path::to_path_buf).unwrap_or_else(image_archive);
     let info = write_archive(&bin, &out)?;
     eprintln!(
         "wrote {} ({} archive, binary {}): {}",
@@ -149,7 +148,11 @@ pub fn write_archive(binary: &Path, out: &Path) -> Result<ImageInfo> {
     let passwd = format!("nonroot:x:{UID}:{UID}:nonroot:/:/sbin/nologin\n");
     let group = format!("nonroot:x:{UID}:\n");
     let layer_tar = tar_of(&[
-        ("aether-fetcher", 0o755, Some(&bin)),
+        (
+            FetcherEnv::BIN_IN_IMAGE.trim_start_matches('/'),
+            0o755,
+            Some(&bin),
+        ),
         ("etc", 0o755, None),
         ("etc/group", 0o644, Some(group.as_bytes())),
         ("etc/passwd", 0o644, Some(passwd.as_bytes())),
@@ -167,7 +170,7 @@ pub fn write_archive(binary: &Path, out: &Path) -> Result<ImageInfo> {
         "os": "linux",
         "config": {
             "User": format!("{UID}:{UID}"),
-            "Entrypoint": ["/aether-fetcher"],
+            "Entrypoint": [FetcherEnv::BIN_IN_IMAGE],
             "WorkingDir": "/",
             "ExposedPorts": {"8081/tcp": {}},
             "Labels": {

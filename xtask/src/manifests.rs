@@ -79,10 +79,44 @@ pub struct AppValues {
     pub release: BTreeMap<String, String>,
 }
 
+/// Every name the templates share with the fetcher and the xtask, from the contract crate: a
+/// template never spells one itself (the `tidy` test checks).
+fn contract() -> serde_json::Value {
+    use aether_artifact::store::{
+        ENV_ACCESS_KEY, ENV_BUCKET, ENV_ENDPOINT, ENV_REGION, ENV_SECRET_KEY,
+    };
+    use aether_artifact::{keys, release, volume, FetcherEnv as E};
+    let root = E::DEFAULT_ROOT;
+    serde_json::json!({
+        "keys": {"app": keys::APP},
+        "release_keys": release::KEYS,
+        "fetcher_env": {"root": E::ROOT, "app": E::APP, "http_bind": E::HTTP_BIND},
+        "store_env": {
+            "endpoint": ENV_ENDPOINT, "region": ENV_REGION, "bucket": ENV_BUCKET,
+            "access_key": ENV_ACCESS_KEY, "secret_key": ENV_SECRET_KEY,
+        },
+        "paths": {
+            "root": root,
+            "annotations_dir": E::DEFAULT_ANNOTATIONS_DIR,
+            "annotations_item": E::ANNOTATIONS_ITEM,
+            "release_dir": E::DEFAULT_RELEASE_DIR,
+            "runner": format!("{root}/{}", volume::RUNNER),
+            "reload_dir": format!("{root}/{}", volume::RELOAD_DIR),
+        },
+    })
+}
+
 fn env() -> Result<Environment<'static>> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.add_filter("q", quote);
+    env.add_global(
+        "contract",
+        minijinja::Value::from(minijinja::value::Serde(contract())),
+    );
+    env.add_function("release_configmap", |app: String| {
+        aether_artifact::release::configmap_name(&app)
+    });
     for (name, src) in TEMPLATES {
         env.add_template(name, src)
             .with_context(|| format!("template manifests/{name}.yaml.j2"))?;

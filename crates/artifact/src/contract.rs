@@ -54,6 +54,17 @@ impl FetcherEnv {
     /// `aether-run`'s grace period after the first stop signal.
     pub const RUN_GRACE: &'static str = "AETHER_RUN_GRACE";
 
+    /// Defaults of the fetcher's flags: where a pod mounts the shared volume, the downward-API
+    /// volume and the release ConfigMap.
+    pub const DEFAULT_ROOT: &'static str = "/work";
+    pub const DEFAULT_ANNOTATIONS_DIR: &'static str = "/etc/podinfo";
+    /// The downward-API volume's item holding the pod's annotations.
+    pub const ANNOTATIONS_ITEM: &'static str = "annotations";
+    pub const DEFAULT_ANNOTATIONS_FILE: &'static str = "/etc/podinfo/annotations";
+    pub const DEFAULT_RELEASE_DIR: &'static str = "/etc/aether/release";
+    /// Where the fetcher binary sits in its image (a `FROM scratch` image has no PATH).
+    pub const BIN_IN_IMAGE: &'static str = "/aether-fetcher";
+
     /// The variables that are set, as (name, value) pairs.
     pub fn vars(&self) -> Vec<(&'static str, String)> {
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
@@ -102,6 +113,18 @@ pub struct Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_agree() {
+        assert_eq!(
+            FetcherEnv::DEFAULT_ANNOTATIONS_FILE,
+            format!(
+                "{}/{}",
+                FetcherEnv::DEFAULT_ANNOTATIONS_DIR,
+                FetcherEnv::ANNOTATIONS_ITEM
+            )
+        );
+    }
 
     #[test]
     fn names() {

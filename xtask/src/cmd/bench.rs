@@ -59,7 +59,10 @@ fn run(sh: &Shell, files: usize, runs: usize, cycles: usize) -> Result<()> {
     let base_tgz = work.path().join("base.tar.gz");
     let base = min_time(runs, || {
         tar_gzip(&tree, &base_tgz)?;
-        Ok(cmd!(sh, "sha256sum {base_tgz}").quiet().ignore_stdout().run()?)
+        Ok(cmd!(sh, "sha256sum {base_tgz}")
+            .quiet()
+            .ignore_stdout()
+            .run()?)
     })?;
     let base_size = fs::metadata(&base_tgz)?.len();
 
@@ -214,7 +217,7 @@ fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
                 "AETHER_TARGET",
                 std::env::var("AETHER_TARGET").unwrap_or_else(|_| "kube".into()),
             )
-            .env_remove("AETHER_S3_ENDPOINT")
+            .env_remove(aether_artifact::store::ENV_ENDPOINT)
             .output()?;
         anyhow::ensure!(
             out.status.success(),
@@ -265,6 +268,7 @@ fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
             }
             let total = t0.elapsed();
             let jsonpath = "jsonpath={.items[0].metadata.name}";
+            let fetcher = aether_artifact::FetcherEnv::BIN_IN_IMAGE;
             let pods = cmd!(
                 sh,
                 "kubectl -n {ns} get pods -l aether.dev/app=demo -o {jsonpath}"
@@ -274,7 +278,7 @@ fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
             let st: serde_json::Value = serde_json::from_str(
                 &cmd!(
                     sh,
-                    "kubectl -n {ns} exec {pods} -c aether-fetcher -- /aether-fetcher status"
+                    "kubectl -n {ns} exec {pods} -c aether-fetcher -- {fetcher} status"
                 )
                 .quiet()
                 .read()?,

@@ -38,7 +38,14 @@ impl DeploySample {
         let opts = DeployOpts {
             image_import: self.image_import.clone(),
         };
-        deploy(&*t, &ctx.global, &self.app, &dir, Duration::from_secs(self.timeout), &opts)?;
+        deploy(
+            &*t,
+            &ctx.global,
+            &self.app,
+            &dir,
+            Duration::from_secs(self.timeout),
+            &opts,
+        )?;
         Ok(())
     }
 }

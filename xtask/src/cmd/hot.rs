@@ -156,7 +156,9 @@ fn print_status(
             "  {}: live {} generation {} fetched {} ({in_sync}){}",
             p.pod,
             live,
-            s.generation.map(|g| g.to_string()).unwrap_or_else(|| "-".into()),
+            s.generation
+                .map(|g| g.to_string())
+                .unwrap_or_else(|| "-".into()),
             s.fetched_at.as_deref().unwrap_or("never"),
             s.last_error
                 .as_deref()
@@ -190,7 +192,9 @@ fn out_of_sync(app: &AppName, desired: &Release, pods: &[PodStatus]) -> Result<(
             Some(s) if s.digest != Some(want) => Some(format!(
                 "{} serves {} instead{}",
                 p.pod,
-                s.digest.map(|d| d.short()).unwrap_or_else(|| "nothing".into()),
+                s.digest
+                    .map(|d| d.short())
+                    .unwrap_or_else(|| "nothing".into()),
                 s.last_error
                     .as_deref()
                     .map(|e| format!(" (last error: {e})"))
@@ -280,7 +284,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("2 of 3 pod(s)"), "{e}");
-        assert!(e.contains("p2 serves bbbbbbbbbbbb instead (last error: digest mismatch)"), "{e}");
+        assert!(
+            e.contains("p2 serves bbbbbbbbbbbb instead (last error: digest mismatch)"),
+            "{e}"
+        );
         assert!(e.contains("p3: status unreadable: exec failed"), "{e}");
     }
 }

@@ -711,8 +711,9 @@ fn platform_values(c: &Cluster, global: &Global) -> Result<PlatformValues> {
     let (Some(ak), Some(sk)) = (store.access_key, store.secret_key) else {
         bail!("no store credentials: the credentials step did not run")
     };
-    let db =
-        global.database_url()?.context("no database URL: the credentials step did not run")?;
+    let db = global
+        .database_url()?
+        .context("no database URL: the credentials step did not run")?;
     let pw = db
         .expose()
         .split_once("://")
@@ -758,7 +759,9 @@ fn verify(c: &Cluster, global: &Global) -> Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-    let db = global.database_url()?.context("no database URL configured")?;
+    let db = global
+        .database_url()?
+        .context("no database URL configured")?;
     loop {
         match database_reachable(&db) {
             Ok(_) => break,

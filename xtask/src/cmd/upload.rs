@@ -44,7 +44,14 @@ impl HotUpload {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         // The target's store: the configured one, else the embedded store it brings.
         let store = ctx.target().store()?;
-        let up = upload(&store, &ctx.global, &self.app, &self.dir, self.url_expiry, !self.json)?;
+        let up = upload(
+            &store,
+            &ctx.global,
+            &self.app,
+            &self.dir,
+            self.url_expiry,
+            !self.json,
+        )?;
         if self.json {
             println!("{}", serde_json::to_string(&up)?);
             return Ok(());

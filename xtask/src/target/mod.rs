@@ -41,8 +41,7 @@ pub trait Target {
 
     /// Creates what is missing for the app to run; an app deployed for the first time starts
     /// at `first`. Returns where it answers.
-    fn ensure_running(&self, app: &AppName, first: &Release, opts: &DeployOpts)
-        -> Result<Running>;
+    fn ensure_running(&self, app: &AppName, first: &Release, opts: &DeployOpts) -> Result<Running>;
 
     /// Waits until every live pod serves `digest` (fetched, published, the app answering).
     fn wait_served(&self, app: &AppName, digest: &Digest, timeout: Duration) -> Result<()>;

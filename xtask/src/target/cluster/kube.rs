@@ -35,9 +35,6 @@ pub struct List<T> {
 /// Field manager of every server-side apply: one owner for everything the tool writes.
 pub const FIELD_MANAGER: &str = "aether-dev";
 
-/// Where the fetcher binary sits in its image (a `FROM scratch` image has no PATH).
-pub const FETCHER_BIN_IN_IMAGE: &str = "/aether-fetcher";
-
 /// Everything of one app that the commands read, from a single `kubectl get`: each kubectl
 /// process costs ~0.2 s, which is most of a hot reload's time on a cluster.
 #[derive(Debug, Default)]
@@ -212,7 +209,7 @@ impl<'a> Kube<'a> {
             "-c",
             "aether-fetcher",
             "--",
-            FETCHER_BIN_IN_IMAGE,
+            aether_artifact::FetcherEnv::BIN_IN_IMAGE,
             "status",
         ])
     }
@@ -564,7 +561,6 @@ fn hint(stderr: &str) -> &'static str {
         "hint: run the command above yourself to see more"
     }
 }
-
 
 #[cfg(test)]
 mod tests {

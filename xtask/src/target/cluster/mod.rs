@@ -14,10 +14,10 @@ use xshell::Shell;
 use crate::config::Global;
 pub mod kube;
 
-use kube::{AppObjects, ApplyError, Flavor, Kube};
 use crate::manifests::{self, AppValues, StoreValues};
 use crate::release::Release;
 use crate::target::{DeployOpts, Kind, PodStatus, Published, Running, Target, TargetArgs};
+use kube::{AppObjects, ApplyError, Flavor, Kube};
 
 /// Host side of the MinIO that `bootstrap` deploys (its NodePort).
 pub const DEFAULT_HOST_ENDPOINT: &str = "http://127.0.0.1:30900";
@@ -229,12 +229,14 @@ impl<'a> Cluster<'a> {
             let statuses = self.statuses(app)?;
             let behind: Vec<String> = statuses
                 .iter()
-                .filter(|p| !p.status.as_ref().is_some_and(|s| s.digest == Some(*digest)))
+                .filter(|p| p.status.as_ref().is_none_or(|s| s.digest != Some(*digest)))
                 .map(|p| match (&p.status, &p.error) {
                     (Some(s), _) => format!(
                         "{} serves {}{}",
                         p.pod,
-                        s.digest.map(|d| d.short()).unwrap_or_else(|| "nothing".into()),
+                        s.digest
+                            .map(|d| d.short())
+                            .unwrap_or_else(|| "nothing".into()),
                         s.last_error
                             .as_deref()
                             .map(|e| format!(" (last error: {e})"))
@@ -449,7 +451,12 @@ impl Target for Cluster<'_> {
         self.ensure_image(&image, opts.image_import.as_deref())?;
         let objs = self.kube.app_objects(app.as_str())?;
         let release = release_of(&objs)?;
-        let values = self.values(app, release.as_ref().unwrap_or(first), &store, pods_endpoint)?;
+        let values = self.values(
+            app,
+            release.as_ref().unwrap_or(first),
+            &store,
+            pods_endpoint,
+        )?;
         self.kube
             .apply(&manifests::render_app(&values, release.is_none())?)?;
         let port = self
@@ -505,5 +512,50 @@ impl Target for Cluster<'_> {
         self.kube.delete_app(app.as_str())?;
         eprintln!("deleted the Deployment, Service and release ConfigMap of {app}");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aether_artifact::store::{PartialStore, Secret};
+
+    /// The in-cluster MinIO lives in the namespace bootstrap deployed it to, not always in
+    /// `aether-system` (it was hard-coded there).
+    #[test]
+    fn pods_reach_bootstraps_minio_in_the_apps_namespace() {
+        let t = tempfile::tempdir().unwrap();
+        let global = Global {
+            project_dir: Some(t.path().to_path_buf()),
+            s3_endpoint: Some(DEFAULT_HOST_ENDPOINT.into()),
+            ..Default::default()
+        };
+        crate::config::ProjectConfig {
+            store: PartialStore {
+                access_key: Some("ak".into()),
+                secret_key: Some(Secret::new("sk")),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .save(&global.state_dir())
+        .unwrap();
+        let sh = Shell::new().unwrap();
+        let args = TargetArgs {
+            target: Some(Kind::Kube),
+            context: None,
+            namespace: "team-a".into(),
+        };
+        let c = Cluster::new(&sh, &global, &args, Kind::Kube);
+        let (host, pods) = c.stores().unwrap();
+        assert_eq!(host.endpoint, DEFAULT_HOST_ENDPOINT);
+        assert_eq!(pods, "http://minio.team-a.svc.cluster.local:9000");
+        // Any other configured store is reached by pods under the same address.
+        let other = Global {
+            s3_endpoint: Some("http://10.1.2.3:9000".into()),
+            ..global.clone()
+        };
+        let c = Cluster::new(&sh, &other, &args, Kind::Kube);
+        assert_eq!(c.stores().unwrap().1, "http://10.1.2.3:9000");
     }
 }

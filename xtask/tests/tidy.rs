@@ -1,0 +1,266 @@
+//! The project's own rules, checked on its source (as rust-analyzer's `tidy.rs` does):
+//! - every name shared by the xtask, the fetcher and the templates has one home, the
+//!   `aether-artifact` crate; no other source file or template spells one;
+//! - the xtask's modules form no import cycle (a module may use its own submodules).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use aether_artifact::store::{
+    ENV_ACCESS_KEY, ENV_BUCKET, ENV_ENDPOINT, ENV_REGION, ENV_SECRET_KEY,
+};
+use aether_artifact::{keys, release, volume, FetcherEnv as E};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files(&p, ext));
+        } else if p.extension().is_some_and(|x| x == ext) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every contract string, from the crate that owns it.
+fn contract_strings() -> Vec<String> {
+    let mut v: Vec<String> = [
+        E::ROOT,
+        E::ANNOTATIONS_FILE,
+        E::RELEASE_DIR,
+        E::APP,
+        E::PERIOD,
+        E::TIMEOUT,
+        E::MAX_BACKOFF,
+        E::KEEP,
+        E::GC_GRACE,
+        E::MAX_FAILURES,
+        E::ONE_TIME,
+        E::HTTP_BIND,
+        E::MAX_BYTES,
+        E::MAX_ENTRIES,
+        E::INSTALL_RUNNER,
+        E::RUN_GRACE,
+        E::DEFAULT_ROOT,
+        E::DEFAULT_ANNOTATIONS_DIR,
+        E::DEFAULT_ANNOTATIONS_FILE,
+        E::DEFAULT_RELEASE_DIR,
+        E::BIN_IN_IMAGE,
+        ENV_ENDPOINT,
+        ENV_REGION,
+        ENV_BUCKET,
+        ENV_ACCESS_KEY,
+        ENV_SECRET_KEY,
+        keys::APP,
+        keys::DIGEST,
+        keys::GENERATION,
+        keys::FETCH_INTERVAL,
+        volume::STATE_FILE,
+        volume::RELOAD_TRIGGER,
+        volume::RUNNER,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // The ConfigMap's name rule, e.g. "-release".
+    v.push(release::configmap_name(""));
+    v
+}
+
+/// Code without comments: a comment may explain a contract, only code must not restate it.
+fn code_lines(text: &str, comment: &str) -> Vec<(usize, String)> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let code = l.split(comment).next().unwrap_or("");
+            (!code.trim().is_empty()).then(|| (i + 1, code.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn contracts_have_one_home() {
+    let root = root();
+    let needles = contract_strings();
+    let mut bad = Vec::new();
+    let mut sources: Vec<PathBuf> = files(&root.join("xtask/src"), "rs");
+    sources.extend(files(&root.join("sidecar/src"), "rs"));
+    for f in &sources {
+        let text = fs::read_to_string(f).unwrap();
+        // Unit tests may spell the values they check.
+        let text = text.split("#[cfg(test)]").next().unwrap();
+        for (n, line) in code_lines(text, "//") {
+            for needle in &needles {
+                // A Rust string literal that is the contract string, a path below it, or (for a
+                // suffix such as "-release") ends with it.
+                if line.contains(&format!("\"{needle}\""))
+                    || line.contains(&format!("\"{needle}/"))
+                    || (needle.starts_with('-') && line.contains(&format!("{needle}\"")))
+                {
+                    bad.push(format!(
+                        "{}:{n}: restates {needle:?}: {}",
+                        f.display(),
+                        line.trim()
+                    ));
+                }
+            }
+        }
+    }
+    for f in files(&root.join("manifests"), "j2") {
+        let text = fs::read_to_string(&f).unwrap();
+        for (n, line) in code_lines(&text, "#") {
+            for needle in &needles {
+                if line.contains(needle.as_str()) {
+                    bad.push(format!(
+                        "{}:{n}: restates {needle:?}: {}",
+                        f.display(),
+                        line.trim()
+                    ));
+                }
+            }
+            for k in release::KEYS {
+                if line.trim_start().starts_with(&format!("{k}:")) {
+                    bad.push(format!("{}:{n}: spells the release key {k:?}", f.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "take these from aether_artifact (contract, keys, volume, store) instead:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// The module a file under `xtask/src` is: `cmd/hot.rs` → `cmd::hot`, `target/mod.rs` →
+/// `target`, `main.rs` → the crate root (empty).
+fn module_of(src: &Path, f: &Path) -> String {
+    let rel = f.strip_prefix(src).unwrap().with_extension("");
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod" || p == "main") {
+        parts.pop();
+    }
+    parts.join("::")
+}
+
+/// Module paths a file refers to (`crate::a::b`, `super::c`), cut to the longest known module.
+fn references(module: &str, text: &str, known: &BTreeSet<String>) -> BTreeSet<String> {
+    let parent = module.rsplit_once("::").map_or("", |(p, _)| p);
+    let mut out = BTreeSet::new();
+    let text = text.split("#[cfg(test)]").next().unwrap();
+    for (prefix, base) in [("crate::", ""), ("super::", parent)] {
+        for (i, _) in text.match_indices(prefix) {
+            let rest = &text[i + prefix.len()..];
+            let path: Vec<&str> = rest
+                .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                .next()
+                .unwrap_or("")
+                .split("::")
+                .filter(|s| !s.is_empty())
+                .collect();
+            // `use crate::{a, b}` lists siblings in braces.
+            let groups: Vec<Vec<&str>> = if rest.starts_with('{') {
+                rest[1..rest.find('}').unwrap_or(1)]
+                    .split(',')
+                    .map(|s| s.trim().split("::").collect())
+                    .collect()
+            } else {
+                vec![path]
+            };
+            for g in groups {
+                let mut best = (!base.is_empty()).then(|| base.to_string());
+                for n in 1..=g.len() {
+                    let cand = std::iter::once(base)
+                        .chain(g[..n].iter().copied())
+                        .filter(|s| !s.is_empty())
+                        .collect::<Vec<_>>()
+                        .join("::");
+                    if known.contains(&cand) {
+                        best = Some(cand);
+                    }
+                }
+                if let Some(b) = best {
+                    out.insert(b);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn xtask_modules_form_no_cycle() {
+    let src = root().join("xtask/src");
+    let fs_files = files(&src, "rs");
+    let known: BTreeSet<String> = fs_files.iter().map(|f| module_of(&src, f)).collect();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in &fs_files {
+        let m = module_of(&src, f);
+        if m.is_empty() {
+            continue; // the crate root declares every module
+        }
+        let text = fs::read_to_string(f).unwrap();
+        let refs = references(&m, &text, &known)
+            .into_iter()
+            // Itself, its own submodules and the crate root are not dependencies.
+            .filter(|r| !r.is_empty() && r != &m && !r.starts_with(&format!("{m}::")))
+            .collect();
+        edges.insert(m, refs);
+    }
+    // Sanity: the parser sees the real structure.
+    assert!(
+        edges["cmd::hot"].contains("target"),
+        "{:?}",
+        edges["cmd::hot"]
+    );
+    assert!(edges["cmd::hot"].contains("cmd"), "{:?}", edges["cmd::hot"]);
+
+    // Depth-first search for a back edge; report the cycle.
+    fn visit(
+        n: &str,
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        stack: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = stack.iter().position(|s| s == n) {
+            let mut c = stack[i..].to_vec();
+            c.push(n.to_string());
+            return Some(c);
+        }
+        if done.contains(n) {
+            return None;
+        }
+        stack.push(n.to_string());
+        for m in edges.get(n).into_iter().flatten() {
+            if let Some(c) = visit(m, edges, stack, done) {
+                return Some(c);
+            }
+        }
+        stack.pop();
+        done.insert(n.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for n in edges.keys() {
+        if let Some(cycle) = visit(n, &edges, &mut Vec::new(), &mut done) {
+            panic!(
+                "import cycle in xtask/src: {}\nedges: {edges:#?}",
+                cycle.join(" -> ")
+            );
+        }
+    }
+}
