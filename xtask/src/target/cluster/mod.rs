@@ -263,6 +263,39 @@ impl<'a> Cluster<'a> {
         }
     }
 
+    /// Waits until the Service's NodePort answers on this machine, as the user will curl it:
+    /// kube-proxy programs a new Service's port a moment after the pods are ready.
+    fn wait_url(&self, app: &AppName, timeout: Duration) -> Result<()> {
+        let Some(url) = self.url(app)? else {
+            return Ok(());
+        };
+        let t0 = std::time::Instant::now();
+        loop {
+            let answered = attohttpc::get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .is_ok();
+            if answered {
+                return Ok(());
+            }
+            if t0.elapsed() > timeout {
+                bail!("every pod serves the release, but {url} does not answer within {timeout:?}: is kube-proxy running on the node?");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The app's NodePort URL on this machine, if its Service has one.
+    fn url(&self, app: &AppName) -> Result<Option<String>> {
+        Ok(self
+            .kube
+            .service(app.as_str())?
+            .and_then(|s| s.spec)
+            .and_then(|s| s.ports)
+            .and_then(|p| p.first().and_then(|p| p.node_port))
+            .map(|p| format!("http://127.0.0.1:{p}/")))
+    }
+
     /// Makes sure every node can run the fetcher image: MicroK8s imports the archive itself;
     /// any other cluster runs the user's import command (`--image-import`).
     fn ensure_image(&self, image: &str, import: Option<&str>) -> Result<()> {
@@ -459,14 +492,8 @@ impl Target for Cluster<'_> {
         )?;
         self.kube
             .apply(&manifests::render_app(&values, release.is_none())?)?;
-        let port = self
-            .kube
-            .service(app.as_str())?
-            .and_then(|s| s.spec)
-            .and_then(|s| s.ports)
-            .and_then(|p| p.first().and_then(|p| p.node_port));
         Ok(Running {
-            url: port.map(|p| format!("http://127.0.0.1:{p}/")),
+            url: self.url(app)?,
         })
     }
 
@@ -478,6 +505,7 @@ impl Target for Cluster<'_> {
         self.kube
             .rollout_status(&format!("deployment/{app}"), timeout.as_secs())
             .and_then(|()| self.wait_synced(app, digest, timeout.saturating_sub(t0.elapsed())))
+            .and_then(|()| self.wait_url(app, timeout.saturating_sub(t0.elapsed())))
             .map_err(|e| {
                 anyhow::anyhow!(
                     "{e:#}\n--- diagnosis ---\n{}",
