@@ -169,7 +169,8 @@ fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
     let mut cs = result?;
     let node_floor = min_time(5, || Ok(cmd!(sh, "node -e 0").quiet().run()?))?;
     cs.sort_by_key(|c| c.total);
-    let pct = |p: f64| cs[((cs.len() as f64 - 1.0) * p).round() as usize].total;
+    let totals: Vec<Duration> = cs.iter().map(|c| c.total).collect();
+    let pct = |p: f64| percentile(&totals, p);
     let sum =
         |f: fn(&super::dev::Cycle) -> Duration| cs.iter().map(f).sum::<Duration>().as_secs_f64();
     let all = sum(|c| c.total);
@@ -317,7 +318,8 @@ fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
             .run()?)
     })?;
     cs.sort_by_key(|c| c[0]);
-    let pct = |p: f64| cs[((cs.len() as f64 - 1.0) * p).round() as usize][0];
+    let totals: Vec<Duration> = cs.iter().map(|c| c[0]).collect();
+    let pct = |p: f64| percentile(&totals, p);
     let all: f64 = cs.iter().map(|c| c[0].as_secs_f64()).sum();
     let share = |i: usize| 100.0 * cs.iter().map(|c| c[i].as_secs_f64()).sum::<f64>() / all;
     println!(
@@ -367,6 +369,11 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64
+}
+
+/// The `p` quantile (nearest rank) of ascending durations.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn secs(d: Duration) -> f64 {

@@ -181,28 +181,7 @@ fn out_of_sync(app: &AppName, desired: &Release, pods: &[PodStatus]) -> Result<(
             want.short()
         );
     }
-    let bad: Vec<String> = pods
-        .iter()
-        .filter_map(|p| match &p.status {
-            None => Some(format!(
-                "{}: status unreadable: {}",
-                p.pod,
-                p.error.as_deref().unwrap_or("?")
-            )),
-            Some(s) if s.digest != Some(want) => Some(format!(
-                "{} serves {} instead{}",
-                p.pod,
-                s.digest
-                    .map(|d| d.short())
-                    .unwrap_or_else(|| "nothing".into()),
-                s.last_error
-                    .as_deref()
-                    .map(|e| format!(" (last error: {e})"))
-                    .unwrap_or_default()
-            )),
-            Some(_) => None,
-        })
-        .collect();
+    let bad: Vec<String> = pods.iter().filter_map(|p| p.behind(&want)).collect();
     if bad.is_empty() {
         return Ok(());
     }

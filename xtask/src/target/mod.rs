@@ -87,6 +87,29 @@ pub struct PodStatus {
 }
 
 impl PodStatus {
+    /// `None` when this pod serves `want`; else why not, naming the pod.
+    pub fn behind(&self, want: &Digest) -> Option<String> {
+        match &self.status {
+            None => Some(format!(
+                "{}: status unreadable: {}",
+                self.pod,
+                self.error.as_deref().unwrap_or("?")
+            )),
+            Some(s) if s.digest != Some(*want) => Some(format!(
+                "{} serves {} instead{}",
+                self.pod,
+                s.digest
+                    .map(|d| d.short())
+                    .unwrap_or_else(|| "nothing".into()),
+                s.last_error
+                    .as_deref()
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            )),
+            Some(_) => None,
+        }
+    }
+
     pub fn new(pod: String, url: Option<String>, st: Result<Status>) -> PodStatus {
         match st {
             Ok(s) => PodStatus {

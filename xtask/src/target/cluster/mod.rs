@@ -227,24 +227,7 @@ impl<'a> Cluster<'a> {
         let t0 = std::time::Instant::now();
         loop {
             let statuses = self.statuses(app)?;
-            let behind: Vec<String> = statuses
-                .iter()
-                .filter(|p| p.status.as_ref().is_none_or(|s| s.digest != Some(*digest)))
-                .map(|p| match (&p.status, &p.error) {
-                    (Some(s), _) => format!(
-                        "{} serves {}{}",
-                        p.pod,
-                        s.digest
-                            .map(|d| d.short())
-                            .unwrap_or_else(|| "nothing".into()),
-                        s.last_error
-                            .as_deref()
-                            .map(|e| format!(" (last error: {e})"))
-                            .unwrap_or_default()
-                    ),
-                    (None, e) => format!("{}: {}", p.pod, e.as_deref().unwrap_or("no status")),
-                })
-                .collect();
+            let behind: Vec<String> = statuses.iter().filter_map(|p| p.behind(digest)).collect();
             if !statuses.is_empty() && behind.is_empty() {
                 return Ok(());
             }
