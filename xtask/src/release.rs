@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use aether_artifact::Digest;
+use aether_artifact::{release, Digest};
 use anyhow::{bail, Context, Result};
 
 /// Previous digests kept for `rollback`.
@@ -21,7 +21,7 @@ impl Release {
     /// From the ConfigMap's data (or the local release directory's files).
     pub fn from_data(data: &BTreeMap<String, String>) -> Result<Release> {
         let digest = match data
-            .get("digest")
+            .get(release::DIGEST)
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
         {
@@ -29,7 +29,7 @@ impl Release {
             None => None,
         };
         let generation = match data
-            .get("generation")
+            .get(release::GENERATION)
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
         {
@@ -39,7 +39,7 @@ impl Release {
             None => 0,
         };
         let history = data
-            .get("history")
+            .get(release::HISTORY)
             .map(|h| {
                 h.split_whitespace()
                     .map(Digest::parse)
@@ -57,12 +57,12 @@ impl Release {
     pub fn to_data(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
         m.insert(
-            "digest".into(),
+            release::DIGEST.into(),
             self.digest.map(|d| d.to_string()).unwrap_or_default(),
         );
-        m.insert("generation".into(), self.generation.to_string());
+        m.insert(release::GENERATION.into(), self.generation.to_string());
         m.insert(
-            "history".into(),
+            release::HISTORY.into(),
             self.history
                 .iter()
                 .map(|d| d.to_string())
