@@ -301,6 +301,7 @@ fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
     let _ = x(&["down", "demo"]);
     let _ = cmd!(sh, "kubectl delete namespace {ns} --wait=false")
         .quiet()
+        .ignore_stdout()
         .ignore_stderr()
         .run();
     if let Ok(b) = fs::read(project.join(".aether/local/store.json")) {
