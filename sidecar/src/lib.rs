@@ -20,7 +20,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aether_artifact::store::{PartialStore, Store};
+use aether_artifact::store::{ErrorKind, PartialStore, Store, Timeouts};
 use aether_artifact::unpack::{unpack_verified, Limits, UnpackError, TMP_PREFIX};
 use aether_artifact::{object_key, volume, AppName, Digest};
 use anyhow::{anyhow, bail, Context, Result};
@@ -36,6 +36,8 @@ pub struct Config {
     pub app: Option<String>,
     pub period: Duration,
     pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub stall_timeout: Duration,
     pub max_backoff: Duration,
     pub keep: usize,
     pub gc_grace: Duration,
@@ -95,24 +97,37 @@ impl Fetcher {
                     s.consecutive_failures += 1;
                     s.failures += 1;
                     s.last_error = Some(format!("{e:#}"));
+                    let since = s
+                        .failing_since
+                        .get_or_insert_with(state::now_rfc3339)
+                        .clone();
                     let n = s.consecutive_failures;
                     drop(s);
                     self.save();
-                    log!("sync failed ({n} in a row), still serving the current release: {e:#}");
-                    if self.cfg.one_time {
-                        bail!("one-time sync failed");
-                    }
-                    if self.cfg.max_failures > 0 && n >= self.cfg.max_failures {
-                        bail!(
-                            "{n} consecutive failures (--max-failures {})",
-                            self.cfg.max_failures
-                        );
-                    }
                     let backoff = self
                         .cfg
                         .period
                         .saturating_mul(1 << (n - 1).min(16))
                         .min(self.cfg.max_backoff.max(self.cfg.period));
+                    let gives_up = self.cfg.one_time
+                        || (self.cfg.max_failures > 0 && n >= self.cfg.max_failures);
+                    let next = if gives_up {
+                        "giving up".to_string()
+                    } else {
+                        format!("retrying in {backoff:?}")
+                    };
+                    log!(
+                        "sync failed ({n} in a row, failing since {since}, {next}), still serving the current release: {e:#}"
+                    );
+                    if self.cfg.one_time {
+                        bail!("one-time sync failed");
+                    }
+                    if gives_up {
+                        bail!(
+                            "{n} consecutive failures (--max-failures {})",
+                            self.cfg.max_failures
+                        );
+                    }
                     (false, backoff)
                 }
             };
@@ -204,6 +219,7 @@ impl Fetcher {
             s.generation = Some(wanted.generation);
             s.consecutive_failures = 0;
             s.last_error = None;
+            s.failing_since = None;
             drop(s);
             if changed {
                 self.save();
@@ -254,6 +270,7 @@ impl Fetcher {
         s.generation = Some(wanted.generation);
         s.fetched_at = Some(state::now_rfc3339());
         s.last_error = None;
+        s.failing_since = None;
         s.consecutive_failures = 0;
         s.ready = true;
         s.syncs += 1;
@@ -284,9 +301,14 @@ impl Fetcher {
         let key = object_key(app, digest);
         let (reader, mut writer) = io::pipe()?;
         let limits = self.cfg.limits;
+        let timeouts = Timeouts {
+            connect: self.cfg.connect_timeout,
+            stall: self.cfg.stall_timeout,
+            total: left,
+        };
         let (got, unpacked) = std::thread::scope(|s| {
             let dl = s.spawn(move || {
-                let r = store.get_to_writer(&key, &mut writer);
+                let r = store.get_with_timeouts(&key, &mut writer, &timeouts);
                 drop(writer);
                 r
             });
@@ -295,6 +317,11 @@ impl Fetcher {
         });
         match (got, unpacked) {
             (Ok(n), Ok(_)) => Ok(n),
+            // The unpacker stopped reading (it refused the archive): its error is the cause, the
+            // broken pipe the download then saw is not.
+            (Err(e), Err(u)) if e.kind == ErrorKind::Other && e.detail.starts_with("writing") => {
+                Err(anyhow!(u).context(format!("verifying {}", digest.short())))
+            }
             // The store's error explains a truncated stream better than the unpacker's.
             (Err(e), _) => Err(anyhow!(e)),
             (Ok(_), Err(UnpackError::Io { path, source }))

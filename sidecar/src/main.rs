@@ -50,6 +50,12 @@ struct Cli {
     /// Deadline for one sync pass (download, verify, extract, publish).
     #[arg(long, env = FetcherEnv::TIMEOUT, default_value = "120s", value_parser = parse_duration)]
     timeout: Duration,
+    /// How long a connection to the store may take before the attempt fails.
+    #[arg(long, env = FetcherEnv::CONNECT_TIMEOUT, default_value = "5s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// How long a download may go without receiving a byte before the attempt fails.
+    #[arg(long, env = FetcherEnv::STALL_TIMEOUT, default_value = "10s", value_parser = parse_duration)]
+    stall_timeout: Duration,
     /// Cap of the exponential backoff after failures.
     #[arg(long, env = FetcherEnv::MAX_BACKOFF, default_value = "60s", value_parser = parse_duration)]
     max_backoff: Duration,
@@ -148,6 +154,8 @@ fn main() -> ExitCode {
         app: cli.app,
         period: cli.period,
         timeout: cli.timeout,
+        connect_timeout: cli.connect_timeout,
+        stall_timeout: cli.stall_timeout,
         max_backoff: cli.max_backoff,
         keep: cli.keep.max(1),
         gc_grace: cli.gc_grace,

@@ -49,12 +49,18 @@ pub fn metrics(s: &Status) -> String {
          # HELP aether_fetcher_bytes_total Artifact bytes downloaded.\n# TYPE aether_fetcher_bytes_total counter\naether_fetcher_bytes_total {}\n\
          # HELP aether_fetcher_last_sync_seconds Duration of the last successful sync.\n# TYPE aether_fetcher_last_sync_seconds gauge\naether_fetcher_last_sync_seconds {:.3}\n\
          # HELP aether_fetcher_consecutive_failures Failed passes since the last success.\n# TYPE aether_fetcher_consecutive_failures gauge\naether_fetcher_consecutive_failures {}\n\
+         # HELP aether_fetcher_retrying_since_seconds Unix time the current run of failed passes began (0 while healthy).\n# TYPE aether_fetcher_retrying_since_seconds gauge\naether_fetcher_retrying_since_seconds {}\n\
          # HELP aether_fetcher_ready Whether the wanted release is live.\n# TYPE aether_fetcher_ready gauge\naether_fetcher_ready {}\n",
         s.syncs,
         s.failures,
         s.bytes,
         s.last_sync_ms as f64 / 1000.0,
         s.consecutive_failures,
+        s.failing_since
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs()),
         u8::from(s.ready)
     )
 }

@@ -489,3 +489,96 @@ fn readers_never_see_a_mix_during_100_swaps() {
     assert!(reads > 100, "reader ran {reads} times");
     assert_eq!(pod.status()["syncs"], 101);
 }
+
+/// A fetcher pointed at `endpoint` (a fault, not a store), wanting one digest.
+fn faulty_pod(endpoint: &str) -> Pod {
+    let mut p = Pod::new();
+    p.endpoint = endpoint.to_string();
+    p.annotate(&"a".repeat(64), 1);
+    p.start(&["--connect-timeout", "1s", "--stall-timeout", "700ms"]);
+    p
+}
+
+/// Waits (bounded) until the fetcher reports a failure containing `cause`, then checks that it
+/// says so everywhere: status (with "failing since"), log (with the endpoint) and metrics.
+fn assert_reports(p: &Pod, endpoint: &str, cause: &str) {
+    let t0 = Instant::now();
+    // The HTTP endpoint comes up a moment after the process starts.
+    let status = || serde_json::from_str::<serde_json::Value>(&p.get("/status").1).unwrap_or_default();
+    p.wait_for(cause, || {
+        status()["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(cause))
+    });
+    // Well under the 120 s pass deadline: the per-attempt timeouts did it.
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    let st = p.status();
+    assert!(st["failing_since"].is_string(), "{st}");
+    assert_eq!(st["ready"], false);
+    p.wait_for("a retry", || {
+        p.status()["consecutive_failures"].as_u64().unwrap_or(0) >= 2
+    });
+    let log = p.log();
+    assert!(
+        log.contains("failing since") && log.contains("retrying in") && log.contains(endpoint),
+        "{log}"
+    );
+    let metrics = p.get("/metrics").1;
+    let since = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("aether_fetcher_retrying_since_seconds "))
+        .unwrap();
+    assert!(since.parse::<u64>().unwrap() > 1_700_000_000, "{metrics}");
+}
+
+#[test]
+fn an_endpoint_that_drops_connections_fails_on_the_connect_timeout() {
+    // A listener whose accept queue is full: Linux drops further SYNs, as a firewall DROP does.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut fill = Vec::new();
+    while let Ok(c) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+        fill.push(c);
+        assert!(fill.len() < 5000, "the accept queue never filled");
+    }
+    let endpoint = format!("http://{addr}");
+    let p = faulty_pod(&endpoint);
+    assert_reports(&p, &endpoint, "connect timeout");
+    drop(l);
+}
+
+#[test]
+fn a_store_that_never_answers_or_stalls_mid_body_fails_on_the_stall_timeout() {
+    // Accepts, reads the request, never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_ep = format!("http://{}", silent.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let p = faulty_pod(&silent_ep);
+    assert_reports(&p, &silent_ep, "no response");
+    drop(p);
+
+    // Answers 200 with a long body, sends 64 KiB of it, then goes silent.
+    let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stall_ep = format!("http://{}", stall.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut c in stall.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n");
+            let _ = c.write_all(&[0x1f; 65536]);
+            held.push(c);
+        }
+    });
+    let p = faulty_pod(&stall_ep);
+    assert_reports(&p, &stall_ep, "no bytes for");
+    assert!(p.status()["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("stall timeout"));
+}

@@ -42,6 +42,8 @@ impl FetcherEnv {
     pub const APP: &'static str = "AETHER_FETCHER_APP";
     pub const PERIOD: &'static str = "AETHER_FETCHER_PERIOD";
     pub const TIMEOUT: &'static str = "AETHER_FETCHER_TIMEOUT";
+    pub const CONNECT_TIMEOUT: &'static str = "AETHER_FETCHER_CONNECT_TIMEOUT";
+    pub const STALL_TIMEOUT: &'static str = "AETHER_FETCHER_STALL_TIMEOUT";
     pub const MAX_BACKOFF: &'static str = "AETHER_FETCHER_MAX_BACKOFF";
     pub const KEEP: &'static str = "AETHER_FETCHER_KEEP";
     pub const GC_GRACE: &'static str = "AETHER_FETCHER_GC_GRACE";
@@ -92,6 +94,10 @@ pub struct Status {
     /// RFC 3339, when the live release was published.
     pub fetched_at: Option<String>,
     pub last_error: Option<String>,
+    /// RFC 3339, when the current run of failed passes began (`None` while healthy): a fetch
+    /// that keeps failing or stalling shows "retrying since …" instead of silence.
+    #[serde(default)]
+    pub failing_since: Option<String>,
     pub consecutive_failures: u32,
     pub ready: bool,
     pub syncs: u64,

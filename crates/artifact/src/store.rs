@@ -140,6 +140,8 @@ pub fn validate_bucket_name(b: &str) -> Result<(), String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     Unreachable,
+    /// Connected, then no byte arrived for the stall timeout.
+    Stalled,
     BadCredentials,
     Forbidden,
     NoSuchBucket,
@@ -160,6 +162,7 @@ pub struct StoreError {
 fn hint(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::Unreachable => "is the store running? check the endpoint (AETHER_S3_ENDPOINT) or run `cargo xtask doctor`",
+        ErrorKind::Stalled => "the connection went silent (a firewall dropping packets, or an overloaded store); retrying",
         ErrorKind::BadCredentials => "the store rejected the credentials: check AETHER_S3_ACCESS_KEY/AETHER_S3_SECRET_KEY or .aether/config.json",
         ErrorKind::Forbidden => "the credentials are valid but lack permission for this bucket or key: grant s3:GetObject/PutObject/ListBucket",
         ErrorKind::NoSuchBucket => "the bucket does not exist: `cargo xtask hot-upload` creates it, or set AETHER_S3_BUCKET",
@@ -167,6 +170,14 @@ fn hint(kind: ErrorKind) -> &'static str {
         ErrorKind::NotFound => "upload it first with `cargo xtask hot-upload`",
         ErrorKind::Other => "see the store's message above",
     }
+}
+
+/// Timeouts of one download (see [`Store::get_with_timeouts`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub stall: Duration,
+    pub total: Duration,
 }
 
 pub struct Store {
@@ -363,6 +374,78 @@ impl Store {
                 S3Error::HttpFailWithBody(code, String::new()),
             )),
             Err(e) => Err(self.fail(format!("downloading {key}"), e)),
+        }
+    }
+
+    /// Streams an object into `w` with timeouts of its own, so a dead network never holds the
+    /// caller silently: `connect` for the TCP connection, `stall` for any wait on the next
+    /// bytes (headers or body), `total` for the whole transfer. The request is a presigned GET
+    /// (SigV4 in the query), made with attohttpc directly because rust-s3 sets only a total
+    /// timeout.
+    pub fn get_with_timeouts(
+        &self,
+        key: &str,
+        w: &mut (dyn Write + Send),
+        t: &Timeouts,
+    ) -> Result<u64, StoreError> {
+        let op = format!("downloading {key}");
+        let url = self.presign_get(key, t.total.max(Duration::from_secs(60)))?;
+        let err = |kind: ErrorKind, detail: String| StoreError {
+            kind,
+            op: op.clone(),
+            endpoint: self.cfg.endpoint.clone(),
+            detail,
+        };
+        let io_kind = |e: &std::io::Error| match e.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Some(ErrorKind::Stalled),
+            _ => None,
+        };
+        let resp = attohttpc::get(&url)
+            .connect_timeout(t.connect)
+            .read_timeout(t.stall)
+            .timeout(t.total)
+            .send()
+            .map_err(|e| {
+                let text = e.to_string();
+                match e.kind() {
+                    attohttpc_kind::Io(io) if io_kind(io).is_some() && !text.contains("onnect") => err(
+                        ErrorKind::Stalled,
+                        format!("connected, then no response for {:?} (stall timeout)", t.stall),
+                    ),
+                    attohttpc_kind::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => err(
+                        ErrorKind::Unreachable,
+                        format!("no connection within {:?} (connect timeout)", t.connect),
+                    ),
+                    _ => classify(op.clone(), &self.cfg.endpoint, S3Error::Atto(e)),
+                }
+            })?;
+        let (status, _, mut body) = resp.split();
+        if !status.is_success() {
+            let mut text = String::new();
+            let _ = body.read_to_string(&mut text);
+            return Err(classify(
+                op.clone(),
+                &self.cfg.endpoint,
+                S3Error::HttpFailWithBody(status.as_u16(), text),
+            ));
+        }
+        let mut buf = vec![0u8; 256 << 10];
+        let mut n = 0u64;
+        loop {
+            let k = match body.read(&mut buf) {
+                Ok(0) => return Ok(n),
+                Ok(k) => k,
+                Err(e) if io_kind(&e).is_some() => {
+                    return Err(err(
+                        ErrorKind::Stalled,
+                        format!("no bytes for {:?} after {n} bytes (stall timeout)", t.stall),
+                    ))
+                }
+                Err(e) => return Err(err(ErrorKind::Unreachable, format!("after {n} bytes: {e}"))),
+            };
+            w.write_all(&buf[..k])
+                .map_err(|e| err(ErrorKind::Other, format!("writing: {e}")))?;
+            n += k as u64;
         }
     }
 
