@@ -504,7 +504,8 @@ fn faulty_pod(endpoint: &str) -> Pod {
 fn assert_reports(p: &Pod, endpoint: &str, cause: &str) {
     let t0 = Instant::now();
     // The HTTP endpoint comes up a moment after the process starts.
-    let status = || serde_json::from_str::<serde_json::Value>(&p.get("/status").1).unwrap_or_default();
+    let status =
+        || serde_json::from_str::<serde_json::Value>(&p.get("/status").1).unwrap_or_default();
     p.wait_for(cause, || {
         status()["last_error"]
             .as_str()

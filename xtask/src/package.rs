@@ -7,16 +7,61 @@ use std::path::Path;
 use aether_artifact::pack::{self, Packed};
 use anyhow::{Context, Result};
 
+/// Whether to draw progress: on a terminal only, never when stderr is piped or under
+/// `CI=true` (a CI log would fill with redraws).
+pub fn show_progress() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var("CI").map_or(true, |v| v != "true")
+}
+
+/// Packs `dir` into `out`; with `progress`, draws bytes and files read, rate and ETA on stderr.
+pub fn pack_with_progress<W: io::Write + Send>(
+    dir: &Path,
+    out: W,
+    progress: bool,
+) -> Result<Packed> {
+    let bar = if progress {
+        let (files, bytes) = pack::measure(dir)?;
+        eprintln!("packing {files} files, {} of content", human_bytes(bytes));
+        let bar = indicatif::ProgressBar::new(bytes);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "packing {bar:20} {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        Some((bar, files))
+    } else {
+        None
+    };
+    let tick = |files: u64, bytes: u64| {
+        if let Some((b, total)) = &bar {
+            b.set_position(bytes);
+            b.set_message(format!("{files}/{total} files"));
+        }
+    };
+    let packed = pack::pack_dir_with_progress(dir, out, pack::default_threads(), &tick)?;
+    if let Some((b, _)) = bar {
+        b.finish_and_clear();
+    }
+    Ok(packed)
+}
+
 /// Packs into `out` through a temporary file beside it, so a failed pack never leaves a
 /// truncated archive under the final name.
 pub fn pack_to_file(dir: &Path, out: &Path) -> Result<Packed> {
+    pack_to_file_with(dir, out, false)
+}
+
+/// As [`pack_to_file`], drawing progress when `progress`.
+pub fn pack_to_file_with(dir: &Path, out: &Path, progress: bool) -> Result<Packed> {
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let tmp = tempfile::NamedTempFile::new_in(parent).context("creating a temporary file")?;
-    let packed = pack::pack_dir(dir, io::BufWriter::new(tmp.as_file())).context("packaging")?;
+    let packed = pack_with_progress(dir, io::BufWriter::new(tmp.as_file()), progress)?;
     tmp.persist(out)
         .with_context(|| format!("writing {}", out.display()))?;
     Ok(packed)

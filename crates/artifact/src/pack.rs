@@ -54,10 +54,14 @@ pub struct Packed {
 
 /// Packs `root` into `out` and returns the digest, computed over the bytes as they are written.
 pub fn pack_dir<W: Write + Send>(root: &Path, out: W) -> Result<Packed, PackError> {
-    let threads = std::thread::available_parallelism()
+    pack_dir_with_threads(root, out, default_threads())
+}
+
+/// Compression threads [`pack_dir`] uses: the cores, at most 4.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(4);
-    pack_dir_with_threads(root, out, threads)
+        .min(4)
 }
 
 /// As [`pack_dir`] with an explicit number of compression threads (the output does not depend on it).
@@ -65,6 +69,64 @@ pub fn pack_dir_with_threads<W: Write + Send>(
     root: &Path,
     out: W,
     threads: usize,
+) -> Result<Packed, PackError> {
+    pack_dir_with_progress(root, out, threads, &|_, _| {})
+}
+
+/// How much [`pack_dir`] will read: `(files, bytes of content)`, by the same rules (ignored
+/// paths and `.git/` skipped), from metadata only. For a progress display's total.
+pub fn measure(root: &Path) -> Result<(u64, u64), PackError> {
+    fn go(
+        root: &Path,
+        dir: &Path,
+        ignore: &ignore::gitignore::Gitignore,
+        acc: &mut (u64, u64),
+    ) -> Result<(), PackError> {
+        let rd = fs::read_dir(dir).map_err(|source| PackError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        for e in rd.flatten() {
+            let path = e.path();
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let ft = meta.file_type();
+            let rel = path.strip_prefix(root).expect("under root");
+            if skipped(rel, &e.file_name(), ft.is_dir(), ignore) {
+                continue;
+            }
+            if ft.is_dir() {
+                go(root, &path, ignore, acc)?;
+            } else if ft.is_file() {
+                acc.0 += 1;
+                acc.1 += meta.len();
+            }
+        }
+        Ok(())
+    }
+    let ignore = load_ignore(root)?;
+    let mut acc = (0, 0);
+    go(root, root, &ignore, &mut acc)?;
+    Ok(acc)
+}
+
+/// Whether the walk leaves a path out: `.git/` always, and what `.aetherignore` ignores.
+fn skipped(
+    rel: &Path,
+    name: &std::ffi::OsStr,
+    is_dir: bool,
+    ignore: &ignore::gitignore::Gitignore,
+) -> bool {
+    (is_dir && name == ".git") || ignore.matched_path_or_any_parents(rel, is_dir).is_ignore()
+}
+
+/// As [`pack_dir_with_threads`], calling `progress(files, content bytes)` after each file.
+pub fn pack_dir_with_progress<W: Write + Send>(
+    root: &Path,
+    out: W,
+    threads: usize,
+    progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<Packed, PackError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
@@ -105,10 +167,15 @@ pub fn pack_dir_with_threads<W: Write + Send>(
         };
         let walked = {
             let mut tar = tar::Builder::new(&mut chunker);
-            let mut stats = (0u64, 0u64);
+            let mut stats = Stats {
+                entries: 0,
+                files: 0,
+                bytes: 0,
+                progress,
+            };
             let res = walk(root, root, &ignore, &mut tar, &mut stats)
                 .and_then(|()| tar.finish().map_err(PackError::Output));
-            res.map(|()| stats)
+            res.map(|()| (stats.entries, stats.bytes))
         };
         let flushed = walked.and_then(|stats| chunker.flush_last().map(|()| stats));
         drop(chunker);
@@ -225,12 +292,19 @@ fn load_ignore(root: &Path) -> Result<ignore::gitignore::Gitignore, PackError> {
     })
 }
 
+struct Stats<'a> {
+    entries: u64,
+    files: u64,
+    bytes: u64,
+    progress: &'a (dyn Fn(u64, u64) + Sync),
+}
+
 fn walk(
     root: &Path,
     dir: &Path,
     ignore: &ignore::gitignore::Gitignore,
     tar: &mut tar::Builder<&mut Chunker>,
-    stats: &mut (u64, u64),
+    stats: &mut Stats,
 ) -> Result<(), PackError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
@@ -248,20 +322,14 @@ fn walk(
         let rel = path.strip_prefix(root).expect("walk stays under root");
         let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
         let ft = meta.file_type();
-        if ft.is_dir() && name == ".git" {
-            continue;
-        }
-        if ignore
-            .matched_path_or_any_parents(rel, ft.is_dir())
-            .is_ignore()
-        {
+        if skipped(rel, &name, ft.is_dir(), ignore) {
             continue;
         }
         let mut h = tar::Header::new_gnu();
         h.set_mtime(MTIME);
         h.set_uid(0);
         h.set_gid(0);
-        stats.0 += 1;
+        stats.entries += 1;
         let out_err = |e| PackError::Output(e);
         if ft.is_dir() {
             h.set_entry_type(tar::EntryType::Directory);
@@ -287,7 +355,9 @@ fn walk(
                     PackError::Io { path: path.clone(), source: e }
                 }
             })?;
-            stats.1 += size;
+            stats.bytes += size;
+            stats.files += 1;
+            (stats.progress)(stats.files, stats.bytes);
         } else if ft.is_symlink() {
             let target = fs::read_link(&path).map_err(io_err(&path))?;
             check_link(rel, &target).map_err(|why| PackError::Refused {

@@ -397,7 +397,9 @@ impl Store {
             detail,
         };
         let io_kind = |e: &std::io::Error| match e.kind() {
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Some(ErrorKind::Stalled),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                Some(ErrorKind::Stalled)
+            }
             _ => None,
         };
         let resp = attohttpc::get(&url)
@@ -408,10 +410,15 @@ impl Store {
             .map_err(|e| {
                 let text = e.to_string();
                 match e.kind() {
-                    attohttpc_kind::Io(io) if io_kind(io).is_some() && !text.contains("onnect") => err(
-                        ErrorKind::Stalled,
-                        format!("connected, then no response for {:?} (stall timeout)", t.stall),
-                    ),
+                    attohttpc_kind::Io(io) if io_kind(io).is_some() && !text.contains("onnect") => {
+                        err(
+                            ErrorKind::Stalled,
+                            format!(
+                                "connected, then no response for {:?} (stall timeout)",
+                                t.stall
+                            ),
+                        )
+                    }
                     attohttpc_kind::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => err(
                         ErrorKind::Unreachable,
                         format!("no connection within {:?} (connect timeout)", t.connect),

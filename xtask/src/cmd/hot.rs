@@ -153,13 +153,17 @@ fn print_status(
             .unwrap_or_else(|| "(none)".into());
         let in_sync = if live == d { "in sync" } else { "NOT in sync" };
         println!(
-            "  {}: live {} generation {} fetched {} ({in_sync}){}",
+            "  {}: live {} generation {} fetched {} ({in_sync}){}{}",
             p.pod,
             live,
             s.generation
                 .map(|g| g.to_string())
                 .unwrap_or_else(|| "-".into()),
             s.fetched_at.as_deref().unwrap_or("never"),
+            s.failing_since
+                .as_deref()
+                .map(|t| format!("; retrying since {t}"))
+                .unwrap_or_default(),
             s.last_error
                 .as_deref()
                 .map(|e| format!("; last error: {e}"))

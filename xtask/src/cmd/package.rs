@@ -3,11 +3,10 @@
 use std::io;
 use std::path::PathBuf;
 
-use aether_artifact::pack;
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::Ctx;
-use crate::package::{human_bytes, pack_to_file};
+use crate::package::{human_bytes, pack_to_file_with, pack_with_progress, show_progress};
 
 /// Package a directory as a deterministic tar.gz and print its digest.
 #[derive(clap::Args)]
@@ -20,9 +19,10 @@ pub struct Package {
 
 impl Package {
     pub fn run(self, _: &Ctx) -> Result<()> {
+        let progress = show_progress();
         let packed = match &self.output {
-            Some(out) => pack_to_file(&self.dir, out)?,
-            None => pack::pack_dir(&self.dir, io::sink()).context("packaging")?,
+            Some(out) => pack_to_file_with(&self.dir, out, progress)?,
+            None => pack_with_progress(&self.dir, io::sink(), progress)?,
         };
         eprintln!(
             "packed {} entries, {} of content into {} compressed",

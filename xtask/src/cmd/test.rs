@@ -12,6 +12,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("skopeo", "skopeo"),
     ("umoci", "umoci"),
     ("runc", "runc"),
+    ("script", "bsdutils"),
 ];
 
 /// Install what the tests need (apt, when missing) and run every test in the workspace.

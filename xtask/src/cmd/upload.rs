@@ -1,7 +1,6 @@
 //! `cargo xtask hot-upload <app> <dir>`: package, then upload to the content-addressed key,
 //! skipping the upload when the object is already there.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -11,7 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use super::Ctx;
 use crate::config::Global;
-use crate::package::{human_bytes, pack_to_file};
+use crate::package::{human_bytes, pack_to_file_with};
 
 #[derive(Debug, serde::Serialize)]
 pub struct Uploaded {
@@ -106,8 +105,9 @@ pub fn upload(
         .prefix("pack-")
         .suffix(".tar.gz")
         .tempfile_in(&tmp_dir)?;
-    let packed =
-        pack_to_file(dir, tmp.path()).with_context(|| format!("packaging {}", dir.display()))?;
+    let progress = progress && crate::package::show_progress();
+    let packed = pack_to_file_with(dir, tmp.path(), progress)
+        .with_context(|| format!("packaging {}", dir.display()))?;
     let pack_ms = t0.elapsed().as_millis() as u64;
 
     let key = object_key(app, &packed.digest);
@@ -116,20 +116,16 @@ pub fn upload(
     let uploaded = if store.exists(&key)? {
         false
     } else {
-        let bar = (progress
-            && std::io::stdout().is_terminal()
-            && std::io::stderr().is_terminal()
-            && packed.bytes > 1 << 20)
-            .then(|| {
-                let bar = indicatif::ProgressBar::new(packed.bytes);
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                    )
-                    .expect("valid template"),
-                );
-                bar
-            });
+        let bar = (progress && packed.bytes > 1 << 20).then(|| {
+            let bar = indicatif::ProgressBar::new(packed.bytes);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .expect("valid template"),
+            );
+            bar
+        });
         store.put_file(&key, tmp.path(), &mut |n| {
             if let Some(b) = &bar {
                 b.inc(n)
