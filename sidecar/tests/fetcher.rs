@@ -563,7 +563,16 @@ fn a_store_that_never_answers_or_stalls_mid_body_fails_on_the_stall_timeout() {
     assert_reports(&p, &silent_ep, "no response");
     drop(p);
 
-    // Answers 200 with a long body, sends 64 KiB of it, then goes silent.
+    // Answers 200 with a real artifact's length, sends its first 64 KiB (a valid gzip start, so
+    // the unpacker keeps reading), then goes silent.
+    let src = tempfile::tempdir().unwrap();
+    // Incompressible, so the artifact is as large as the file.
+    let noise: Vec<u8> = (0..32_000u32)
+        .flat_map(|i| sha256(&i.to_le_bytes()))
+        .collect();
+    fs::write(src.path().join("big.bin"), noise).unwrap();
+    let (artifact, _) = pack_to_vec(src.path()).unwrap();
+    assert!(artifact.len() > 200_000);
     let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let stall_ep = format!("http://{}", stall.local_addr().unwrap());
     std::thread::spawn(move || {
@@ -571,8 +580,12 @@ fn a_store_that_never_answers_or_stalls_mid_body_fails_on_the_stall_timeout() {
         for mut c in stall.incoming().flatten() {
             let mut buf = [0u8; 4096];
             let _ = c.read(&mut buf);
-            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n");
-            let _ = c.write_all(&[0x1f; 65536]);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                artifact.len()
+            );
+            let _ = c.write_all(head.as_bytes());
+            let _ = c.write_all(&artifact[..65536]);
             held.push(c);
         }
     });
