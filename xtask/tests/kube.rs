@@ -546,3 +546,91 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Removes an iptables rule when dropped, so a failed test leaves the host as it found it.
+struct DropRule(Vec<String>);
+
+impl DropRule {
+    fn insert(spec: &[String]) -> DropRule {
+        let ok = Command::new("iptables")
+            .arg("-I")
+            .args(spec)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "iptables -I {spec:?} failed");
+        DropRule(spec.to_vec())
+    }
+}
+
+impl Drop for DropRule {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables").arg("-D").args(&self.0).status();
+    }
+}
+
+#[test]
+#[ignore = "needs a real cluster: cargo xtask test --cluster"]
+fn a_pod_whose_store_traffic_is_dropped_says_so_and_recovers() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || Command::new("iptables").arg("-V").output().is_err() {
+        return skip("dropping a pod's traffic needs root and iptables");
+    }
+    let ns = Ns::new("drop");
+    let d = ns
+        .x(&["deploy-sample", "demo", ns.app("v1").to_str().unwrap()])
+        .ok();
+    let url = d.last("url");
+    let pod = ns.pods()[0].0.clone();
+    let ip = ns
+        .k(&["get", "pod", &pod, "-o", "jsonpath={.status.podIP}"])
+        .ok()
+        .stdout;
+    let store: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(ns.project.path().join(".aether/local/store.json")).unwrap(),
+    )
+    .unwrap();
+    let port = store["port"].as_u64().unwrap().to_string();
+    let d2 = ns.upload("v2");
+    // A firewall DROP (not a reset) of everything the pod sends to the store.
+    let rule = DropRule::insert(
+        &[
+            "INPUT",
+            "-s",
+            ip.trim(),
+            "-p",
+            "tcp",
+            "--dport",
+            &port,
+            "-j",
+            "DROP",
+        ]
+        .map(String::from),
+    );
+    let p = ns.x(&["hot-patch", "demo", &d2, "--wait", "15"]);
+    assert_ne!(
+        p.code, 0,
+        "hot-patch --wait must fail while the pod cannot fetch"
+    );
+    assert!(
+        p.stderr.contains(&pod) && p.stderr.contains("connect timeout"),
+        "{}",
+        p.stderr
+    );
+    let st = ns.x(&["hot-status", "demo"]);
+    assert_ne!(st.code, 0);
+    assert!(st.stdout.contains("retrying since"), "{}", st.stdout);
+    assert!(
+        get(&url).unwrap().contains("version: v1"),
+        "the old version keeps serving"
+    );
+    let logs = ns.x(&["logs", "demo", "--fetcher"]).ok().stdout;
+    assert!(
+        logs.contains("failing since") && logs.contains(&format!(":{port}")),
+        "{logs}"
+    );
+    // The network comes back: the next retry fetches, without a restart.
+    drop(rule);
+    ns.wait_body(&url, "version: v2", Duration::from_secs(60));
+    assert_eq!(ns.pods()[0].2, 0, "no container restarted");
+    ns.x(&["hot-status", "demo"]).ok();
+}
