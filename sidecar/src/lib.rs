@@ -69,6 +69,8 @@ impl Fetcher {
         let mut status = state::read(&cfg.root).unwrap_or_default();
         status.ready = false;
         status.consecutive_failures = 0;
+        // A streak of failures belongs to the process that had it.
+        status.failing_since = None;
         status.digest = live_digest(&cfg.root);
         if status.digest.is_none() {
             status.generation = None;
@@ -319,7 +321,7 @@ impl Fetcher {
             (Ok(n), Ok(_)) => Ok(n),
             // The unpacker stopped reading (it refused the archive): its error is the cause, the
             // broken pipe the download then saw is not.
-            (Err(e), Err(u)) if e.kind == ErrorKind::Other && e.detail.starts_with("writing") => {
+            (Err(e), Err(u)) if e.kind == ErrorKind::Sink => {
                 Err(anyhow!(u).context(format!("verifying {}", digest.short())))
             }
             // The store's error explains a truncated stream better than the unpacker's.

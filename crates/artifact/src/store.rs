@@ -142,6 +142,9 @@ pub enum ErrorKind {
     Unreachable,
     /// Connected, then no byte arrived for the stall timeout.
     Stalled,
+    /// The download was fine, but whatever it was streamed into stopped taking bytes (the
+    /// caller's own failure is the cause to report).
+    Sink,
     BadCredentials,
     Forbidden,
     NoSuchBucket,
@@ -163,6 +166,7 @@ fn hint(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::Unreachable => "is the store running? check the endpoint (AETHER_S3_ENDPOINT) or run `cargo xtask doctor`",
         ErrorKind::Stalled => "the connection went silent (a firewall dropping packets, or an overloaded store); retrying",
+        ErrorKind::Sink => "the receiving side stopped reading; its own error says why",
         ErrorKind::BadCredentials => "the store rejected the credentials: check AETHER_S3_ACCESS_KEY/AETHER_S3_SECRET_KEY or .aether/config.json",
         ErrorKind::Forbidden => "the credentials are valid but lack permission for this bucket or key: grant s3:GetObject/PutObject/ListBucket",
         ErrorKind::NoSuchBucket => "the bucket does not exist: `cargo xtask hot-upload` creates it, or set AETHER_S3_BUCKET",
@@ -451,7 +455,7 @@ impl Store {
                 Err(e) => return Err(err(ErrorKind::Unreachable, format!("after {n} bytes: {e}"))),
             };
             w.write_all(&buf[..k])
-                .map_err(|e| err(ErrorKind::Other, format!("writing: {e}")))?;
+                .map_err(|e| err(ErrorKind::Sink, format!("writing: {e}")))?;
             n += k as u64;
         }
     }

@@ -170,7 +170,6 @@ fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
     let node_floor = min_time(5, || Ok(cmd!(sh, "node -e 0").quiet().run()?))?;
     cs.sort_by_key(|c| c.total);
     let totals: Vec<Duration> = cs.iter().map(|c| c.total).collect();
-    let pct = |p: f64| percentile(&totals, p);
     let sum =
         |f: fn(&super::dev::Cycle) -> Duration| cs.iter().map(f).sum::<Duration>().as_secs_f64();
     let all = sum(|c| c.total);
@@ -180,9 +179,8 @@ fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
         cs.len()
     );
     println!(
-        "  p50 {:.0} ms, p95 {:.0} ms (target: p50 under 500 ms; tools people use: 1-3 s)",
-        secs(pct(0.5)) * 1000.0,
-        secs(pct(0.95)) * 1000.0
+        "  {} (target: p50 under 500 ms; tools people use: 1-3 s)",
+        p50_p95(&totals)
     );
     println!(
         "  share: pack {:.0}%, upload {:.0}%, patch {:.0}%, fetch+restart+first response {:.0}%",
@@ -320,7 +318,6 @@ fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
     })?;
     cs.sort_by_key(|c| c[0]);
     let totals: Vec<Duration> = cs.iter().map(|c| c[0]).collect();
-    let pct = |p: f64| percentile(&totals, p);
     let all: f64 = cs.iter().map(|c| c[0].as_secs_f64()).sum();
     let share = |i: usize| 100.0 * cs.iter().map(|c| c[i].as_secs_f64()).sum::<f64>() / all;
     println!(
@@ -328,9 +325,8 @@ fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
         cs.len()
     );
     println!(
-        "  p50 {:.0} ms, p95 {:.0} ms from the start of `hot-patch` (target p50 ≤ 800 ms)",
-        secs(pct(0.5)) * 1000.0,
-        secs(pct(0.95)) * 1000.0
+        "  {} from the start of `hot-patch` (target p50 ≤ 800 ms)",
+        p50_p95(&totals)
     );
     println!(
         "  share: hot-patch command (kubectl calls) {:.0}%, kubelet volume refresh {:.0}%, fetch+verify+swap {:.0}%, restart+first response {:.0}%",
@@ -372,9 +368,10 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// The `p` quantile (nearest rank) of ascending durations.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+/// "p50 X ms, p95 Y ms" (nearest rank) of ascending durations.
+fn p50_p95(sorted: &[Duration]) -> String {
+    let pct = |p: f64| secs(sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]) * 1000.0;
+    format!("p50 {:.0} ms, p95 {:.0} ms", pct(0.5), pct(0.95))
 }
 
 fn secs(d: Duration) -> f64 {
