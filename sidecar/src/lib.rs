@@ -64,8 +64,6 @@ impl Fetcher {
             .with_context(|| format!("creating {}", cfg.root.display()))?;
         fs::create_dir_all(cfg.root.join(volume::RELOAD_DIR))?;
         clean_leftovers(&cfg.root)?;
-        // The store retries are ours (backoff between passes), not the client's.
-        aether_artifact::store::set_retries(0);
         let mut status = state::read(&cfg.root).unwrap_or_default();
         status.ready = false;
         status.consecutive_failures = 0;
@@ -326,8 +324,8 @@ impl Fetcher {
             }
             // The store's error explains a truncated stream better than the unpacker's.
             (Err(e), _) => Err(anyhow!(e)),
-            (Ok(_), Err(UnpackError::Io { path, source }))
-                if path == dest && source.kind() == io::ErrorKind::AlreadyExists =>
+            (Ok(_), Err(UnpackError::Io { path, err }))
+                if path == dest && err.kind() == io::ErrorKind::AlreadyExists =>
             {
                 // Another pass (or a previous run) finished the same digest: fine.
                 Ok(0)

@@ -93,6 +93,9 @@ pub fn ensure(dir: &Path, also: Option<IpAddr>) -> Result<Embedded> {
             st.also.push(ip);
         }
     }
+    // An address remembered from a cluster that has since stopped (its bridge is gone) would
+    // make the bind fail; the next cluster command adds it back.
+    st.also.retain(|ip| Some(*ip) == also || is_local(*ip));
     if port_open(st.port) {
         st.port = free_port()?;
     }

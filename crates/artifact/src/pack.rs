@@ -32,8 +32,10 @@ pub const IGNORE_FILE: &str = ".aetherignore";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    // The cause is part of the message and deliberately not `source()`: printed as a chain it
+    // would appear twice.
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: io::Error },
     #[error("cannot pack {}: {why}", path.display())]
     Refused { path: PathBuf, why: String },
     #[error("writing the archive: {0}")]
@@ -82,9 +84,9 @@ pub fn measure(root: &Path) -> Result<(u64, u64), PackError> {
         ignore: &ignore::gitignore::Gitignore,
         acc: &mut (u64, u64),
     ) -> Result<(), PackError> {
-        let rd = fs::read_dir(dir).map_err(|source| PackError::Io {
+        let rd = fs::read_dir(dir).map_err(|err| PackError::Io {
             path: dir.to_path_buf(),
-            source,
+            err,
         })?;
         for e in rd.flatten() {
             let path = e.path();
@@ -121,6 +123,22 @@ fn skipped(
     (is_dir && name == ".git") || ignore.matched_path_or_any_parents(rel, is_dir).is_ignore()
 }
 
+/// Fails as packing `root` would at once when it is missing or not a directory, so commands can
+/// refuse bad input before they start anything.
+pub fn check_root(root: &Path) -> Result<(), PackError> {
+    let meta = fs::metadata(root).map_err(|err| PackError::Io {
+        path: root.to_path_buf(),
+        err,
+    })?;
+    if !meta.is_dir() {
+        return Err(PackError::Refused {
+            path: root.to_path_buf(),
+            why: "it is not a directory; pass the directory that holds the app".into(),
+        });
+    }
+    Ok(())
+}
+
 /// As [`pack_dir_with_threads`], calling `progress(files, content bytes)` after each file.
 pub fn pack_dir_with_progress<W: Write + Send>(
     root: &Path,
@@ -128,17 +146,7 @@ pub fn pack_dir_with_progress<W: Write + Send>(
     threads: usize,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<Packed, PackError> {
-    let io_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| PackError::Io { path, source }
-    };
-    let meta = fs::metadata(root).map_err(io_err(root))?;
-    if !meta.is_dir() {
-        return Err(PackError::Refused {
-            path: root.to_path_buf(),
-            why: "it is not a directory; pass the directory that holds the app".into(),
-        });
-    }
+    check_root(root)?;
     let ignore = load_ignore(root)?;
     let threads = threads.max(1);
 
@@ -308,7 +316,7 @@ fn walk(
 ) -> Result<(), PackError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| PackError::Io { path, source }
+        move |err| PackError::Io { path, err }
     };
     let mut names: Vec<_> = fs::read_dir(dir)
         .map_err(io_err(dir))?
@@ -352,7 +360,7 @@ fn walk(
                 if e.kind() == io::ErrorKind::UnexpectedEof {
                     PackError::Refused { path: path.clone(), why: "the file shrank while it was being packed; try again when nothing is writing to it".into() }
                 } else {
-                    PackError::Io { path: path.clone(), source: e }
+                    PackError::Io { path: path.clone(), err: e }
                 }
             })?;
             stats.bytes += size;

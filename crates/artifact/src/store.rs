@@ -1,22 +1,26 @@
 //! The object store: S3-compatible (MinIO in the cluster, the embedded s3s server locally),
-//! path-style, SigV4-signed by `rust-s3`'s blocking client. Settings come from the same
+//! path-style. Every request is a SigV4 presigned URL made by `rusty-s3` (signing only, no I/O)
+//! and sent by one blocking `attohttpc` client with rustls, so TLS, a private CA
+//! (`AETHER_S3_CA_FILE`) and per-phase timeouts are ours to set. Settings come from the same
 //! `AETHER_S3_*` variables for the xtask and the fetcher, so one Secret serves both.
 
 use std::fmt;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use s3::creds::Credentials;
-use s3::error::S3Error;
-use s3::{Bucket, BucketConfiguration, Region};
+use attohttpc::{Method, Session, StatusCode};
+use rusty_s3::{actions::S3Action, Bucket, Credentials, UrlStyle};
 
 pub const ENV_ENDPOINT: &str = "AETHER_S3_ENDPOINT";
 pub const ENV_REGION: &str = "AETHER_S3_REGION";
 pub const ENV_BUCKET: &str = "AETHER_S3_BUCKET";
 pub const ENV_ACCESS_KEY: &str = "AETHER_S3_ACCESS_KEY";
 pub const ENV_SECRET_KEY: &str = "AETHER_S3_SECRET_KEY";
+/// PEM file of extra CAs to trust for an `https://` endpoint (a self-signed MinIO), on top of
+/// the public web roots.
+pub const ENV_CA_FILE: &str = "AETHER_S3_CA_FILE";
 
 pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_BUCKET: &str = "aether-artifacts";
@@ -54,6 +58,8 @@ pub struct StoreConfig {
     pub bucket: String,
     pub access_key: String,
     pub secret_key: Secret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Store settings from one source; sources are layered with [`PartialStore::or`].
@@ -65,6 +71,8 @@ pub struct PartialStore {
     pub bucket: Option<String>,
     pub access_key: Option<String>,
     pub secret_key: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl PartialStore {
@@ -80,6 +88,7 @@ impl PartialStore {
             bucket: get(ENV_BUCKET),
             access_key: get(ENV_ACCESS_KEY),
             secret_key: get(ENV_SECRET_KEY).map(Secret),
+            ca_file: get(ENV_CA_FILE).map(PathBuf::from),
         }
     }
 
@@ -91,6 +100,7 @@ impl PartialStore {
             bucket: self.bucket.or(lower.bucket),
             access_key: self.access_key.or(lower.access_key),
             secret_key: self.secret_key.or(lower.secret_key),
+            ca_file: self.ca_file.or(lower.ca_file),
         }
     }
 
@@ -110,6 +120,7 @@ impl PartialStore {
             secret_key: self
                 .secret_key
                 .ok_or_else(|| missing("secret key", ENV_SECRET_KEY))?,
+            ca_file: self.ca_file,
         };
         if !(cfg.endpoint.starts_with("http://") || cfg.endpoint.starts_with("https://")) {
             return Err(format!(
@@ -150,6 +161,8 @@ pub enum ErrorKind {
     NoSuchBucket,
     InvalidBucketName,
     NotFound,
+    /// The TLS handshake failed: usually a certificate no configured CA vouches for.
+    Tls,
     Other,
 }
 
@@ -172,6 +185,7 @@ fn hint(kind: ErrorKind) -> &'static str {
         ErrorKind::NoSuchBucket => "the bucket does not exist: `cargo xtask hot-upload` creates it, or set AETHER_S3_BUCKET",
         ErrorKind::InvalidBucketName => "fix AETHER_S3_BUCKET",
         ErrorKind::NotFound => "upload it first with `cargo xtask hot-upload`",
+        ErrorKind::Tls => "the store's TLS certificate is not trusted or does not match the host: set AETHER_S3_CA_FILE to the PEM of the CA that signed it",
         ErrorKind::Other => "see the store's message above",
     }
 }
@@ -185,7 +199,9 @@ pub struct Timeouts {
 }
 
 pub struct Store {
-    bucket: Box<Bucket>,
+    bucket: Bucket,
+    creds: Credentials,
+    session: Session,
     cfg: StoreConfig,
 }
 
@@ -195,36 +211,45 @@ impl fmt::Debug for Store {
     }
 }
 
-/// How many times rust-s3 retries idempotent requests (process-wide; default 1 with a 1 s
-/// pause). The fetcher sets 0: it has its own backoff.
-pub fn set_retries(n: u8) {
-    s3::set_retries(n);
-}
+/// How long a presigned URL made for one of our own requests stays valid: long enough for a
+/// slow part upload, short enough to be useless if it leaked.
+const REQUEST_URL_TTL: Duration = Duration::from_secs(15 * 60);
 
 impl Store {
     pub fn new(cfg: StoreConfig) -> Result<Store, StoreError> {
         Self::with_timeout(cfg, Duration::from_secs(60))
     }
 
+    /// `timeout` bounds each request as a whole; connecting gets at most 10 s of it.
     pub fn with_timeout(cfg: StoreConfig, timeout: Duration) -> Result<Store, StoreError> {
-        let err = |e: S3Error| classify("configuring the store client", &cfg.endpoint, e);
-        let region = Region::Custom {
-            region: cfg.region.clone(),
-            endpoint: cfg.endpoint.trim_end_matches('/').to_string(),
+        let err = |kind, detail: String| StoreError {
+            kind,
+            op: "configuring the store client".into(),
+            endpoint: cfg.endpoint.clone(),
+            detail,
         };
-        let creds = Credentials::new(
-            Some(&cfg.access_key),
-            Some(cfg.secret_key.expose()),
-            None,
-            None,
-            None,
-        )
-        .map_err(|e| err(e.into()))?;
-        let bucket = Bucket::new(&cfg.bucket, region, creds)
-            .map_err(err)?
-            .with_path_style();
-        let bucket = bucket.with_request_timeout(timeout).map_err(err)?;
-        Ok(Store { bucket, cfg })
+        let url = cfg
+            .endpoint
+            .parse()
+            .map_err(|e| err(ErrorKind::Other, format!("invalid endpoint: {e}")))?;
+        let bucket = Bucket::new(url, UrlStyle::Path, cfg.bucket.clone(), cfg.region.clone())
+            .map_err(|e| err(ErrorKind::InvalidBucketName, e.to_string()))?;
+        let creds = Credentials::new(cfg.access_key.clone(), cfg.secret_key.expose());
+        let mut session = Session::new();
+        session.timeout(timeout);
+        session.connect_timeout(timeout.min(Duration::from_secs(10)));
+        session.follow_redirects(false);
+        if let Some(path) = &cfg.ca_file {
+            for cert in load_ca_file(path).map_err(|e| err(ErrorKind::Tls, e))? {
+                session.add_root_certificate(cert);
+            }
+        }
+        Ok(Store {
+            bucket,
+            creds,
+            session,
+            cfg,
+        })
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -236,27 +261,66 @@ impl Store {
         format!("s3://{}/{key}", self.cfg.bucket)
     }
 
-    fn fail(&self, op: impl Into<String>, e: S3Error) -> StoreError {
-        classify(op, &self.cfg.endpoint, e)
+    fn error(&self, op: &str, kind: ErrorKind, detail: String) -> StoreError {
+        StoreError {
+            kind,
+            op: op.to_string(),
+            endpoint: self.cfg.endpoint.clone(),
+            detail,
+        }
+    }
+
+    /// Sends one signed request; a non-2xx answer becomes a classified error (`ok` lists
+    /// other statuses the caller handles itself).
+    fn send(
+        &self,
+        op: &str,
+        method: Method,
+        url: url::Url,
+        body: &[u8],
+        content_type: Option<&str>,
+        ok: &[u16],
+    ) -> Result<attohttpc::Response, StoreError> {
+        let u = url.as_str();
+        let req = match method {
+            Method::HEAD => self.session.head(u),
+            Method::PUT => self.session.put(u),
+            Method::POST => self.session.post(u),
+            Method::DELETE => self.session.delete(u),
+            _ => self.session.get(u),
+        };
+        let req = match content_type {
+            Some(t) => req.header("content-type", t),
+            None => req,
+        };
+        let resp = req
+            .bytes(body)
+            .send()
+            .map_err(|e| self.transport(op, e))?;
+        let status = resp.status();
+        if status.is_success() || ok.contains(&status.as_u16()) {
+            return Ok(resp);
+        }
+        let text = resp.text().unwrap_or_default();
+        Err(classify(op, &self.cfg.endpoint, status.as_u16(), &text))
+    }
+
+    fn transport(&self, op: &str, e: attohttpc::Error) -> StoreError {
+        let (kind, detail) = transport_kind(&e);
+        self.error(op, kind, detail)
     }
 
     /// Whether the bucket exists; changes nothing (a one-key listing also proves the
     /// credentials can read it).
     pub fn bucket_exists(&self) -> Result<bool, StoreError> {
         let op = format!("checking bucket {}", self.cfg.bucket);
-        match self
-            .bucket
-            .list_page(crate::KEY_PREFIX.into(), None, None, None, Some(1))
-        {
+        let mut list = self.bucket.list_objects_v2(Some(&self.creds));
+        list.with_prefix(crate::KEY_PREFIX);
+        list.with_max_keys(1);
+        match self.send(&op, Method::GET, list.sign(REQUEST_URL_TTL), &[], None, &[]) {
             Ok(_) => Ok(true),
-            Err(e) => {
-                let e = self.fail(op, e);
-                if e.kind == ErrorKind::NoSuchBucket {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
+            Err(e) if e.kind == ErrorKind::NoSuchBucket => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -265,45 +329,34 @@ impl Store {
         if self.bucket_exists()? {
             return Ok(false);
         }
-        let region = self.bucket.region.clone();
-        let creds = Credentials::new(
-            Some(&self.cfg.access_key),
-            Some(self.cfg.secret_key.expose()),
-            None,
-            None,
-            None,
-        )
-        .map_err(|e| self.fail("creating bucket", e.into()))?;
-        match Bucket::create_with_path_style(
-            &self.cfg.bucket,
-            region,
-            creds,
-            BucketConfiguration::default(),
-        ) {
-            Ok(r) if r.success() => Ok(true),
-            Ok(r) if r.response_code == 409 => Ok(false),
-            Ok(r) => Err(self.fail(
-                format!("creating bucket {}", self.cfg.bucket),
-                S3Error::HttpFailWithBody(r.response_code, r.response_text),
-            )),
-            // Someone else created it in between: "already exists/owned" is success.
-            Err(S3Error::HttpFailWithBody(409, _)) => Ok(false),
-            Err(e) => Err(self.fail(format!("creating bucket {}", self.cfg.bucket), e)),
-        }
+        let op = format!("creating bucket {}", self.cfg.bucket);
+        let url = self.bucket.create_bucket(&self.creds).sign(REQUEST_URL_TTL);
+        // Someone else created it in between: "already exists/owned" (409) is success.
+        let r = self.send(&op, Method::PUT, url, &[], None, &[409])?;
+        Ok(r.status() != StatusCode::CONFLICT)
     }
 
     /// Whether an object exists (HEAD).
     pub fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        match self.bucket.head_object(key) {
-            Ok((_, 200)) => Ok(true),
-            Ok((_, 404)) => Ok(false),
-            Ok((_, code)) => Err(self.fail(
-                format!("checking {key}"),
-                S3Error::HttpFailWithBody(code, String::new()),
-            )),
-            Err(S3Error::HttpFailWithBody(404, _)) => Ok(false),
-            Err(e) => Err(self.fail(format!("checking {key}"), e)),
+        Ok(self.size(key)?.is_some())
+    }
+
+    /// The object's size, `None` when it does not exist (HEAD).
+    pub fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let op = format!("checking {key}");
+        let url = self
+            .bucket
+            .head_object(Some(&self.creds), key)
+            .sign(REQUEST_URL_TTL);
+        let r = self.send(&op, Method::HEAD, url, &[], None, &[404])?;
+        if r.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
         }
+        Ok(r
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .or(Some(0)))
     }
 
     /// Uploads a file. S3 makes an object visible only when its PUT (or multipart completion)
@@ -315,77 +368,111 @@ impl Store {
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), StoreError> {
         let op = format!("uploading {key}");
-        let io = |e: std::io::Error| self.fail(op.clone(), S3Error::Io(e));
+        let io = |e: std::io::Error| {
+            self.error(&op, ErrorKind::Other, format!("{}: {e}", path.display()))
+        };
         let mut f = File::open(path).map_err(io)?;
         let size = f.metadata().map_err(io)?.len();
         if size <= MULTIPART_THRESHOLD {
             let mut buf = Vec::with_capacity(size as usize);
             f.read_to_end(&mut buf).map_err(io)?;
-            self.bucket
-                .put_object_with_content_type(key, &buf, "application/gzip")
-                .map_err(|e| self.fail(op.clone(), e))?;
+            self.put_bytes(key, &buf)?;
             progress(size);
             return Ok(());
         }
-        let init = self
+        let url = self
             .bucket
-            .initiate_multipart_upload(key, "application/gzip")
-            .map_err(|e| self.fail(op.clone(), e))?;
-        let upload_id = init.upload_id;
+            .create_multipart_upload(Some(&self.creds), key)
+            .sign(REQUEST_URL_TTL);
+        let text = self
+            .send(&op, Method::POST, url, &[], None, &[])?
+            .text()
+            .map_err(|e| self.transport(&op, e))?;
+        let upload_id = rusty_s3::actions::CreateMultipartUpload::parse_response(&text)
+            .map_err(|e| self.error(&op, ErrorKind::Other, format!("unexpected answer: {e}")))?
+            .upload_id()
+            .to_string();
         let result = (|| {
-            let mut parts = Vec::new();
+            let mut etags = Vec::new();
             let mut buf = vec![0u8; PART_SIZE];
-            let mut number = 1u32;
+            let mut number = 1u16;
             loop {
                 let n = read_full(&mut f, &mut buf).map_err(io)?;
                 if n == 0 {
                     break;
                 }
-                let part = self
+                let part_op = format!("{op} (part {number})");
+                let url = self
                     .bucket
-                    .put_multipart_chunk(&buf[..n], key, number, &upload_id, "application/gzip")
-                    .map_err(|e| self.fail(format!("{op} (part {number})"), e))?;
-                parts.push(part);
+                    .upload_part(Some(&self.creds), key, number, &upload_id)
+                    .sign(REQUEST_URL_TTL);
+                let r = self.send(&part_op, Method::PUT, url, &buf[..n], None, &[])?;
+                let etag = r
+                    .headers()
+                    .get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| {
+                        self.error(&part_op, ErrorKind::Other, "the answer has no ETag".into())
+                    })?
+                    .to_string();
+                etags.push(etag);
                 progress(n as u64);
                 number += 1;
             }
-            self.bucket
-                .complete_multipart_upload(key, &upload_id, parts)
-                .map_err(|e| self.fail(op.clone(), e))?;
+            let complete = self.bucket.complete_multipart_upload(
+                Some(&self.creds),
+                key,
+                &upload_id,
+                etags.iter().map(String::as_str),
+            );
+            let url = complete.sign(REQUEST_URL_TTL);
+            let body = complete.body();
+            let r = self.send(&op, Method::POST, url, body.as_bytes(), Some("application/xml"), &[])?;
+            // S3 may answer 200 with an error document once the parts are assembled.
+            let text = r.text().map_err(|e| self.transport(&op, e))?;
+            if text.contains("<Error>") {
+                return Err(classify(&op, &self.cfg.endpoint, 500, &text));
+            }
             Ok(())
         })();
         if result.is_err() {
-            let _ = self.bucket.abort_upload(key, &upload_id);
+            let url = self
+                .bucket
+                .abort_multipart_upload(Some(&self.creds), key, &upload_id)
+                .sign(REQUEST_URL_TTL);
+            let _ = self.send(&op, Method::DELETE, url, &[], None, &[]);
         }
         result
     }
 
     /// Uploads bytes with one PUT (small objects and tests).
     pub fn put_bytes(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
-        self.bucket
-            .put_object_with_content_type(key, data, "application/gzip")
-            .map(|_| ())
-            .map_err(|e| self.fail(format!("uploading {key}"), e))
+        let url = self
+            .bucket
+            .put_object(Some(&self.creds), key)
+            .sign(REQUEST_URL_TTL);
+        let op = format!("uploading {key}");
+        self.send(&op, Method::PUT, url, data, Some("application/gzip"), &[])
+            .map(drop)
     }
 
     /// Streams an object into `w`.
     pub fn get_to_writer(&self, key: &str, w: &mut (dyn Write + Send)) -> Result<u64, StoreError> {
-        let mut counting = CountingWriter { inner: w, n: 0 };
-        match self.bucket.get_object_to_writer(key, &mut counting) {
-            Ok(200) => Ok(counting.n),
-            Ok(code) => Err(self.fail(
-                format!("downloading {key}"),
-                S3Error::HttpFailWithBody(code, String::new()),
-            )),
-            Err(e) => Err(self.fail(format!("downloading {key}"), e)),
+        let t = self.session_timeouts();
+        self.get_with_timeouts(key, w, &t)
+    }
+
+    fn session_timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            stall: Duration::from_secs(60),
+            total: Duration::from_secs(3600),
         }
     }
 
     /// Streams an object into `w` with timeouts of its own, so a dead network never holds the
     /// caller silently: `connect` for the TCP connection, `stall` for any wait on the next
-    /// bytes (headers or body), `total` for the whole transfer. The request is a presigned GET
-    /// (SigV4 in the query), made with attohttpc directly because rust-s3 sets only a total
-    /// timeout.
+    /// bytes (headers or body), `total` for the whole transfer.
     pub fn get_with_timeouts(
         &self,
         key: &str,
@@ -393,20 +480,20 @@ impl Store {
         t: &Timeouts,
     ) -> Result<u64, StoreError> {
         let op = format!("downloading {key}");
-        let url = self.presign_get(key, t.total.max(Duration::from_secs(60)))?;
-        let err = |kind: ErrorKind, detail: String| StoreError {
-            kind,
-            op: op.clone(),
-            endpoint: self.cfg.endpoint.clone(),
-            detail,
-        };
+        let url = self
+            .bucket
+            .get_object(Some(&self.creds), key)
+            .sign(t.total.max(Duration::from_secs(60)));
+        let err = |kind: ErrorKind, detail: String| self.error(&op, kind, detail);
         let io_kind = |e: &std::io::Error| match e.kind() {
             std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
                 Some(ErrorKind::Stalled)
             }
             _ => None,
         };
-        let resp = attohttpc::get(&url)
+        let resp = self
+            .session
+            .get(url.as_str())
             .connect_timeout(t.connect)
             .read_timeout(t.stall)
             .timeout(t.total)
@@ -414,7 +501,9 @@ impl Store {
             .map_err(|e| {
                 let text = e.to_string();
                 match e.kind() {
-                    attohttpc_kind::Io(io) if io_kind(io).is_some() && !text.contains("onnect") => {
+                    attohttpc::ErrorKind::Io(io)
+                        if io_kind(io).is_some() && !text.contains("onnect") =>
+                    {
                         err(
                             ErrorKind::Stalled,
                             format!(
@@ -423,22 +512,20 @@ impl Store {
                             ),
                         )
                     }
-                    attohttpc_kind::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => err(
-                        ErrorKind::Unreachable,
-                        format!("no connection within {:?} (connect timeout)", t.connect),
-                    ),
-                    _ => classify(op.clone(), &self.cfg.endpoint, S3Error::Atto(e)),
+                    attohttpc::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                        err(
+                            ErrorKind::Unreachable,
+                            format!("no connection within {:?} (connect timeout)", t.connect),
+                        )
+                    }
+                    _ => self.transport(&op, e),
                 }
             })?;
         let (status, _, mut body) = resp.split();
         if !status.is_success() {
             let mut text = String::new();
             let _ = body.read_to_string(&mut text);
-            return Err(classify(
-                op.clone(),
-                &self.cfg.endpoint,
-                S3Error::HttpFailWithBody(status.as_u16(), text),
-            ));
+            return Err(classify(&op, &self.cfg.endpoint, status.as_u16(), &text));
         }
         let mut buf = vec![0u8; 256 << 10];
         let mut n = 0u64;
@@ -462,10 +549,28 @@ impl Store {
 
     /// A presigned GET URL, valid for `expiry` (at most 7 days).
     pub fn presign_get(&self, key: &str, expiry: Duration) -> Result<String, StoreError> {
-        self.bucket
-            .presign_get(key, expiry.as_secs().min(604_800) as u32, None)
-            .map_err(|e| self.fail(format!("presigning {key}"), e))
+        let expiry = expiry.clamp(Duration::from_secs(1), Duration::from_secs(604_800));
+        Ok(self
+            .bucket
+            .get_object(Some(&self.creds), key)
+            .sign(expiry)
+            .to_string())
     }
+}
+
+/// The certificates of a PEM file, with an error that names the file.
+fn load_ca_file(path: &Path) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("reading {} ({ENV_CA_FILE}): {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{} ({ENV_CA_FILE}) holds no PEM certificate",
+            path.display()
+        ));
+    }
+    Ok(certs)
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -479,70 +584,53 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-struct CountingWriter<'a> {
-    inner: &'a mut (dyn Write + Send),
-    n: u64,
+/// What a failure before any HTTP status means for the user.
+fn transport_kind(e: &attohttpc::Error) -> (ErrorKind, String) {
+    let text = e.to_string();
+    let tls_text = |t: &str| {
+        t.contains("certificate") || t.contains("Certificate") || t.contains("handshake")
+    };
+    let kind = match e.kind() {
+        attohttpc::ErrorKind::Tls(_)
+        | attohttpc::ErrorKind::InvalidDNSName(_)
+        | attohttpc::ErrorKind::ServerCertVerifier(_) => ErrorKind::Tls,
+        attohttpc::ErrorKind::Io(io) if tls_text(&io.to_string()) => ErrorKind::Tls,
+        attohttpc::ErrorKind::Io(_) | attohttpc::ErrorKind::ConnectNotSupported => {
+            ErrorKind::Unreachable
+        }
+        _ if text.contains("onnect") || text.contains("timed out") || text.contains("dns") => {
+            ErrorKind::Unreachable
+        }
+        _ => ErrorKind::Other,
+    };
+    let detail = text
+        .strip_prefix("Io Error: ")
+        .or_else(|| text.strip_prefix("Tls Error: "))
+        .unwrap_or(&text)
+        .to_string();
+    (kind, detail)
 }
 
-impl Write for CountingWriter<'_> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        let k = self.inner.write(b)?;
-        self.n += k as u64;
-        Ok(k)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Maps rust-s3's errors onto what a user can act on. Error bodies are S3 XML; the code element
-/// says what happened even when the HTTP status is ambiguous.
-pub fn classify(op: impl Into<String>, endpoint: &str, e: S3Error) -> StoreError {
-    let (kind, detail) = match &e {
-        S3Error::HttpFailWithBody(code, body) => {
-            let s3code = xml_code(body);
-            let kind = match (s3code.as_deref(), code) {
-                (
-                    Some(
-                        "SignatureDoesNotMatch"
-                        | "InvalidAccessKeyId"
-                        | "AuthorizationHeaderMalformed",
-                    ),
-                    _,
-                ) => ErrorKind::BadCredentials,
-                (Some("AccessDenied"), _) => ErrorKind::Forbidden,
-                (Some("NoSuchBucket"), _) => ErrorKind::NoSuchBucket,
-                (Some("InvalidBucketName"), _) => ErrorKind::InvalidBucketName,
-                (Some("NoSuchKey"), _) | (None, 404) => ErrorKind::NotFound,
-                // HEAD responses have no body: a 403 there is a signature or permission problem.
-                (None, 403) => ErrorKind::BadCredentials,
-                _ => ErrorKind::Other,
-            };
-            let detail = match s3code {
-                Some(c) => format!("HTTP {code} {c}"),
-                None => format!("HTTP {code}"),
-            };
-            (kind, detail)
-        }
-        S3Error::Io(io) => (ErrorKind::Unreachable, io.to_string()),
-        S3Error::Atto(a) => {
-            let text = a.to_string();
-            let unreachable = matches!(
-                a.kind(),
-                attohttpc_kind::Io(_) | attohttpc_kind::ConnectNotSupported
-            ) || text.contains("onnect")
-                || text.contains("timed out")
-                || text.contains("dns");
-            (
-                if unreachable {
-                    ErrorKind::Unreachable
-                } else {
-                    ErrorKind::Other
-                },
-                text,
-            )
-        }
-        other => (ErrorKind::Other, other.to_string()),
+/// Maps an S3 error answer onto what a user can act on. Error bodies are S3 XML; the code
+/// element says what happened even when the HTTP status is ambiguous.
+pub fn classify(op: impl Into<String>, endpoint: &str, code: u16, body: &str) -> StoreError {
+    let s3code = xml_code(body);
+    let kind = match (s3code.as_deref(), code) {
+        (
+            Some("SignatureDoesNotMatch" | "InvalidAccessKeyId" | "AuthorizationHeaderMalformed"),
+            _,
+        ) => ErrorKind::BadCredentials,
+        (Some("AccessDenied"), _) => ErrorKind::Forbidden,
+        (Some("NoSuchBucket"), _) => ErrorKind::NoSuchBucket,
+        (Some("InvalidBucketName"), _) => ErrorKind::InvalidBucketName,
+        (Some("NoSuchKey"), _) | (None, 404) => ErrorKind::NotFound,
+        // HEAD responses have no body: a 403 there is a signature or permission problem.
+        (None, 403) => ErrorKind::BadCredentials,
+        _ => ErrorKind::Other,
+    };
+    let detail = match s3code {
+        Some(c) => format!("HTTP {code} {c}"),
+        None => format!("HTTP {code}"),
     };
     StoreError {
         kind,
@@ -551,8 +639,6 @@ pub fn classify(op: impl Into<String>, endpoint: &str, e: S3Error) -> StoreError
         detail,
     }
 }
-
-use attohttpc::ErrorKind as attohttpc_kind;
 
 fn xml_code(body: &str) -> Option<String> {
     let start = body.find("<Code>")? + "<Code>".len();
@@ -627,8 +713,7 @@ mod tests {
         let body = |c: &str| {
             format!("<?xml version=\"1.0\"?><Error><Code>{c}</Code><Message>m</Message></Error>")
         };
-        let k =
-            |code, b: String| classify("op", "http://e", S3Error::HttpFailWithBody(code, b)).kind;
+        let k = |code, b: String| classify("op", "http://e", code, &b).kind;
         assert_eq!(
             k(403, body("SignatureDoesNotMatch")),
             ErrorKind::BadCredentials
@@ -646,11 +731,7 @@ mod tests {
             ErrorKind::InvalidBucketName
         );
         assert_eq!(k(500, body("InternalError")), ErrorKind::Other);
-        let e = classify(
-            "op",
-            "http://e",
-            S3Error::HttpFailWithBody(403, body("SignatureDoesNotMatch")),
-        );
+        let e = classify("op", "http://e", 403, &body("SignatureDoesNotMatch"));
         assert!(
             e.to_string().contains("http://e") && e.to_string().contains("AETHER_S3_SECRET_KEY")
         );

@@ -42,8 +42,10 @@ pub enum UnpackError {
     TooLarge { what: &'static str, limit: u64 },
     #[error("corrupt archive: {0}")]
     Corrupt(io::Error),
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    // The cause is part of the message and deliberately not `source()`: printed as a chain it
+    // would appear twice.
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: io::Error },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,7 +65,7 @@ pub fn unpack_verified<R: Read>(
 ) -> Result<Unpacked, UnpackError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| UnpackError::Io { path, source }
+        move |err| UnpackError::Io { path, err }
     };
     let parent = dest
         .parent()
@@ -71,7 +73,7 @@ pub fn unpack_verified<R: Read>(
         .unwrap_or(Path::new("."));
     let name = dest.file_name().ok_or_else(|| UnpackError::Io {
         path: dest.to_path_buf(),
-        source: io::Error::other("destination has no file name"),
+        err: io::Error::other("destination has no file name"),
     })?;
     let tmp = parent.join(format!(
         "{TMP_PREFIX}{}-{}-{}",
@@ -231,7 +233,7 @@ fn corrupt(e: io::Error) -> UnpackError {
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> UnpackError {
     let path = path.to_path_buf();
-    move |source| UnpackError::Io { path, source }
+    move |err| UnpackError::Io { path, err }
 }
 
 fn dup_or_io(e: io::Error, path: &Path, shown: &str) -> UnpackError {
@@ -243,7 +245,7 @@ fn dup_or_io(e: io::Error, path: &Path, shown: &str) -> UnpackError {
     } else {
         UnpackError::Io {
             path: path.to_path_buf(),
-            source: e,
+            err: e,
         }
     }
 }

@@ -118,11 +118,58 @@ fn server_down() {
     // relies on (its `true` above is that path).
     assert!(store.ensure_bucket().unwrap());
     drop(server);
-    aether_artifact::store::set_retries(0);
     let e = store.ensure_bucket().unwrap_err();
     assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
     assert!(
         e.to_string().contains(&endpoint) && e.to_string().contains("running"),
         "{e}"
     );
+}
+
+/// An `https://` endpoint through a real TLS terminator in front of the real S3 server: trusted
+/// through `AETHER_S3_CA_FILE`, refused without it with an error naming the variable, and a
+/// bad CA file named before any request.
+#[test]
+fn tls_with_a_private_ca() {
+    use aether_s3local::tls::{Terminator, TestCa};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_ephemeral(dir.path(), AK, SK).unwrap();
+    let ca = TestCa::new().unwrap();
+    let tls = Terminator::start(&ca, server.addr()).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+
+    let untrusted = Store::new(config(&tls.endpoint(), SK)).unwrap();
+    let e = untrusted.ensure_bucket().unwrap_err();
+    eprintln!("without the CA: {e}");
+    assert_eq!(e.kind, ErrorKind::Tls, "{e}");
+    assert!(e.to_string().contains("AETHER_S3_CA_FILE"), "{e}");
+
+    let lookup = |k: &str| match k {
+        "AETHER_S3_ENDPOINT" => Some(tls.endpoint()),
+        "AETHER_S3_BUCKET" => Some("artifacts-tls".into()),
+        "AETHER_S3_ACCESS_KEY" => Some(AK.into()),
+        "AETHER_S3_SECRET_KEY" => Some(SK.into()),
+        "AETHER_S3_CA_FILE" => Some(ca_file.display().to_string()),
+        _ => None,
+    };
+    let store = Store::new(PartialStore::from_lookup(lookup).finish().unwrap()).unwrap();
+    assert!(store.ensure_bucket().unwrap());
+    let data = vec![7u8; 20 << 20];
+    let big = dir.path().join("big");
+    std::fs::write(&big, &data).unwrap();
+    store.put_file("artifacts/a/big", &big, &mut |_| {}).unwrap();
+    assert_eq!(store.size("artifacts/a/big").unwrap(), Some(data.len() as u64));
+    let mut out = Vec::new();
+    store.get_to_writer("artifacts/a/big", &mut out).unwrap();
+    assert!(out == data);
+    assert!(server.requests("PUT") >= 3, "multipart went through the terminator");
+
+    let bogus = dir.path().join("bogus.pem");
+    std::fs::write(&bogus, "not a certificate").unwrap();
+    let mut cfg = config(&tls.endpoint(), SK);
+    cfg.ca_file = Some(bogus.clone());
+    let e = Store::new(cfg).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Tls, "{e}");
+    assert!(e.to_string().contains(&bogus.display().to_string()), "{e}");
 }

@@ -160,3 +160,6 @@ impl Drop for Server {
         }
     }
 }
+
+#[cfg(feature = "tls")]
+pub mod tls;

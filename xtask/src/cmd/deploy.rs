@@ -34,6 +34,7 @@ impl DeploySample {
             Some(p) => p.clone(),
             None => sample_dir(&ctx.global)?,
         };
+        aether_artifact::pack::check_root(&dir)?;
         let t = ctx.target();
         let opts = DeployOpts {
             image_import: self.image_import.clone(),

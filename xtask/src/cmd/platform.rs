@@ -225,7 +225,6 @@ fn store_check(global: &Global, t: Kind) -> Result<Check> {
     let endpoint = cfg.endpoint.clone();
     let bucket = cfg.bucket.clone();
     let store = Store::with_timeout(cfg, Duration::from_secs(5))?;
-    aether_artifact::store::set_retries(0);
     Ok(match store.bucket_exists() {
         Ok(true) => Check {
             name: "store",

@@ -41,6 +41,7 @@ pub struct HotUpload {
 
 impl HotUpload {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
+        aether_artifact::pack::check_root(&self.dir)?;
         // The target's store: the configured one, else the embedded store it brings.
         let store = ctx.target().store()?;
         let up = upload(
@@ -106,8 +107,7 @@ pub fn upload(
         .suffix(".tar.gz")
         .tempfile_in(&tmp_dir)?;
     let progress = progress && crate::package::show_progress();
-    let packed = pack_to_file_with(dir, tmp.path(), progress)
-        .with_context(|| format!("packaging {}", dir.display()))?;
+    let packed = pack_to_file_with(dir, tmp.path(), progress)?;
     let pack_ms = t0.elapsed().as_millis() as u64;
 
     let key = object_key(app, &packed.digest);

@@ -365,6 +365,7 @@ impl<'a> Cluster<'a> {
                 .unwrap_or_else(|| aether_artifact::store::DEFAULT_BUCKET.into()),
             access_key: "REPLACE_ME".into(),
             secret_key: aether_artifact::store::Secret::new("REPLACE_ME"),
+            ca_file: None,
         };
         manifests::render_app(&self.values(app, &release, &store, pods_endpoint)?, true)
     }
