@@ -8,6 +8,7 @@
 //! failure at any point leaves `current` on the last good release; the pass is retried with
 //! capped exponential backoff.
 
+pub mod cause;
 pub mod desired;
 mod http;
 pub mod run;
@@ -93,10 +94,13 @@ impl Fetcher {
             let (ok, interval) = match outcome {
                 Ok(interval) => (true, interval),
                 Err(e) => {
+                    let why = cause::classify(&e);
                     let mut s = self.status.lock().unwrap();
                     s.consecutive_failures += 1;
                     s.failures += 1;
                     s.last_error = Some(format!("{e:#}"));
+                    s.last_error_cause = Some(why);
+                    *s.failures_by_cause.entry(why).or_default() += 1;
                     let since = s
                         .failing_since
                         .get_or_insert_with(state::now_rfc3339)
@@ -117,7 +121,7 @@ impl Fetcher {
                         format!("retrying in {backoff:?}")
                     };
                     log!(
-                        "sync failed ({n} in a row, failing since {since}, {next}), still serving the current release: {e:#}"
+                        "sync failed: {why} ({n} in a row, failing since {since}, {next}), still serving the current release: {e:#}"
                     );
                     if self.cfg.one_time {
                         bail!("one-time sync failed");
@@ -219,6 +223,7 @@ impl Fetcher {
             s.generation = Some(wanted.generation);
             s.consecutive_failures = 0;
             s.last_error = None;
+            s.last_error_cause = None;
             s.failing_since = None;
             drop(s);
             if changed {
@@ -227,11 +232,11 @@ impl Fetcher {
             return Ok(interval);
         }
         let app = self.cfg.app.clone().or(desired.app).ok_or_else(|| {
-            anyhow!(
+            cause::ConfigError(format!(
                 "no app name: pass --app ({}) or set the pod annotation {}",
                 aether_artifact::FetcherEnv::APP,
                 aether_artifact::keys::APP
-            )
+            ))
         })?;
         let app = AppName::parse(&app)?;
         self.sync(&app, &wanted)?;
@@ -251,11 +256,11 @@ impl Fetcher {
         if Instant::now() > deadline {
             // A release that took longer than the deadline is still complete and verified; keep
             // it on disk (the next pass publishes it at once) but report the overrun.
-            bail!(
-                "sync of {} exceeded its {:?} deadline",
-                wanted.digest.short(),
-                self.cfg.timeout
-            );
+            return Err(cause::Overrun {
+                digest: wanted.digest.short(),
+                deadline: self.cfg.timeout,
+            }
+            .into());
         }
         publish(&self.cfg.root, &rel)?;
         trigger_reload(&self.cfg.root, wanted)?;
@@ -270,6 +275,7 @@ impl Fetcher {
         s.generation = Some(wanted.generation);
         s.fetched_at = Some(state::now_rfc3339());
         s.last_error = None;
+        s.last_error_cause = None;
         s.failing_since = None;
         s.consecutive_failures = 0;
         s.ready = true;
@@ -293,44 +299,90 @@ impl Fetcher {
     fn fetch(&self, app: &AppName, digest: &Digest, dest: &Path, deadline: Instant) -> Result<u64> {
         let cfg = PartialStore::from_env()
             .finish()
-            .map_err(anyhow::Error::msg)?;
+            .map_err(cause::ConfigError)?;
         let left = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1));
         let store = Store::with_timeout(cfg, left)?;
         let key = object_key(app, digest);
         let (reader, mut writer) = io::pipe()?;
-        let limits = self.cfg.limits;
+        let limits = aether_artifact::unpack::Limits {
+            deadline: Some(deadline),
+            ..self.cfg.limits
+        };
         let timeouts = Timeouts {
             connect: self.cfg.connect_timeout,
             stall: self.cfg.stall_timeout,
             total: left,
         };
         let (got, unpacked) = std::thread::scope(|s| {
+            let key = &key;
+            let store = &store;
             let dl = s.spawn(move || {
-                let r = store.get_with_timeouts(&key, &mut writer, &timeouts);
+                let r = store.get_with_timeouts(key, &mut writer, &timeouts);
                 drop(writer);
                 r
             });
             let unpacked = unpack_verified(reader, digest, dest, &limits);
             (dl.join().expect("download thread panicked"), unpacked)
         });
+        let unpacked = unpacked.map_err(|u| self.explain(u, &store, &key));
         match (got, unpacked) {
             (Ok(n), Ok(_)) => Ok(n),
             // The unpacker stopped reading (it refused the archive): its error is the cause, the
             // broken pipe the download then saw is not.
             (Err(e), Err(u)) if e.kind == ErrorKind::Sink => {
-                Err(anyhow!(u).context(format!("verifying {}", digest.short())))
+                Err(u.context(format!("verifying {}", digest.short())))
             }
             // The store's error explains a truncated stream better than the unpacker's.
             (Err(e), _) => Err(anyhow!(e)),
-            (Ok(_), Err(UnpackError::Io { path, err }))
-                if path == dest && err.kind() == io::ErrorKind::AlreadyExists =>
+            (Ok(_), Err(e))
+                if matches!(e.downcast_ref::<UnpackError>(),
+                    Some(UnpackError::Io { path, err })
+                        if path == dest && err.kind() == io::ErrorKind::AlreadyExists) =>
             {
                 // Another pass (or a previous run) finished the same digest: fine.
                 Ok(0)
             }
-            (Ok(_), Err(e)) => Err(anyhow!(e).context(format!("verifying {}", digest.short()))),
+            (Ok(_), Err(e)) => Err(e.context(format!("verifying {}", digest.short()))),
+        }
+    }
+
+    /// The unpacker's error, with what an operator needs for the volume's own failures: the
+    /// sizes when it is full, the user when it is not writable.
+    fn explain(&self, u: UnpackError, store: &Store, key: &str) -> anyhow::Error {
+        let UnpackError::Io { err, .. } = &u else {
+            return anyhow!(u);
+        };
+        match cause::io_cause(err) {
+            Some(aether_artifact::Cause::NoSpace) => {
+                let room = cause::space(&self.cfg.root)
+                    .map(|(free, total)| {
+                        format!("{} free of {}", cause::human(free), cause::human(total))
+                    })
+                    .unwrap_or_else(|| "size unknown".into());
+                let size = store
+                    .size(key)
+                    .ok()
+                    .flatten()
+                    .map(|n| format!("the artifact is {} compressed, more unpacked", cause::human(n)))
+                    .unwrap_or_else(|| "the artifact's size is unknown".into());
+                anyhow!(u).context(format!(
+                    "no space left on the volume at {} ({room} after removing the partial \
+                     release; {size}): give the volume more room (emptyDir sizeLimit) or keep \
+                     fewer releases (--keep)",
+                    self.cfg.root.display()
+                ))
+            }
+            Some(aether_artifact::Cause::PermissionDenied) => {
+                // SAFETY: geteuid cannot fail.
+                let uid = unsafe { libc::geteuid() };
+                anyhow!(u).context(format!(
+                    "permission denied: the fetcher runs as uid {uid} and cannot write there: \
+                     make the volume writable for it (pod securityContext fsGroup)"
+                ))
+            }
+            _ => anyhow!(u),
         }
     }
 
@@ -395,6 +447,9 @@ pub fn publish(root: &Path, rel_target: &Path) -> Result<()> {
         .with_context(|| format!("creating {}", tmp.display()))?;
     fs::rename(&tmp, root.join(volume::CURRENT))
         .with_context(|| format!("publishing {}", rel_target.display()))?;
+    // The release itself was made durable before it was renamed into place; this makes the
+    // switch durable too, so after a node crash `current` names a complete release.
+    aether_artifact::unpack::sync_dir(root).with_context(|| format!("syncing {}", root.display()))?;
     Ok(())
 }
 

@@ -165,6 +165,7 @@ fn main() -> ExitCode {
         limits: aether_artifact::unpack::Limits {
             max_bytes: cli.max_bytes,
             max_entries: cli.max_entries,
+            ..Default::default()
         },
     };
     if !cli.one_time {

@@ -43,16 +43,32 @@ pub fn unix_now_ms() -> u64 {
 
 /// Prometheus text exposition.
 pub fn metrics(s: &Status) -> String {
+    // Every cause, zeros included, so rate() and alerts work from the first scrape.
+    let by_cause: String = aether_artifact::Cause::ALL
+        .iter()
+        .map(|c| {
+            format!(
+                "aether_fetcher_failures_total{{cause=\"{c}\"}} {}\n",
+                s.failures_by_cause.get(c).copied().unwrap_or(0)
+            )
+        })
+        .collect();
+    let head = "# HELP aether_fetcher_failures_total Failed sync passes, by cause.\n# TYPE aether_fetcher_failures_total counter\n";
+    format!(
+        "{head}{by_cause}{}",
+        rest(s)
+    )
+}
+
+fn rest(s: &Status) -> String {
     format!(
         "# HELP aether_fetcher_syncs_total Releases published.\n# TYPE aether_fetcher_syncs_total counter\naether_fetcher_syncs_total {}\n\
-         # HELP aether_fetcher_failures_total Failed sync passes.\n# TYPE aether_fetcher_failures_total counter\naether_fetcher_failures_total {}\n\
          # HELP aether_fetcher_bytes_total Artifact bytes downloaded.\n# TYPE aether_fetcher_bytes_total counter\naether_fetcher_bytes_total {}\n\
          # HELP aether_fetcher_last_sync_seconds Duration of the last successful sync.\n# TYPE aether_fetcher_last_sync_seconds gauge\naether_fetcher_last_sync_seconds {:.3}\n\
          # HELP aether_fetcher_consecutive_failures Failed passes since the last success.\n# TYPE aether_fetcher_consecutive_failures gauge\naether_fetcher_consecutive_failures {}\n\
          # HELP aether_fetcher_retrying_since_seconds Unix time the current run of failed passes began (0 while healthy).\n# TYPE aether_fetcher_retrying_since_seconds gauge\naether_fetcher_retrying_since_seconds {}\n\
          # HELP aether_fetcher_ready Whether the wanted release is live.\n# TYPE aether_fetcher_ready gauge\naether_fetcher_ready {}\n",
         s.syncs,
-        s.failures,
         s.bytes,
         s.last_sync_ms as f64 / 1000.0,
         s.consecutive_failures,

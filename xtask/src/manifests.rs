@@ -64,6 +64,9 @@ pub struct StoreValues {
     pub bucket: String,
     pub access_key: String,
     pub secret_key: String,
+    /// PEM of the private CA of an `https://` store, mounted into the fetcher.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -83,7 +86,7 @@ pub struct AppValues {
 /// template never spells one itself (the `tidy` test checks).
 fn contract() -> serde_json::Value {
     use aether_artifact::store::{
-        ENV_ACCESS_KEY, ENV_BUCKET, ENV_ENDPOINT, ENV_REGION, ENV_SECRET_KEY,
+        ENV_ACCESS_KEY, ENV_BUCKET, ENV_CA_FILE, ENV_ENDPOINT, ENV_REGION, ENV_SECRET_KEY,
     };
     use aether_artifact::{keys, release, volume, FetcherEnv as E};
     let root = E::DEFAULT_ROOT;
@@ -93,7 +96,10 @@ fn contract() -> serde_json::Value {
         "fetcher_env": {"root": E::ROOT, "app": E::APP, "http_bind": E::HTTP_BIND},
         "store_env": {
             "endpoint": ENV_ENDPOINT, "region": ENV_REGION, "bucket": ENV_BUCKET,
-            "access_key": ENV_ACCESS_KEY, "secret_key": ENV_SECRET_KEY,
+            "access_key": ENV_ACCESS_KEY, "secret_key": ENV_SECRET_KEY, "ca_file": ENV_CA_FILE,
+        },
+        "store_ca": {
+            "configmap": E::STORE_CA_CONFIGMAP, "item": E::STORE_CA_ITEM, "dir": E::STORE_CA_DIR,
         },
         "paths": {
             "root": root,
@@ -206,6 +212,7 @@ pub fn example_values(app: &str, digest: &str) -> AppValues {
             bucket: "aether-artifacts".into(),
             access_key: "REPLACE_ME".into(),
             secret_key: "REPLACE_ME".into(),
+            ca_pem: None,
         },
         release: [
             ("digest".to_string(), digest.to_string()),
@@ -416,6 +423,58 @@ mod validate {
         );
         assert_eq!(command[1..4], ["--", "node", "--watch-path=/work/.reload"]);
         assert_eq!(app.ports.as_ref().unwrap()[0].container_port, 3000);
+    }
+
+    /// An `https://` store with a private CA: the CA goes into its own ConfigMap, mounted
+    /// read-only into the fetcher, which is told where by the contract's variable.
+    #[test]
+    fn a_private_store_ca_is_mounted_into_the_fetcher() {
+        use aether_artifact::FetcherEnv as E;
+        let mut v = example_values("demo", &"ab".repeat(32));
+        v.store.ca_pem = Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into());
+        let (objs, unknown) = parse(&render_app(&v, true).unwrap());
+        assert!(unknown.is_empty(), "unknown fields: {unknown:?}");
+        let ca = objs
+            .iter()
+            .find_map(|o| match o {
+                Obj::ConfigMap(c) if c.metadata.name.as_deref() == Some(E::STORE_CA_CONFIGMAP) => {
+                    Some(c)
+                }
+                _ => None,
+            })
+            .expect("the CA ConfigMap");
+        assert_eq!(ca.data.as_ref().unwrap()[E::STORE_CA_ITEM], v.store.ca_pem.clone().unwrap());
+        let spec = objs
+            .iter()
+            .find_map(|o| match o {
+                Obj::Deployment(d) => d.spec.as_ref()?.template.spec.clone(),
+                _ => None,
+            })
+            .unwrap();
+        check_pod_spec(&spec);
+        let fetcher = &spec.init_containers.as_ref().unwrap()[0];
+        let env = fetcher.env.as_ref().unwrap();
+        let ca_env = env
+            .iter()
+            .find(|e| e.name == aether_artifact::store::ENV_CA_FILE)
+            .expect("AETHER_S3_CA_FILE set");
+        assert_eq!(
+            ca_env.value.as_deref(),
+            Some(format!("{}/{}", E::STORE_CA_DIR, E::STORE_CA_ITEM).as_str())
+        );
+        let mount = fetcher
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.mount_path == E::STORE_CA_DIR)
+            .expect("CA mounted");
+        assert_eq!(mount.read_only, Some(true));
+        assert!(spec.volumes.as_ref().unwrap().iter().any(|vol| vol.name == mount.name
+            && vol.config_map.as_ref().map(|c| c.name.as_str()) == Some(E::STORE_CA_CONFIGMAP)));
+        // Without a CA nothing of it is rendered.
+        let plain = app_yaml();
+        assert!(!plain.contains(E::STORE_CA_CONFIGMAP) && !plain.contains(aether_artifact::store::ENV_CA_FILE));
     }
 
     fn platform_yaml() -> String {

@@ -64,6 +64,11 @@ impl FetcherEnv {
     pub const ANNOTATIONS_ITEM: &'static str = "annotations";
     pub const DEFAULT_ANNOTATIONS_FILE: &'static str = "/etc/podinfo/annotations";
     pub const DEFAULT_RELEASE_DIR: &'static str = "/etc/aether/release";
+    /// Where a pod mounts the store's CA (ConfigMap [`STORE_CA_CONFIGMAP`], key
+    /// [`STORE_CA_ITEM`]) when the store is `https://` with a private CA.
+    pub const STORE_CA_DIR: &'static str = "/etc/aether/store-ca";
+    pub const STORE_CA_ITEM: &'static str = "ca.crt";
+    pub const STORE_CA_CONFIGMAP: &'static str = "aether-store-ca";
     /// Where the fetcher binary sits in its image (a `FROM scratch` image has no PATH).
     pub const BIN_IN_IMAGE: &'static str = "/aether-fetcher";
 
@@ -94,6 +99,13 @@ pub struct Status {
     /// RFC 3339, when the live release was published.
     pub fetched_at: Option<String>,
     pub last_error: Option<String>,
+    /// What kind of failure `last_error` is.
+    #[serde(default)]
+    pub last_error_cause: Option<Cause>,
+    /// Failed passes per cause since the fetcher started: the `cause` label of
+    /// `aether_fetcher_failures_total`.
+    #[serde(default)]
+    pub failures_by_cause: std::collections::BTreeMap<Cause, u64>,
     /// RFC 3339, when the current run of failed passes began (`None` while healthy): a fetch
     /// that keeps failing or stalling shows "retrying since …" instead of silence.
     #[serde(default)]
@@ -116,6 +128,83 @@ pub struct Status {
     pub retired: Vec<(Digest, u64)>,
 }
 
+/// Why a sync pass failed: one vocabulary for the fetcher's log line, its `/status`
+/// (`last_error_cause`), `hot-status` and the `cause` label of `aether_fetcher_failures_total`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// The volume is full (ENOSPC, EDQUOT).
+    NoSpace,
+    /// The fetcher may not write where it must (EACCES, EPERM, EROFS).
+    PermissionDenied,
+    /// No connection to the store, or it broke.
+    StoreUnreachable,
+    /// Connected, then the store went silent past the stall timeout.
+    StoreStalled,
+    /// The store's TLS certificate was not trusted.
+    Tls,
+    /// The store rejected the credentials.
+    BadCredentials,
+    /// The credentials lack permission.
+    Forbidden,
+    /// The artifact (or its bucket) is not in the store.
+    NotFound,
+    /// The bytes do not hash to the wanted digest.
+    DigestMismatch,
+    /// The archive was refused (unsafe entry, bomb, corrupt).
+    ArchiveRefused,
+    /// The pass ran past its deadline.
+    Timeout,
+    /// A setting is missing or wrong.
+    Config,
+    Other,
+}
+
+impl Cause {
+    pub const ALL: [Cause; 13] = [
+        Cause::NoSpace,
+        Cause::PermissionDenied,
+        Cause::StoreUnreachable,
+        Cause::StoreStalled,
+        Cause::Tls,
+        Cause::BadCredentials,
+        Cause::Forbidden,
+        Cause::NotFound,
+        Cause::DigestMismatch,
+        Cause::ArchiveRefused,
+        Cause::Timeout,
+        Cause::Config,
+        Cause::Other,
+    ];
+
+    /// The snake_case name: the metrics label and the JSON value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Cause::NoSpace => "no_space",
+            Cause::PermissionDenied => "permission_denied",
+            Cause::StoreUnreachable => "store_unreachable",
+            Cause::StoreStalled => "store_stalled",
+            Cause::Tls => "tls",
+            Cause::BadCredentials => "bad_credentials",
+            Cause::Forbidden => "forbidden",
+            Cause::NotFound => "not_found",
+            Cause::DigestMismatch => "digest_mismatch",
+            Cause::ArchiveRefused => "archive_refused",
+            Cause::Timeout => "timeout",
+            Cause::Config => "config",
+            Cause::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +219,13 @@ mod tests {
                 FetcherEnv::ANNOTATIONS_ITEM
             )
         );
+    }
+
+    #[test]
+    fn cause_labels_are_the_json_names() {
+        for c in Cause::ALL {
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{}\"", c.label()));
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod podinfo;
 pub mod store;
 pub mod unpack;
 
-pub use contract::{release, FetcherEnv, Status};
+pub use contract::{release, Cause, FetcherEnv, Status};
 pub use digest::{Digest, DigestError};
 pub use name::{AppName, NameError};
 

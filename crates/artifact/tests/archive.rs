@@ -404,6 +404,7 @@ fn bombs_stop_early() {
     let limits = Limits {
         max_bytes: 8 << 20,
         max_entries: 100,
+        ..Limits::default()
     };
     let e = unpack_verified(&bytes[..], &digest, &d.path().join("out"), &limits).unwrap_err();
     assert!(

@@ -166,7 +166,10 @@ fn print_status(
                 .unwrap_or_default(),
             s.last_error
                 .as_deref()
-                .map(|e| format!("; last error: {e}"))
+                .map(|e| match s.last_error_cause {
+                    Some(c) => format!("; last error ({c}): {e}"),
+                    None => format!("; last error: {e}"),
+                })
                 .unwrap_or_default()
         );
     }

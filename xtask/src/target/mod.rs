@@ -103,7 +103,10 @@ impl PodStatus {
                     .unwrap_or_else(|| "nothing".into()),
                 s.last_error
                     .as_deref()
-                    .map(|e| format!(" (last error: {e})"))
+                    .map(|e| match s.last_error_cause {
+                        Some(c) => format!(" (last error, {c}: {e})"),
+                        None => format!(" (last error: {e})"),
+                    })
                     .unwrap_or_default()
             )),
             Some(_) => None,

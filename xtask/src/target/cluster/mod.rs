@@ -153,6 +153,12 @@ impl<'a> Cluster<'a> {
                 bucket: store.bucket.clone(),
                 access_key: store.access_key.clone(),
                 secret_key: store.secret_key.expose().to_string(),
+                ca_pem: match &store.ca_file {
+                    Some(p) => Some(std::fs::read_to_string(p).with_context(|| {
+                        format!("reading the store's CA {} (AETHER_S3_CA_FILE)", p.display())
+                    })?),
+                    None => None,
+                },
             },
             release: release.to_data(),
         })
