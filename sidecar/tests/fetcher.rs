@@ -137,7 +137,11 @@ impl Pod {
         c
     }
     fn start(&mut self, extra: &[&str]) {
-        let mut child = self.cmd(extra).stderr(Stdio::piped()).spawn().unwrap();
+        let cmd = self.cmd(extra);
+        self.spawn(cmd);
+    }
+    fn spawn(&mut self, mut cmd: Command) {
+        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
         let mut err = child.stderr.take().unwrap();
         let log = self.log.clone();
         std::thread::spawn(move || {
@@ -152,6 +156,12 @@ impl Pod {
             }
         });
         self.child = Some(child);
+    }
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
@@ -175,6 +185,10 @@ impl Pod {
     }
     fn status(&self) -> serde_json::Value {
         serde_json::from_str(&self.get("/status").1).unwrap()
+    }
+    /// The status, or null while the HTTP endpoint is not up yet.
+    fn try_status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.get("/status").1).unwrap_or_default()
     }
 }
 
@@ -305,6 +319,7 @@ fn mismatched_and_corrupt_artifacts_never_replace_the_live_release() {
             .is_some_and(|e| e.contains("digest mismatch"))
     });
     assert_eq!(pod.live().as_deref(), Some("v1"));
+    assert_eq!(pod.status()["last_error_cause"], "digest_mismatch");
     // Still ready: the last good release keeps serving; turning unready would pull the pod
     // out of its Service over a bad upload.
     assert_eq!(pod.get("/readyz").0, 200);
@@ -319,10 +334,23 @@ fn mismatched_and_corrupt_artifacts_never_replace_the_live_release() {
     pod.wait_for("corrupt reported", || {
         pod.status()["last_error"]
             .as_str()
-            .is_some_and(|e| e.contains("corrupt"))
+            .is_some_and(|e| e.contains("corrupt archive"))
     });
     assert_eq!(pod.live().as_deref(), Some("v1"));
+    assert_eq!(pod.status()["last_error_cause"], "archive_refused", "{}", pod.status());
     assert!(pod.status()["consecutive_failures"].as_u64().unwrap() >= 1);
+    let metrics = pod.get("/metrics").1;
+    for cause in ["digest_mismatch", "archive_refused"] {
+        let line = format!("aether_fetcher_failures_total{{cause=\"{cause}\"}} ");
+        let n: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .unwrap_or_else(|| panic!("no {line} in {metrics}"))
+            .parse()
+            .unwrap();
+        assert!(n >= 1, "{metrics}");
+    }
+    assert!(metrics.contains("aether_fetcher_failures_total{cause=\"no_space\"} 0"), "{metrics}");
     // Nothing half-extracted is visible.
     let names: Vec<String> = fs::read_dir(pod.root().join(".releases"))
         .unwrap()
@@ -595,4 +623,182 @@ fn a_store_that_never_answers_or_stalls_mid_body_fails_on_the_stall_timeout() {
         .as_str()
         .unwrap()
         .contains("stall timeout"));
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Tests that need root (a tmpfs mount, another uid) run in CI, which is root; elsewhere they
+/// say so, and under CI=true not running is a failure.
+fn needs_root(what: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "{what} needs root, and CI must run it"
+    );
+    eprintln!("skipped: {what} needs root");
+    false
+}
+
+/// A tree with one incompressible file of `n` bytes, uploaded; returns its digest.
+fn upload_random(pod: &Pod, name: &str, n: usize) -> Digest {
+    let src = pod.t.path().join(name);
+    fs::create_dir_all(&src).unwrap();
+    let mut data = vec![0u8; n];
+    fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut data)
+        .unwrap();
+    fs::write(src.join("blob.bin"), &data).unwrap();
+    fs::write(src.join("version.txt"), name).unwrap();
+    let (bytes, p) = pack_to_vec(&src).unwrap();
+    pod.store()
+        .put_bytes(&object_key(&app(), &p.digest), &bytes)
+        .unwrap();
+    p.digest
+}
+
+struct Mount(PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A full volume (a 3 MiB tmpfs, a 6 MiB artifact): the cause is "no space" with the sizes,
+/// not the broken pipe the download saw; the partial release is removed and the old one serves.
+#[test]
+fn a_full_volume_is_reported_as_no_space_with_sizes() {
+    if !needs_root("mounting a small tmpfs") {
+        return;
+    }
+    let mut pod = Pod::new();
+    fs::create_dir_all(pod.root()).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(pod.root())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mount tmpfs");
+    let _m = Mount(pod.root());
+    let v1 = pod.upload("v1");
+    pod.annotate(&v1.to_string(), 1);
+    // A debug build of the fetcher would not fit beside the releases; the runner is not needed.
+    pod.start(&["--install-runner", "false"]);
+    pod.wait_for("v1 live", || pod.live().as_deref() == Some("v1"));
+    let big = upload_random(&pod, "big", 6 << 20);
+    pod.annotate(&big.to_string(), 2);
+    pod.wait_for("no space reported", || {
+        pod.try_status()["last_error_cause"] == "no_space"
+    });
+    let st = pod.status();
+    let e = st["last_error"].as_str().unwrap();
+    assert!(
+        e.contains("no space left on the volume")
+            && e.contains("free of 3.0 MiB")
+            && e.contains("MiB compressed")
+            && e.contains("sizeLimit"),
+        "{e}"
+    );
+    assert!(!e.contains("Broken pipe") && !e.contains("is the store running"), "{e}");
+    assert_eq!(pod.live().as_deref(), Some("v1"));
+    let log = pod.log();
+    assert!(log.contains("sync failed: no_space"), "{log}");
+    let names: Vec<String> = fs::read_dir(pod.root().join(".releases"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec![v1.to_string()], "the partial release is gone");
+}
+
+/// A volume the fetcher's user cannot write: "permission denied", the path and the uid.
+#[test]
+fn an_unwritable_volume_is_reported_as_permission_denied() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    if !needs_root("running the fetcher as another user") {
+        return;
+    }
+    let mut pod = Pod::new();
+    // The fetcher runs as nobody; its root is its own, but `.releases` belongs to root.
+    fs::set_permissions(pod.t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir_all(pod.root().join(".releases")).unwrap();
+    let chown = |p: &Path| {
+        std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+    };
+    chown(&pod.root());
+    let v1 = pod.upload("v1");
+    pod.annotate(&v1.to_string(), 1);
+    let mut cmd = pod.cmd(&[]);
+    cmd.uid(65534).gid(65534);
+    pod.spawn(cmd);
+    pod.wait_for("permission reported", || {
+        pod.try_status()["last_error_cause"] == "permission_denied"
+    });
+    let st = pod.status();
+    let e = st["last_error"].as_str().unwrap();
+    assert!(
+        e.contains("uid 65534") && e.contains(".releases") && e.contains("Permission denied"),
+        "{e}"
+    );
+}
+
+/// The pass deadline covers extraction: an artifact of many files that cannot be written within
+/// `--timeout` is cut off mid-way (nothing left behind), not finished and then reported late.
+#[test]
+fn the_pass_deadline_covers_extraction() {
+    let mut pod = Pod::new();
+    let src = pod.t.path().join("many");
+    for i in 0..20_000 {
+        let d = src.join(format!("d{}", i / 500));
+        if i % 500 == 0 {
+            fs::create_dir_all(&d).unwrap();
+        }
+        fs::write(d.join(format!("f{i}.js")), format!("module.exports = {i};\n")).unwrap();
+    }
+    let (bytes, p) = pack_to_vec(&src).unwrap();
+    pod.store()
+        .put_bytes(&object_key(&app(), &p.digest), &bytes)
+        .unwrap();
+    pod.annotate(&p.digest.to_string(), 1);
+    pod.start(&["--timeout", "150ms"]);
+    pod.wait_for("timeout reported", || {
+        pod.try_status()["last_error_cause"] == "timeout"
+    });
+    let e = pod.status()["last_error"].as_str().unwrap().to_string();
+    assert!(e.contains("unpacking took longer than the pass deadline"), "{e}");
+    assert!(
+        !pod.root().join(".releases").join(p.digest.to_string()).exists(),
+        "extraction was cut off, not completed"
+    );
+}
+
+/// An `https://` store with a private CA, through a real TLS terminator: the fetcher syncs when
+/// AETHER_S3_CA_FILE names the CA, and reports `tls` with the fix when it does not.
+#[test]
+fn syncs_over_tls_with_a_private_ca() {
+    use aether_s3local::tls::{Terminator, TestCa};
+    let mut pod = Pod::new();
+    let ca = TestCa::new().unwrap();
+    let upstream = pod.server.as_ref().unwrap().addr();
+    let tls = Terminator::start(&ca, upstream).unwrap();
+    let v1 = pod.upload("v1");
+    pod.endpoint = tls.endpoint();
+    pod.annotate(&v1.to_string(), 1);
+    pod.start(&[]);
+    pod.wait_for("tls reported", || pod.try_status()["last_error_cause"] == "tls");
+    let e = pod.status()["last_error"].as_str().unwrap().to_string();
+    assert!(e.contains("AETHER_S3_CA_FILE"), "{e}");
+    pod.stop();
+
+    let ca_file = pod.t.path().join("ca.pem");
+    fs::write(&ca_file, &ca.ca_pem).unwrap();
+    let mut cmd = pod.cmd(&[]);
+    cmd.env("AETHER_S3_CA_FILE", &ca_file);
+    pod.spawn(cmd);
+    pod.wait_for("v1 live over TLS", || pod.live().as_deref() == Some("v1"));
 }

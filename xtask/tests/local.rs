@@ -177,6 +177,55 @@ fn deploy_edit_hot_patch_rollback_and_down() {
     .unwrap();
     assert_eq!(st["desired"]["generation"], 3);
 
+    // Ten patches at once, to ten versions, queue on the release lock: each gets its own
+    // generation, 4..=13 with none lost or repeated, and the release ends as the last one wrote.
+    let versions: Vec<String> = (0..10)
+        .map(|i| {
+            let dir = p.join(format!("variant{i}"));
+            fs::create_dir_all(&dir).unwrap();
+            fs::copy(&sample, dir.join("server.js")).unwrap();
+            fs::write(dir.join("variant.txt"), i.to_string()).unwrap();
+            let (bytes, packed) = aether_artifact::pack::pack_to_vec(&dir).unwrap();
+            local_store(p)
+                .put_bytes(
+                    &object_key(&AppName::parse("demo").unwrap(), &packed.digest),
+                    &bytes,
+                )
+                .unwrap();
+            packed.digest.to_string()
+        })
+        .collect();
+    let children: Vec<_> = versions
+        .iter()
+        .map(|d| {
+            let p = p.to_path_buf();
+            let env: Vec<(String, String)> =
+                env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let d = d.clone();
+            std::thread::spawn(move || {
+                let env: Vec<(&str, &str)> =
+                    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let r = xtask(&p, &env, &["hot-patch", "demo", &d]).ok();
+                (r.last("generation").parse::<u64>().unwrap(), d)
+            })
+        })
+        .collect();
+    let mut got: Vec<(u64, String)> = children.into_iter().map(|c| c.join().unwrap()).collect();
+    got.sort();
+    assert_eq!(
+        got.iter().map(|g| g.0).collect::<Vec<_>>(),
+        (4..=13).collect::<Vec<_>>(),
+        "{got:?}"
+    );
+    let st: serde_json::Value = serde_json::from_str(
+        &xtask(p, &env, &["hot-status", "demo", "--json"]).stdout,
+    )
+    .unwrap();
+    assert_eq!(st["desired"]["generation"], 13);
+    assert_eq!(st["desired"]["digest"], got[9].1.as_str());
+    // Back to a known state for what follows.
+    xtask(p, &env, &["hot-patch", "demo", &v1, "--wait", "30"]).ok();
+
     // A corrupt artifact (bytes that do not match their key) never replaces the running version.
     let store = local_store(p);
     let fake = Digest::parse(&"c".repeat(64)).unwrap();
@@ -197,6 +246,7 @@ fn deploy_edit_hot_patch_rollback_and_down() {
         if st["pods"][0]["last_error"].as_str().is_some_and(|e| {
             e.contains(&format!("verifying {}", fake.short())) && e.contains("corrupt")
         }) {
+            assert_eq!(st["pods"][0]["last_error_cause"], "archive_refused", "{st}");
             seen_error = true;
             break;
         }

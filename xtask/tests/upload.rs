@@ -130,7 +130,22 @@ fn clear_errors_for_bad_secret_server_down_and_bad_input() {
         &["hot-upload", "demo", "/no/such/dir"],
     );
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("/no/such/dir"), "{}", r.stderr);
+    // Each part of the message once: the path, then the cause.
+    assert_eq!(
+        r.stderr.trim(),
+        "error: /no/such/dir: No such file or directory (os error 2)"
+    );
+    let r = xtask(t.path(), &as_refs(&env), &["package", "/etc/passwd"]);
+    assert_ne!(r.code, 0);
+    assert_eq!(
+        r.stderr.trim(),
+        "error: cannot pack /etc/passwd: it is not a directory; pass the directory that holds the app"
+    );
+    // Refused before any store is started or contacted (the endpoint here is down).
+    let r = xtask(t.path(), &as_refs(&env), &["deploy-sample", "demo", "/etc/passwd"]);
+    assert_ne!(r.code, 0);
+    assert_eq!(r.stderr.matches("/etc/passwd").count(), 1, "{}", r.stderr);
+    assert!(!r.stderr.contains("store"), "{}", r.stderr);
 }
 
 fn curl_get(url: &str) -> Vec<u8> {

@@ -475,3 +475,21 @@ fn digest_mismatch_and_corruption_leave_nothing() {
     .is_err());
     only_entries(d.path(), &["src"]);
 }
+
+/// A deadline that has passed stops the unpack between writes; nothing is left behind.
+#[test]
+fn a_passed_deadline_stops_the_unpack() {
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("a");
+    sample_tree(&a);
+    let (bytes, p) = pack_to_vec(&a).unwrap();
+    let out = d.path().join("out");
+    let limits = Limits {
+        deadline: Some(std::time::Instant::now()),
+        ..Limits::default()
+    };
+    let e = unpack_verified(&bytes[..], &p.digest, &out, &limits).unwrap_err();
+    assert!(matches!(e, UnpackError::Deadline { .. }), "{e}");
+    assert!(e.to_string().contains("--timeout"), "{e}");
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1, "only the source is left");
+}
