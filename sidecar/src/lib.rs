@@ -365,7 +365,12 @@ impl Fetcher {
                     .size(key)
                     .ok()
                     .flatten()
-                    .map(|n| format!("the artifact is {} compressed, more unpacked", cause::human(n)))
+                    .map(|n| {
+                        format!(
+                            "the artifact is {} compressed, more unpacked",
+                            cause::human(n)
+                        )
+                    })
                     .unwrap_or_else(|| "the artifact's size is unknown".into());
                 anyhow!(u).context(format!(
                     "no space left on the volume at {} ({room} after removing the partial \
@@ -449,7 +454,8 @@ pub fn publish(root: &Path, rel_target: &Path) -> Result<()> {
         .with_context(|| format!("publishing {}", rel_target.display()))?;
     // The release itself was made durable before it was renamed into place; this makes the
     // switch durable too, so after a node crash `current` names a complete release.
-    aether_artifact::unpack::sync_dir(root).with_context(|| format!("syncing {}", root.display()))?;
+    aether_artifact::unpack::sync_dir(root)
+        .with_context(|| format!("syncing {}", root.display()))?;
     Ok(())
 }
 

@@ -54,10 +54,7 @@ pub fn metrics(s: &Status) -> String {
         })
         .collect();
     let head = "# HELP aether_fetcher_failures_total Failed sync passes, by cause.\n# TYPE aether_fetcher_failures_total counter\n";
-    format!(
-        "{head}{by_cause}{}",
-        rest(s)
-    )
+    format!("{head}{by_cause}{}", rest(s))
 }
 
 fn rest(s: &Status) -> String {

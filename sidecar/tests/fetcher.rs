@@ -337,7 +337,12 @@ fn mismatched_and_corrupt_artifacts_never_replace_the_live_release() {
             .is_some_and(|e| e.contains("corrupt archive"))
     });
     assert_eq!(pod.live().as_deref(), Some("v1"));
-    assert_eq!(pod.status()["last_error_cause"], "archive_refused", "{}", pod.status());
+    assert_eq!(
+        pod.status()["last_error_cause"],
+        "archive_refused",
+        "{}",
+        pod.status()
+    );
     assert!(pod.status()["consecutive_failures"].as_u64().unwrap() >= 1);
     let metrics = pod.get("/metrics").1;
     for cause in ["digest_mismatch", "archive_refused"] {
@@ -350,7 +355,10 @@ fn mismatched_and_corrupt_artifacts_never_replace_the_live_release() {
             .unwrap();
         assert!(n >= 1, "{metrics}");
     }
-    assert!(metrics.contains("aether_fetcher_failures_total{cause=\"no_space\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("aether_fetcher_failures_total{cause=\"no_space\"} 0"),
+        "{metrics}"
+    );
     // Nothing half-extracted is visible.
     let names: Vec<String> = fs::read_dir(pod.root().join(".releases"))
         .unwrap()
@@ -704,7 +712,10 @@ fn a_full_volume_is_reported_as_no_space_with_sizes() {
             && e.contains("sizeLimit"),
         "{e}"
     );
-    assert!(!e.contains("Broken pipe") && !e.contains("is the store running"), "{e}");
+    assert!(
+        !e.contains("Broken pipe") && !e.contains("is the store running"),
+        "{e}"
+    );
     assert_eq!(pod.live().as_deref(), Some("v1"));
     let log = pod.log();
     assert!(log.contains("sync failed: no_space"), "{log}");
@@ -758,7 +769,11 @@ fn the_pass_deadline_covers_extraction() {
         if i % 500 == 0 {
             fs::create_dir_all(&d).unwrap();
         }
-        fs::write(d.join(format!("f{i}.js")), format!("module.exports = {i};\n")).unwrap();
+        fs::write(
+            d.join(format!("f{i}.js")),
+            format!("module.exports = {i};\n"),
+        )
+        .unwrap();
     }
     let (bytes, p) = pack_to_vec(&src).unwrap();
     pod.store()
@@ -770,9 +785,15 @@ fn the_pass_deadline_covers_extraction() {
         pod.try_status()["last_error_cause"] == "timeout"
     });
     let e = pod.status()["last_error"].as_str().unwrap().to_string();
-    assert!(e.contains("unpacking took longer than the pass deadline"), "{e}");
     assert!(
-        !pod.root().join(".releases").join(p.digest.to_string()).exists(),
+        e.contains("unpacking took longer than the pass deadline"),
+        "{e}"
+    );
+    assert!(
+        !pod.root()
+            .join(".releases")
+            .join(p.digest.to_string())
+            .exists(),
         "extraction was cut off, not completed"
     );
 }
@@ -790,7 +811,9 @@ fn syncs_over_tls_with_a_private_ca() {
     pod.endpoint = tls.endpoint();
     pod.annotate(&v1.to_string(), 1);
     pod.start(&[]);
-    pod.wait_for("tls reported", || pod.try_status()["last_error_cause"] == "tls");
+    pod.wait_for("tls reported", || {
+        pod.try_status()["last_error_cause"] == "tls"
+    });
     let e = pod.status()["last_error"].as_str().unwrap().to_string();
     assert!(e.contains("AETHER_S3_CA_FILE"), "{e}");
     pod.stop();

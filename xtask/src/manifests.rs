@@ -431,7 +431,8 @@ mod validate {
     fn a_private_store_ca_is_mounted_into_the_fetcher() {
         use aether_artifact::FetcherEnv as E;
         let mut v = example_values("demo", &"ab".repeat(32));
-        v.store.ca_pem = Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into());
+        v.store.ca_pem =
+            Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into());
         let (objs, unknown) = parse(&render_app(&v, true).unwrap());
         assert!(unknown.is_empty(), "unknown fields: {unknown:?}");
         let ca = objs
@@ -443,7 +444,10 @@ mod validate {
                 _ => None,
             })
             .expect("the CA ConfigMap");
-        assert_eq!(ca.data.as_ref().unwrap()[E::STORE_CA_ITEM], v.store.ca_pem.clone().unwrap());
+        assert_eq!(
+            ca.data.as_ref().unwrap()[E::STORE_CA_ITEM],
+            v.store.ca_pem.clone().unwrap()
+        );
         let spec = objs
             .iter()
             .find_map(|o| match o {
@@ -470,11 +474,20 @@ mod validate {
             .find(|m| m.mount_path == E::STORE_CA_DIR)
             .expect("CA mounted");
         assert_eq!(mount.read_only, Some(true));
-        assert!(spec.volumes.as_ref().unwrap().iter().any(|vol| vol.name == mount.name
-            && vol.config_map.as_ref().map(|c| c.name.as_str()) == Some(E::STORE_CA_CONFIGMAP)));
+        assert!(spec
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|vol| vol.name == mount.name
+                && vol.config_map.as_ref().map(|c| c.name.as_str())
+                    == Some(E::STORE_CA_CONFIGMAP)));
         // Without a CA nothing of it is rendered.
         let plain = app_yaml();
-        assert!(!plain.contains(E::STORE_CA_CONFIGMAP) && !plain.contains(aether_artifact::store::ENV_CA_FILE));
+        assert!(
+            !plain.contains(E::STORE_CA_CONFIGMAP)
+                && !plain.contains(aether_artifact::store::ENV_CA_FILE)
+        );
     }
 
     fn platform_yaml() -> String {

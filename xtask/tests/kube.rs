@@ -268,7 +268,11 @@ fn deploy_patch_rollback_without_a_rollout() {
     };
     assert_ne!(st.code, 0, "{}", st.all());
     assert!(st.stderr.contains("do not serve"), "{}", st.stderr);
-    assert!(st.stdout.contains("last error (archive_refused)"), "{}", st.stdout);
+    assert!(
+        st.stdout.contains("last error (archive_refused)"),
+        "{}",
+        st.stdout
+    );
     assert!(get(&url).unwrap().contains("version: v1"));
     assert_eq!(ns.shape(), before);
 }
@@ -620,7 +624,11 @@ fn a_pod_whose_store_traffic_is_dropped_says_so_and_recovers() {
     let st = ns.x(&["hot-status", "demo"]);
     assert_ne!(st.code, 0);
     assert!(st.stdout.contains("retrying since"), "{}", st.stdout);
-    assert!(st.stdout.contains("last error (store_unreachable)"), "{}", st.stdout);
+    assert!(
+        st.stdout.contains("last error (store_unreachable)"),
+        "{}",
+        st.stdout
+    );
     assert!(
         get(&url).unwrap().contains("version: v1"),
         "the old version keeps serving"

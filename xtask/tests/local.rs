@@ -199,8 +199,10 @@ fn deploy_edit_hot_patch_rollback_and_down() {
         .iter()
         .map(|d| {
             let p = p.to_path_buf();
-            let env: Vec<(String, String)> =
-                env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let env: Vec<(String, String)> = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             let d = d.clone();
             std::thread::spawn(move || {
                 let env: Vec<(&str, &str)> =
@@ -217,10 +219,8 @@ fn deploy_edit_hot_patch_rollback_and_down() {
         (4..=13).collect::<Vec<_>>(),
         "{got:?}"
     );
-    let st: serde_json::Value = serde_json::from_str(
-        &xtask(p, &env, &["hot-status", "demo", "--json"]).stdout,
-    )
-    .unwrap();
+    let st: serde_json::Value =
+        serde_json::from_str(&xtask(p, &env, &["hot-status", "demo", "--json"]).stdout).unwrap();
     assert_eq!(st["desired"]["generation"], 13);
     assert_eq!(st["desired"]["digest"], got[9].1.as_str());
     // Back to a known state for what follows.

@@ -142,7 +142,11 @@ fn clear_errors_for_bad_secret_server_down_and_bad_input() {
         "error: cannot pack /etc/passwd: it is not a directory; pass the directory that holds the app"
     );
     // Refused before any store is started or contacted (the endpoint here is down).
-    let r = xtask(t.path(), &as_refs(&env), &["deploy-sample", "demo", "/etc/passwd"]);
+    let r = xtask(
+        t.path(),
+        &as_refs(&env),
+        &["deploy-sample", "demo", "/etc/passwd"],
+    );
     assert_ne!(r.code, 0);
     assert_eq!(r.stderr.matches("/etc/passwd").count(), 1, "{}", r.stderr);
     assert!(!r.stderr.contains("store"), "{}", r.stderr);

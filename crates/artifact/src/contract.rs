@@ -224,7 +224,10 @@ mod tests {
     #[test]
     fn cause_labels_are_the_json_names() {
         for c in Cause::ALL {
-            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{}\"", c.label()));
+            assert_eq!(
+                serde_json::to_string(&c).unwrap(),
+                format!("\"{}\"", c.label())
+            );
         }
     }
 

@@ -293,10 +293,7 @@ impl Store {
             Some(t) => req.header("content-type", t),
             None => req,
         };
-        let resp = req
-            .bytes(body)
-            .send()
-            .map_err(|e| self.transport(op, e))?;
+        let resp = req.bytes(body).send().map_err(|e| self.transport(op, e))?;
         let status = resp.status();
         if status.is_success() || ok.contains(&status.as_u16()) {
             return Ok(resp);
@@ -352,8 +349,7 @@ impl Store {
         if r.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        Ok(r
-            .headers()
+        Ok(r.headers()
             .get("content-length")
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .or(Some(0)))
@@ -427,7 +423,14 @@ impl Store {
             );
             let url = complete.sign(REQUEST_URL_TTL);
             let body = complete.body();
-            let r = self.send(&op, Method::POST, url, body.as_bytes(), Some("application/xml"), &[])?;
+            let r = self.send(
+                &op,
+                Method::POST,
+                url,
+                body.as_bytes(),
+                Some("application/xml"),
+                &[],
+            )?;
             // S3 may answer 200 with an error document once the parts are assembled.
             let text = r.text().map_err(|e| self.transport(&op, e))?;
             if text.contains("<Error>") {
@@ -587,9 +590,8 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// What a failure before any HTTP status means for the user.
 fn transport_kind(e: &attohttpc::Error) -> (ErrorKind, String) {
     let text = e.to_string();
-    let tls_text = |t: &str| {
-        t.contains("certificate") || t.contains("Certificate") || t.contains("handshake")
-    };
+    let tls_text =
+        |t: &str| t.contains("certificate") || t.contains("Certificate") || t.contains("handshake");
     let kind = match e.kind() {
         attohttpc::ErrorKind::Tls(_)
         | attohttpc::ErrorKind::InvalidDNSName(_)

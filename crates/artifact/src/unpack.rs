@@ -146,7 +146,7 @@ fn extract<R: Read>(
         limits
             .deadline
             .is_some_and(|d| std::time::Instant::now() > d)
-            .then(|| UnpackError::Deadline {
+            .then_some(UnpackError::Deadline {
                 entries: stats.entries,
                 bytes: stats.content_bytes,
             })

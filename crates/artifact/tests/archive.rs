@@ -491,5 +491,9 @@ fn a_passed_deadline_stops_the_unpack() {
     let e = unpack_verified(&bytes[..], &p.digest, &out, &limits).unwrap_err();
     assert!(matches!(e, UnpackError::Deadline { .. }), "{e}");
     assert!(e.to_string().contains("--timeout"), "{e}");
-    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1, "only the source is left");
+    assert_eq!(
+        std::fs::read_dir(d.path()).unwrap().count(),
+        1,
+        "only the source is left"
+    );
 }

@@ -158,12 +158,20 @@ fn tls_with_a_private_ca() {
     let data = vec![7u8; 20 << 20];
     let big = dir.path().join("big");
     std::fs::write(&big, &data).unwrap();
-    store.put_file("artifacts/a/big", &big, &mut |_| {}).unwrap();
-    assert_eq!(store.size("artifacts/a/big").unwrap(), Some(data.len() as u64));
+    store
+        .put_file("artifacts/a/big", &big, &mut |_| {})
+        .unwrap();
+    assert_eq!(
+        store.size("artifacts/a/big").unwrap(),
+        Some(data.len() as u64)
+    );
     let mut out = Vec::new();
     store.get_to_writer("artifacts/a/big", &mut out).unwrap();
     assert!(out == data);
-    assert!(server.requests("PUT") >= 3, "multipart went through the terminator");
+    assert!(
+        server.requests("PUT") >= 3,
+        "multipart went through the terminator"
+    );
 
     let bogus = dir.path().join("bogus.pem");
     std::fs::write(&bogus, "not a certificate").unwrap();
