@@ -262,7 +262,7 @@ impl Fetcher {
             }
             .into());
         }
-        publish(&self.cfg.root, &rel)?;
+        publish(&self.cfg.root, &rel, self.cfg.limits.durable)?;
         trigger_reload(&self.cfg.root, wanted)?;
         let ms = t0.elapsed().as_millis() as u64;
         let mut s = self.status.lock().unwrap();
@@ -441,7 +441,7 @@ impl Fetcher {
 }
 
 /// Renames a fresh symlink over `current`: readers see the old tree or the new one, never a mix.
-pub fn publish(root: &Path, rel_target: &Path) -> Result<()> {
+pub fn publish(root: &Path, rel_target: &Path, durable: bool) -> Result<()> {
     let tmp = root.join(format!(
         ".current{}{}",
         TMP_PREFIX.trim_end_matches('-'),
@@ -454,8 +454,10 @@ pub fn publish(root: &Path, rel_target: &Path) -> Result<()> {
         .with_context(|| format!("publishing {}", rel_target.display()))?;
     // The release itself was made durable before it was renamed into place; this makes the
     // switch durable too, so after a node crash `current` names a complete release.
-    aether_artifact::unpack::sync_dir(root)
-        .with_context(|| format!("syncing {}", root.display()))?;
+    if durable {
+        aether_artifact::unpack::sync_dir(root)
+            .with_context(|| format!("syncing {}", root.display()))?;
+    }
     Ok(())
 }
 

@@ -80,6 +80,11 @@ struct Cli {
     /// Copy this binary to `<root>/.aether/bin/aether-run` at start, for the app container.
     #[arg(long, env = FetcherEnv::INSTALL_RUNNER, default_value_t = true, action = clap::ArgAction::Set)]
     install_runner: bool,
+    /// Flush each release to disk before it goes live (writeback + syncfs), so a node crash
+    /// never leaves `current` on a partly written tree. `false` trades that for speed, e.g. on a
+    /// tmpfs volume (where it costs nothing anyway) or a node whose disk is busy with others.
+    #[arg(long, env = FetcherEnv::DURABLE, default_value_t = true, action = clap::ArgAction::Set)]
+    durable: bool,
     /// Cap on the entries an artifact may hold.
     #[arg(long, env = FetcherEnv::MAX_ENTRIES, default_value_t = 500_000)]
     max_entries: u64,
@@ -165,6 +170,7 @@ fn main() -> ExitCode {
         limits: aether_artifact::unpack::Limits {
             max_bytes: cli.max_bytes,
             max_entries: cli.max_entries,
+            durable: cli.durable,
             ..Default::default()
         },
     };

@@ -53,6 +53,7 @@ impl FetcherEnv {
     pub const MAX_BYTES: &'static str = "AETHER_FETCHER_MAX_BYTES";
     pub const MAX_ENTRIES: &'static str = "AETHER_FETCHER_MAX_ENTRIES";
     pub const INSTALL_RUNNER: &'static str = "AETHER_FETCHER_INSTALL_RUNNER";
+    pub const DURABLE: &'static str = "AETHER_FETCHER_DURABLE";
     /// `aether-run`'s grace period after the first stop signal.
     pub const RUN_GRACE: &'static str = "AETHER_RUN_GRACE";
 
