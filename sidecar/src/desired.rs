@@ -70,8 +70,14 @@ pub fn read(annotations_file: &Path, release_dir: &Path) -> Desired {
             .push(format!("{}: {e}; skipped", annotations_file.display())),
     }
 
+    // Both keys from one snapshot: the kubelet publishes a new `..data` by symlink swap and adds
+    // the visible per-key symlinks one by one on first write, so opening each key by its own
+    // name could pair a new digest with an old (or not yet linked) generation.
+    let snapshot = fs::read_link(release_dir.join(aether_artifact::podinfo::DATA_LINK))
+        .map(|t| release_dir.join(t))
+        .unwrap_or_else(|_| release_dir.to_path_buf());
     let read_key = |k: &str| -> Result<Option<String>, String> {
-        match fs::read_to_string(release_dir.join(k)) {
+        match fs::read_to_string(snapshot.join(k)) {
             Ok(s) => Ok(Some(s.trim().to_string())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("{}: {e}; skipped", release_dir.join(k).display())),

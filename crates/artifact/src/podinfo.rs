@@ -7,6 +7,10 @@
 //! `..data/`. The local target writes volumes with [`write_atomic_volume`] so the fetcher sees
 //! exactly what it sees in a pod.
 
+/// The symlink an atomically written volume (the kubelet's `AtomicWriter`) swaps to publish a
+/// new snapshot of all its files at once.
+pub const DATA_LINK: &str = "..data";
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
@@ -186,8 +190,8 @@ pub fn write_atomic_volume(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> io:
     let tmp_link = dir.join("..data_tmp");
     let _ = fs::remove_file(&tmp_link);
     std::os::unix::fs::symlink(&ts, &tmp_link)?;
-    let old = fs::read_link(dir.join("..data")).ok();
-    fs::rename(&tmp_link, dir.join("..data"))?;
+    let old = fs::read_link(dir.join(DATA_LINK)).ok();
+    fs::rename(&tmp_link, dir.join(DATA_LINK))?;
     for name in files.keys() {
         let visible = dir.join(name);
         if fs::symlink_metadata(&visible).is_err() {

@@ -96,7 +96,27 @@ pub fn unpack_verified<R: Read>(
             .as_nanos()
     ));
     fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-    let result = extract(input, &tmp, limits).and_then(|(stats, actual)| {
+    // While extracting, a helper thread flushes what has been written so far every 100 ms: the
+    // disk works in parallel with decompression, and the final `syncfs` has little left.
+    let extracted = if limits.durable {
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let tmp = &tmp;
+            s.spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    done_rx.recv_timeout(std::time::Duration::from_millis(100))
+                {
+                    let _ = sync_filesystem(tmp);
+                }
+            });
+            let r = extract(input, tmp, limits);
+            drop(done_tx);
+            r
+        })
+    } else {
+        extract(input, &tmp, limits)
+    };
+    let result = extracted.and_then(|(stats, actual)| {
         if actual != *expected {
             return Err(UnpackError::DigestMismatch {
                 expected: *expected,
@@ -221,9 +241,6 @@ fn extract<R: Read>(
                         return Err(e);
                     }
                 }
-                if limits.durable {
-                    start_writeback(&f);
-                }
             }
             tar::EntryType::Directory => {
                 if !dirs.contains(&rel) {
@@ -269,9 +286,8 @@ fn extract<R: Read>(
 }
 
 /// Flushes the whole filesystem holding `dir` (`syncfs`): one call that covers every file and
-/// directory of the tree just written (their data already on its way, see
-/// [`start_writeback`]), far cheaper than an `fsync` per file; containerd does the same after
-/// unpacking a layer. On tmpfs it costs nothing.
+/// directory of the tree just written, far cheaper than an `fsync` per file; containerd does
+/// the same after unpacking a layer. On tmpfs it costs nothing.
 fn sync_filesystem(dir: &Path) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let d = fs::File::open(dir)?;
@@ -280,17 +296,6 @@ fn sync_filesystem(dir: &Path) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Starts writing a finished file to disk without waiting (git's `core.fsyncMethod=batch`
-/// does the same): the disk works while the next entries decompress, and the one `syncfs` at
-/// the end only waits for what is left.
-fn start_writeback(f: &fs::File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid open descriptor; a failure only loses the head start.
-    unsafe {
-        libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-    }
 }
 
 /// Makes a rename inside `dir` durable.
