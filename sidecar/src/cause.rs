@@ -35,6 +35,12 @@ pub fn classify(e: &anyhow::Error) -> Cause {
         if let Some(c) = c.downcast_ref::<io::Error>().and_then(io_cause) {
             return c;
         }
+        if let Some(s) = c.downcast_ref::<aether_artifact::provenance::SignatureError>() {
+            return match s {
+                aether_artifact::provenance::SignatureError::Key(_) => Cause::Config,
+                _ => Cause::BadSignature,
+            };
+        }
         if c.is::<Overrun>() {
             return Cause::Timeout;
         }

@@ -45,6 +45,7 @@ pub struct Config {
     pub max_failures: u32,
     pub one_time: bool,
     pub http_bind: String,
+    pub public_key: Option<String>,
     pub limits: Limits,
 }
 
@@ -315,6 +316,9 @@ impl Fetcher {
             stall: self.cfg.stall_timeout,
             total: left,
         };
+        if let Some(pk) = &self.cfg.public_key {
+            verify_signature(&store, pk, app, digest, &timeouts)?;
+        }
         let (got, unpacked) = std::thread::scope(|s| {
             let key = &key;
             let store = &store;
@@ -438,6 +442,40 @@ impl Fetcher {
             self.save();
         }
     }
+}
+
+/// Checks, before any byte of the artifact is fetched, that its provenance record is signed by
+/// `public_key` and names this app and digest (the digest then binds the artifact's bytes).
+fn verify_signature(
+    store: &Store,
+    public_key: &str,
+    app: &AppName,
+    digest: &Digest,
+    t: &Timeouts,
+) -> Result<()> {
+    use aether_artifact::provenance::{self, SignatureError};
+    let get = |key: &str| -> Result<Option<Vec<u8>>> {
+        let mut buf = Vec::new();
+        match store.get_with_timeouts(key, &mut buf, t) {
+            Ok(_) => Ok(Some(buf)),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    };
+    let sig_key = provenance::signature_key(app, digest);
+    let unsigned = || SignatureError::Unsigned {
+        key: sig_key.clone(),
+    };
+    let sig = get(&sig_key)?.ok_or_else(unsigned)?;
+    let record = get(&provenance::key(app, digest))?.ok_or_else(unsigned)?;
+    provenance::verify(
+        public_key,
+        app,
+        digest,
+        &record,
+        &String::from_utf8_lossy(&sig),
+    )?;
+    Ok(())
 }
 
 /// Renames a fresh symlink over `current`: readers see the old tree or the new one, never a mix.

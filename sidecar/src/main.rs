@@ -85,6 +85,10 @@ struct Cli {
     /// tmpfs volume (where it costs nothing anyway) or a node whose disk is busy with others.
     #[arg(long, env = FetcherEnv::DURABLE, default_value_t = true, action = clap::ArgAction::Set)]
     durable: bool,
+    /// Only releases whose provenance this minisign public key signed go live (base64, or the
+    /// `.pub` file's two lines); unsigned or badly signed ones are refused.
+    #[arg(long, env = FetcherEnv::PUBLIC_KEY)]
+    public_key: Option<String>,
     /// Cap on the entries an artifact may hold.
     #[arg(long, env = FetcherEnv::MAX_ENTRIES, default_value_t = 500_000)]
     max_entries: u64,
@@ -167,6 +171,7 @@ fn main() -> ExitCode {
         max_failures: cli.max_failures,
         one_time: cli.one_time,
         http_bind: cli.http_bind,
+        public_key: cli.public_key.filter(|k| !k.trim().is_empty()),
         limits: aether_artifact::unpack::Limits {
             max_bytes: cli.max_bytes,
             max_entries: cli.max_entries,

@@ -825,3 +825,95 @@ fn syncs_over_tls_with_a_private_ca() {
     pod.spawn(cmd);
     pod.wait_for("v1 live over TLS", || pod.live().as_deref() == Some("v1"));
 }
+
+/// A provenance record for `digest`, signed with `sk` (what `hot-upload` writes with a signing
+/// key), stored beside the artifact.
+fn sign_release(pod: &Pod, sk: &minisign::SecretKey, digest: &Digest, comment: &str) {
+    use aether_artifact::provenance;
+    let rec = serde_json::json!({
+        "schema": provenance::SCHEMA, "app": "demo", "digest": digest.to_string(),
+        "layers": [], "entry_point": "server.js",
+        "source": {"dir": "src", "git": null},
+        "tool": {"name": "aether-dev", "version": "test"},
+        "built_by": "test@host", "created_at": "2026-11-30T00:00:00Z",
+    });
+    let bytes = serde_json::to_vec(&rec).unwrap();
+    let sig = minisign::sign(None, sk, std::io::Cursor::new(&bytes), Some(comment), None).unwrap();
+    let store = pod.store();
+    store
+        .put_bytes(&provenance::key(&app(), digest), &bytes)
+        .unwrap();
+    store
+        .put_bytes(
+            &provenance::signature_key(&app(), digest),
+            sig.into_string().as_bytes(),
+        )
+        .unwrap();
+}
+
+/// With a public key configured, only releases whose provenance that key signed go live:
+/// unsigned, signed by another key, or with a record changed after signing are refused with
+/// `bad_signature`, and the signed release before them keeps serving.
+#[test]
+fn signatures_are_required_when_a_public_key_is_set() {
+    use aether_artifact::provenance::trusted_comment;
+    let kp = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    let other = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    let mut pod = Pod::new();
+    let v1 = pod.upload("v1");
+    sign_release(&pod, &kp.sk, &v1, &trusted_comment(&app(), &v1));
+    pod.annotate(&v1.to_string(), 1);
+    pod.start(&["--public-key", &kp.pk.to_base64()]);
+    pod.wait_for("signed v1 live", || pod.live().as_deref() == Some("v1"));
+
+    let refused = |pod: &Pod, gen: u64, digest: &Digest, what: &str| {
+        pod.annotate(&digest.to_string(), gen);
+        pod.wait_for(what, || {
+            let st = pod.try_status();
+            st["last_error_cause"] == "bad_signature"
+                && st["last_error"].as_str().is_some_and(|e| e.contains(what))
+        });
+        assert_eq!(pod.live().as_deref(), Some("v1"), "{what}");
+    };
+    let v2 = pod.upload("v2");
+    refused(&pod, 2, &v2, "is not signed");
+    sign_release(&pod, &other.sk, &v2, &trusted_comment(&app(), &v2));
+    refused(&pod, 3, &v2, "bad signature");
+    // A valid signature over a record that is then changed.
+    sign_release(&pod, &kp.sk, &v2, &trusted_comment(&app(), &v2));
+    let key = aether_artifact::provenance::key(&app(), &v2);
+    let mut rec = Vec::new();
+    pod.store().get_to_writer(&key, &mut rec).unwrap();
+    let tampered = String::from_utf8(rec)
+        .unwrap()
+        .replace("test@host", "evil@host");
+    pod.store().put_bytes(&key, tampered.as_bytes()).unwrap();
+    refused(&pod, 4, &v2, "bad signature");
+    // A genuine signature for another release, copied over: the record names v1, not v2.
+    let v1_rec = {
+        let mut b = Vec::new();
+        pod.store()
+            .get_to_writer(&aether_artifact::provenance::key(&app(), &v1), &mut b)
+            .unwrap();
+        b
+    };
+    let mut v1_sig = Vec::new();
+    pod.store()
+        .get_to_writer(
+            &aether_artifact::provenance::signature_key(&app(), &v1),
+            &mut v1_sig,
+        )
+        .unwrap();
+    pod.store().put_bytes(&key, &v1_rec).unwrap();
+    pod.store()
+        .put_bytes(
+            &aether_artifact::provenance::signature_key(&app(), &v2),
+            &v1_sig,
+        )
+        .unwrap();
+    refused(&pod, 5, &v2, "not this release");
+
+    sign_release(&pod, &kp.sk, &v2, &trusted_comment(&app(), &v2));
+    pod.annotate(&v2.to_string(), 6);
+    pod.wait_for("signed v2 live", || pod.live().as_deref() == Some("v2"));
+}

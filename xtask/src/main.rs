@@ -10,6 +10,7 @@ mod package;
 mod proc;
 mod release;
 mod sample;
+mod signing;
 mod target;
 
 use aether_artifact::Digest;
@@ -63,6 +64,8 @@ enum Cmd {
     /// (internal) Run the embedded S3 store.
     #[command(hide = true)]
     LocalStore(cmd::LocalStore),
+    /// Make an Ed25519 (minisign) key pair for signing uploads; the secret key is never printed.
+    Keygen(cmd::keygen::Keygen),
     /// Build the fetcher as a static binary and write its OCI image archive (no Docker needed).
     SidecarImage(cmd::image::SidecarImage),
     /// Install what the tests need (apt, when missing) and run every test in the workspace.
@@ -94,6 +97,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Down(c) => c.run(&ctx),
             Cmd::Dev(c) => c.run(&ctx),
             Cmd::LocalStore(c) => c.run(&ctx),
+            Cmd::Keygen(c) => c.run(&ctx),
             Cmd::SidecarImage(c) => c.run(&ctx),
             Cmd::Test(c) => c.run(&ctx),
             Cmd::Bench(c) => c.run(&ctx),

@@ -80,6 +80,9 @@ pub struct AppValues {
     pub store: StoreValues,
     /// The release ConfigMap's data.
     pub release: BTreeMap<String, String>,
+    /// The minisign public key the fetcher requires signatures from (`AETHER_VERIFY_KEY`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_key: Option<String>,
 }
 
 /// Every name the templates share with the fetcher and the xtask, from the contract crate: a
@@ -93,7 +96,9 @@ fn contract() -> serde_json::Value {
     serde_json::json!({
         "keys": {"app": keys::APP},
         "release_keys": release::KEYS,
-        "fetcher_env": {"root": E::ROOT, "app": E::APP, "http_bind": E::HTTP_BIND},
+        "fetcher_env": {
+            "root": E::ROOT, "app": E::APP, "http_bind": E::HTTP_BIND, "public_key": E::PUBLIC_KEY,
+        },
         "store_env": {
             "endpoint": ENV_ENDPOINT, "region": ENV_REGION, "bucket": ENV_BUCKET,
             "access_key": ENV_ACCESS_KEY, "secret_key": ENV_SECRET_KEY, "ca_file": ENV_CA_FILE,
@@ -221,6 +226,7 @@ pub fn example_values(app: &str, digest: &str) -> AppValues {
         ]
         .into_iter()
         .collect(),
+        verify_key: None,
     }
 }
 

@@ -382,3 +382,241 @@ fn dev_watch_mode_reloads_on_save() {
         "{line}"
     );
 }
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let o = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn json(r: &common::Run) -> serde_json::Value {
+    serde_json::from_str(r.stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}):\n{}\n{}", r.stdout, r.stderr))
+}
+
+/// Issue 16 end to end on the local target: keygen, signed uploads with provenance that matches
+/// the git state and verifies with the stock `minisign` tool, a fetcher that requires the
+/// signature (an unsigned release is refused, the signed one keeps serving), `hot-status` and
+/// `rollback --to` showing provenance, and `--json` from every CI command.
+#[test]
+fn signed_uploads_provenance_and_json_for_ci() {
+    if !node_available() {
+        return skip("node is not installed");
+    }
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    let _down = Down(p);
+    // A source tree in git, as in a CI checkout.
+    let src = p.join("repo/app");
+    fs::create_dir_all(&src).unwrap();
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/templates/sample-node/server.js"
+    );
+    fs::copy(sample, src.join("server.js")).unwrap();
+    git(&p.join("repo"), &["init", "-q"]);
+    git(&p.join("repo"), &["add", "."]);
+    git(&p.join("repo"), &["commit", "-qm", "v1"]);
+    let head = git(&p.join("repo"), &["rev-parse", "HEAD"]);
+
+    let kg = xtask(p, &[], &["keygen", "--json"]).ok();
+    let keys = json(&kg);
+    let sk_file = keys["secret_key_file"].as_str().unwrap().to_string();
+    let pk_file = keys["public_key_file"].as_str().unwrap().to_string();
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        fs::metadata(&sk_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let secret_line = fs::read_to_string(&sk_file)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert!(
+        !kg.all().contains(&secret_line),
+        "the secret key was printed"
+    );
+    assert_ne!(
+        xtask(p, &[], &["keygen"]).code,
+        0,
+        "an existing key is never overwritten"
+    );
+
+    let s = src.to_str().unwrap();
+    let signed = [
+        ("AETHER_TARGET", "local"),
+        ("AETHER_SIGNING_KEY", sk_file.as_str()),
+        ("AETHER_VERIFY_KEY", pk_file.as_str()),
+    ];
+    let pkg = json(&xtask(p, &signed, &["package", s, "--json"]).ok());
+    let d1 = xtask(p, &signed, &["deploy-sample", "demo", s])
+        .ok()
+        .last("digest");
+    assert_eq!(pkg["digest"], d1.as_str());
+    let url = format!("http://127.0.0.1:{}/", pod(p)["app_port"]);
+
+    // The record beside the artifact, signed, matching git, verifiable by minisign itself.
+    let store = local_store(p);
+    let app = AppName::parse("demo").unwrap();
+    let dg = Digest::parse(&d1).unwrap();
+    let mut rec = Vec::new();
+    store
+        .get_to_writer(&aether_artifact::provenance::key(&app, &dg), &mut rec)
+        .unwrap();
+    let prov: serde_json::Value = serde_json::from_slice(&rec).unwrap();
+    assert_eq!(prov["digest"], d1.as_str());
+    assert_eq!(prov["source"]["git"]["commit"], head.as_str());
+    assert_eq!(prov["source"]["git"]["dirty"], false);
+    assert_eq!(prov["source"]["dir"], "app");
+    let mut sig = Vec::new();
+    store
+        .get_to_writer(
+            &aether_artifact::provenance::signature_key(&app, &dg),
+            &mut sig,
+        )
+        .unwrap();
+    fs::write(p.join("provenance.json"), &rec).unwrap();
+    fs::write(p.join("provenance.json.minisig"), &sig).unwrap();
+    let v = std::process::Command::new("minisign")
+        .args(["-V", "-q", "-p", &pk_file, "-m"])
+        .arg(p.join("provenance.json"))
+        .output();
+    match v {
+        Ok(o) => assert!(
+            o.status.success(),
+            "minisign -V: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(_) => skip("minisign is not installed"),
+    }
+
+    // An edit, uncommitted: signed upload, provenance says dirty; patched with --json.
+    let js = src.join("server.js");
+    fs::write(
+        &js,
+        fs::read_to_string(&js)
+            .unwrap()
+            .replace("const VERSION = 'v1'", "const VERSION = 'v2'"),
+    )
+    .unwrap();
+    let up = json(&xtask(p, &signed, &["hot-upload", "demo", s, "--json"]).ok());
+    let d2 = up["digest"].as_str().unwrap().to_string();
+    assert!(up["provenance"]["signature"]
+        .as_str()
+        .unwrap()
+        .ends_with(".minisig"));
+    let hp = json(
+        &xtask(
+            p,
+            &signed,
+            &["hot-patch", "demo", &d2, "--wait", "30", "--json"],
+        )
+        .ok(),
+    );
+    assert_eq!(
+        (hp["changed"].as_bool(), hp["generation"].as_u64()),
+        (Some(true), Some(2))
+    );
+    assert!(get(&url).contains("version: v2"));
+    let st = json(&xtask(p, &signed, &["hot-status", "demo", "--json"]).ok());
+    assert_eq!(st["provenance"]["digest"], d2.as_str());
+    assert_eq!(st["provenance"]["source"]["git"]["dirty"], true);
+    assert!(xtask(p, &signed, &["hot-status", "demo"])
+        .ok()
+        .stdout
+        .contains("(dirty)"));
+
+    // Unsigned (no signing key): the fetcher refuses it; v2 keeps serving.
+    fs::write(
+        &js,
+        fs::read_to_string(&js).unwrap().replace("'v2'", "'v3'"),
+    )
+    .unwrap();
+    let verify_only = [
+        ("AETHER_TARGET", "local"),
+        ("AETHER_VERIFY_KEY", pk_file.as_str()),
+    ];
+    let up3 = json(&xtask(p, &verify_only, &["hot-upload", "demo", s, "--json"]).ok());
+    assert!(up3["provenance"]["signature"].is_null());
+    let d3 = up3["digest"].as_str().unwrap().to_string();
+    xtask(p, &verify_only, &["hot-patch", "demo", &d3, "--json"]).ok();
+    let mut refused = serde_json::Value::Null;
+    for _ in 0..100 {
+        let r = xtask(p, &verify_only, &["hot-status", "demo", "--json"]);
+        let st = json(&r);
+        if st["pods"][0]["last_error_cause"] == "bad_signature" {
+            assert_ne!(r.code, 0, "out of sync must exit 1");
+            refused = st;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        refused["pods"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not signed")),
+        "{refused}"
+    );
+    assert!(
+        get(&url).contains("version: v2"),
+        "the signed release keeps serving"
+    );
+
+    // rollback --to alone lists the releases with provenance; --json everywhere.
+    let list = json(&xtask(p, &signed, &["rollback", "demo", "--to", "--json"]).ok());
+    let releases = list["releases"].as_array().unwrap();
+    assert_eq!(releases[0]["digest"], d3.as_str());
+    assert!(releases.iter().any(|r| r["digest"] == d1.as_str()
+        && r["provenance"]["source"]["git"]["commit"] == head.as_str()));
+    let human = xtask(p, &signed, &["rollback", "demo", "--to"]).ok();
+    assert!(human.stdout.contains(&head[..12]), "{}", human.stdout);
+    let rb = json(
+        &xtask(
+            p,
+            &signed,
+            &["rollback", "demo", "--to", &d1, "--wait", "30", "--json"],
+        )
+        .ok(),
+    );
+    assert_eq!(rb["digest"], d1.as_str());
+    assert!(get(&url).contains("version: v1"));
+    let r = json(
+        &xtask(
+            p,
+            &[
+                ("AETHER_TARGET", "kube"),
+                ("AETHER_VERIFY_KEY", pk_file.as_str()),
+            ],
+            &["render", "demo", "--digest", &d1, "--json"],
+        )
+        .ok(),
+    );
+    assert!(r["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o == "Deployment/demo"));
+    assert!(r["yaml"]
+        .as_str()
+        .unwrap()
+        .contains("AETHER_FETCHER_PUBLIC_KEY"));
+}

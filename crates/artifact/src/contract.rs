@@ -54,6 +54,8 @@ impl FetcherEnv {
     pub const MAX_ENTRIES: &'static str = "AETHER_FETCHER_MAX_ENTRIES";
     pub const INSTALL_RUNNER: &'static str = "AETHER_FETCHER_INSTALL_RUNNER";
     pub const DURABLE: &'static str = "AETHER_FETCHER_DURABLE";
+    /// A minisign public key: when set, only releases whose provenance it signed go live.
+    pub const PUBLIC_KEY: &'static str = "AETHER_FETCHER_PUBLIC_KEY";
     /// `aether-run`'s grace period after the first stop signal.
     pub const RUN_GRACE: &'static str = "AETHER_RUN_GRACE";
 
@@ -156,6 +158,8 @@ pub enum Cause {
     DigestMismatch,
     /// The archive was refused (unsafe entry, bomb, corrupt).
     ArchiveRefused,
+    /// A signature is required and missing, or does not verify.
+    BadSignature,
     /// The pass ran past its deadline.
     Timeout,
     /// A setting is missing or wrong.
@@ -164,7 +168,7 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub const ALL: [Cause; 13] = [
+    pub const ALL: [Cause; 14] = [
         Cause::NoSpace,
         Cause::PermissionDenied,
         Cause::StoreUnreachable,
@@ -175,6 +179,7 @@ impl Cause {
         Cause::NotFound,
         Cause::DigestMismatch,
         Cause::ArchiveRefused,
+        Cause::BadSignature,
         Cause::Timeout,
         Cause::Config,
         Cause::Other,
@@ -193,6 +198,7 @@ impl Cause {
             Cause::NotFound => "not_found",
             Cause::DigestMismatch => "digest_mismatch",
             Cause::ArchiveRefused => "archive_refused",
+            Cause::BadSignature => "bad_signature",
             Cause::Timeout => "timeout",
             Cause::Config => "config",
             Cause::Other => "other",

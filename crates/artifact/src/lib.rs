@@ -8,6 +8,7 @@ mod digest;
 mod name;
 pub mod pack;
 pub mod podinfo;
+pub mod provenance;
 pub mod store;
 pub mod unpack;
 

@@ -16,6 +16,9 @@ pub struct Render {
     /// Also print the MinIO and Postgres objects `bootstrap` applies.
     #[arg(long)]
     platform: bool,
+    /// Print one JSON object: the YAML and the list of objects in it.
+    #[arg(long)]
+    json: bool,
 }
 
 impl Render {
@@ -25,12 +28,40 @@ impl Render {
             _ => Kind::Microk8s,
         };
         let c = Cluster::new(ctx.sh, &ctx.global, &ctx.target, kind);
-        print!("{}", c.render(&self.app, self.digest)?);
+        let mut yaml = c.render(&self.app, self.digest)?;
         if self.platform {
-            print!("{}", super::platform::render(&ctx.target.namespace)?);
+            yaml.push_str(&super::platform::render(&ctx.target.namespace)?);
+        }
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({"app": self.app.as_str(), "objects": objects(&yaml), "yaml": yaml})
+            );
+        } else {
+            print!("{yaml}");
         }
         Ok(())
     }
+}
+
+/// `kind/name` of each document, read from its top-level `kind:` and `metadata.name` lines
+/// (the templates write them in that shape; the tests parse the YAML properly).
+fn objects(yaml: &str) -> Vec<String> {
+    yaml.split("\n---")
+        .filter_map(|doc| {
+            let kind = doc.lines().find_map(|l| l.strip_prefix("kind: "))?;
+            let mut in_meta = false;
+            let name = doc.lines().find_map(|l| {
+                if l == "metadata:" {
+                    in_meta = true;
+                } else if in_meta && !l.starts_with(' ') {
+                    in_meta = false;
+                }
+                l.strip_prefix("  name: ").filter(|_| in_meta)
+            })?;
+            Some(format!("{}/{}", kind.trim(), name.trim().trim_matches('"')))
+        })
+        .collect()
 }
 
 /// Ensure MicroK8s is running and ready, addons dns and hostpath-storage are on, and the

@@ -20,6 +20,9 @@ pub struct HotPatch {
     /// Wait (up to this many seconds) until every pod serves the new version.
     #[arg(long)]
     wait: Option<u64>,
+    /// Print one JSON object (see the README's schema) instead of key=value lines.
+    #[arg(long)]
+    json: bool,
 }
 
 impl HotPatch {
@@ -30,7 +33,7 @@ impl HotPatch {
         let p = t.publish(&self.app, &mut |cur| {
             Ok(cur.next_or_say(&self.app, self.digest))
         })?;
-        report(&*t, &self.app, p, self.wait)
+        report(&*t, &self.app, p, self.wait, self.json)
     }
 }
 
@@ -38,29 +41,97 @@ impl HotPatch {
 #[derive(clap::Args)]
 pub struct Rollback {
     app: AppName,
-    #[arg(long, value_parser = crate::parse_digest)]
-    to: Option<Digest>,
+    /// The digest to go back to; `--to` alone lists the recent releases with their provenance.
+    #[arg(long, num_args = 0..=1, value_parser = crate::parse_digest)]
+    to: Option<Option<Digest>>,
     /// Wait (up to this many seconds) until every pod serves it.
     #[arg(long)]
     wait: Option<u64>,
+    /// Print one JSON object (see the README's schema) instead of key=value lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One entry of `rollback --to`'s list.
+#[derive(serde::Serialize)]
+struct Recent {
+    digest: Digest,
+    live: bool,
+    provenance: Option<aether_artifact::provenance::Provenance>,
 }
 
 impl Rollback {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let t = ctx.target();
         let store = t.store()?;
+        if let Some(None) = self.to {
+            let cur = t.release(&self.app)?.unwrap_or_default();
+            let recent: Vec<Recent> = cur
+                .digest
+                .iter()
+                .map(|d| (*d, true))
+                .chain(cur.history.iter().map(|d| (*d, false)))
+                .map(|(digest, live)| Recent {
+                    digest,
+                    live,
+                    provenance: crate::signing::fetch(&store, &self.app, &digest),
+                })
+                .collect();
+            if self.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(
+                        &serde_json::json!({"app": self.app.as_str(), "releases": recent})
+                    )?
+                );
+                return Ok(());
+            }
+            if recent.is_empty() {
+                bail!("{} has no release yet", self.app);
+            }
+            for r in &recent {
+                let what = r
+                    .provenance
+                    .as_ref()
+                    .map(|p| p.summary())
+                    .unwrap_or_else(|| format!("{} (no provenance record)", r.digest.short()));
+                println!(
+                    "{} {} {what}",
+                    if r.live { "live" } else { "    " },
+                    r.digest
+                );
+            }
+            eprintln!(
+                "roll back with `cargo xtask rollback {} --to <digest>`",
+                self.app
+            );
+            return Ok(());
+        }
+        let to = self.to.flatten();
         let p = t.publish(&self.app, &mut |cur| {
-            let dest = cur.rollback_target(self.to)?;
+            let dest = cur.rollback_target(to)?;
             require_in_store(&store, &self.app, &dest)?;
             Ok(Some(cur.rollback_to(&self.app, dest)))
         })?;
-        report(&*t, &self.app, p, self.wait)
+        report(&*t, &self.app, p, self.wait, self.json)
     }
 }
 
 /// Says whom a publish reached, waits when asked, prints `generation=` and `digest=`.
-fn report(t: &dyn Target, app: &AppName, p: Option<Published>, wait: Option<u64>) -> Result<()> {
+fn report(
+    t: &dyn Target,
+    app: &AppName,
+    p: Option<Published>,
+    wait: Option<u64>,
+    json: bool,
+) -> Result<()> {
     let Some(p) = p else {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"app": app.as_str(), "changed": false})
+            );
+        }
         return Ok(());
     };
     let digest = p.release.digest.expect("a release names a digest");
@@ -81,6 +152,20 @@ fn report(t: &dyn Target, app: &AppName, p: Option<Published>, wait: Option<u64>
             eprintln!("{app} is serving {} everywhere", digest.short());
         }
     }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "app": app.as_str(),
+                "changed": true,
+                "digest": digest,
+                "generation": p.release.generation,
+                "signalled": p.signalled,
+                "waited": wait.is_some() && !p.signalled.is_empty(),
+            })
+        );
+        return Ok(());
+    }
     println!("generation={}", p.release.generation);
     println!("digest={digest}");
     Ok(())
@@ -99,7 +184,18 @@ impl HotStatus {
         let t = ctx.target();
         let desired = t.release(&self.app)?.unwrap_or_default();
         let pods = t.statuses(&self.app)?;
-        print_status(&self.app, t.name(), &desired, &pods, self.json)
+        let provenance = match desired.digest {
+            Some(d) => crate::signing::fetch(&t.store()?, &self.app, &d),
+            None => None,
+        };
+        print_status(
+            &self.app,
+            t.name(),
+            &desired,
+            provenance.as_ref(),
+            &pods,
+            self.json,
+        )
     }
 }
 
@@ -108,6 +204,8 @@ struct StatusJson<'a> {
     app: String,
     target: &'a str,
     desired: &'a Release,
+    /// The wanted release's provenance record, when it has one.
+    provenance: Option<&'a aether_artifact::provenance::Provenance>,
     pods: &'a [PodStatus],
 }
 
@@ -117,6 +215,7 @@ fn print_status(
     app: &AppName,
     target: &str,
     desired: &Release,
+    provenance: Option<&aether_artifact::provenance::Provenance>,
     pods: &[PodStatus],
     json: bool,
 ) -> Result<()> {
@@ -125,6 +224,7 @@ fn print_status(
             app: app.to_string(),
             target,
             desired,
+            provenance,
             pods,
         };
         println!("{}", serde_json::to_string_pretty(&st)?);
@@ -135,6 +235,9 @@ fn print_status(
         .map(|d| d.to_string())
         .unwrap_or_else(|| "(none)".into());
     println!("app {app}: wants {d} generation {}", desired.generation);
+    if let Some(p) = provenance {
+        println!("  built: {}", p.summary());
+    }
     if pods.is_empty() {
         println!("  no pod running");
     }

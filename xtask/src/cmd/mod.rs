@@ -7,6 +7,7 @@ pub mod deploy;
 pub mod dev;
 pub mod hot;
 pub mod image;
+pub mod keygen;
 pub mod package;
 pub mod platform;
 pub mod test;

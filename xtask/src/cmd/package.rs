@@ -15,6 +15,9 @@ pub struct Package {
     /// Write the archive here (default: only compute the digest).
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Print one JSON object (see the README's schema) instead of key=value lines.
+    #[arg(long)]
+    json: bool,
 }
 
 impl Package {
@@ -30,6 +33,19 @@ impl Package {
             human_bytes(packed.content_bytes),
             human_bytes(packed.bytes)
         );
+        if self.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "digest": packed.digest,
+                    "bytes": packed.bytes,
+                    "entries": packed.entries,
+                    "content_bytes": packed.content_bytes,
+                    "file": self.output,
+                })
+            );
+            return Ok(());
+        }
         if let Some(out) = &self.output {
             println!("file={}", out.display());
         }

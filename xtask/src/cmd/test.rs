@@ -13,6 +13,9 @@ const TOOLS: &[(&str, &str)] = &[
     ("umoci", "umoci"),
     ("runc", "runc"),
     ("script", "bsdutils"),
+    ("minisign", "minisign"),
+    ("git", "git"),
+    ("jq", "jq"),
 ];
 
 /// Install what the tests need (apt, when missing) and run every test in the workspace.

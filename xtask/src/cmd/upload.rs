@@ -24,6 +24,8 @@ pub struct Uploaded {
     pub url_expires_in_secs: u64,
     pub pack_ms: u64,
     pub upload_ms: u64,
+    /// Where the provenance record (and its signature, when signed) is.
+    pub provenance: crate::signing::Recorded,
 }
 
 /// Package a directory and upload it, content-addressed, to the target's store.
@@ -70,6 +72,13 @@ impl HotUpload {
             );
         }
         eprintln!("presigned URL valid for {} s", up.url_expires_in_secs);
+        match &up.provenance.signature {
+            Some(s) => eprintln!("provenance {} signed ({s})", up.provenance.provenance),
+            None => eprintln!(
+                "provenance {} (unsigned: set AETHER_SIGNING_KEY to sign)",
+                up.provenance.provenance
+            ),
+        }
         println!("s3={}", up.s3);
         println!("url={}", up.url);
         println!("digest={}", up.digest);
@@ -136,6 +145,7 @@ pub fn upload(
         }
         true
     };
+    let provenance = crate::signing::publish(store, &crate::signing::record(app, dir, &packed))?;
     let upload_ms = t1.elapsed().as_millis() as u64;
     let url = store.presign_get(&key, Duration::from_secs(url_expiry))?;
     Ok(Uploaded {
@@ -148,6 +158,7 @@ pub fn upload(
         url_expires_in_secs: url_expiry.min(604_800),
         pack_ms,
         upload_ms,
+        provenance,
     })
 }
 

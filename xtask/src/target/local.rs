@@ -178,7 +178,11 @@ impl Local {
             period: Some("2s".into()),
             http_bind: Some(format!("127.0.0.1:{fetcher_port}")),
         };
-        let f = Command::new(&fetcher)
+        let mut f = Command::new(&fetcher);
+        if let Some(k) = crate::signing::verify_key()? {
+            f.env(FetcherEnv::PUBLIC_KEY, k);
+        }
+        let f = f
             .envs(env.vars())
             .env(ENV_ENDPOINT, &store.endpoint)
             .env(ENV_BUCKET, &store.bucket)

@@ -161,6 +161,7 @@ impl<'a> Cluster<'a> {
                 },
             },
             release: release.to_data(),
+            verify_key: crate::signing::verify_key()?,
         })
     }
 

@@ -1,0 +1,185 @@
+//! Provenance records and their minisign signatures, on the upload side. The format and the
+//! verification live in `aether_artifact::provenance`; this makes and signs the records.
+
+use std::path::{Path, PathBuf};
+
+use aether_artifact::pack::Packed;
+use aether_artifact::provenance::{self, Git, Layer, Provenance, Source, Tool};
+use aether_artifact::store::Store;
+use aether_artifact::{AppName, Digest};
+use anyhow::{Context, Result};
+
+/// The secret key that signs uploads: `AETHER_SIGNING_KEY`, a path to a minisign secret key
+/// file or (for CI secrets) the key file's contents.
+pub const ENV_SIGNING_KEY: &str = "AETHER_SIGNING_KEY";
+/// The public key the fetchers require signatures from: `AETHER_VERIFY_KEY`, a path to the
+/// `.pub` file, its contents, or the bare base64 key.
+pub const ENV_VERIFY_KEY: &str = "AETHER_VERIFY_KEY";
+/// What the app container runs today, relative to the release.
+pub const ENTRY_POINT: &str = "server.js";
+
+/// Reads a key setting: a file path, or the key itself.
+fn read_key_setting(var: &str) -> Result<Option<String>> {
+    let Some(v) = std::env::var(var).ok().filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let p = PathBuf::from(v.trim());
+    if !v.contains('\n') && p.is_file() {
+        return Ok(Some(
+            std::fs::read_to_string(&p)
+                .with_context(|| format!("reading {} ({var})", p.display()))?,
+        ));
+    }
+    Ok(Some(v))
+}
+
+/// The public key fetchers must check, as the bare base64 key, if one is configured.
+pub fn verify_key() -> Result<Option<String>> {
+    let Some(k) = read_key_setting(ENV_VERIFY_KEY)? else {
+        return Ok(None);
+    };
+    let b64 = k
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+        .unwrap_or_default()
+        .to_string();
+    minisign::PublicKey::from_base64(&b64)
+        .map_err(|e| anyhow::anyhow!("{ENV_VERIFY_KEY} is not a minisign public key: {e}"))?;
+    Ok(Some(b64))
+}
+
+fn signing_key() -> Result<Option<minisign::SecretKey>> {
+    let Some(k) = read_key_setting(ENV_SIGNING_KEY)? else {
+        return Ok(None);
+    };
+    let sk = minisign::SecretKeyBox::from_string(&k)
+        .and_then(|b| b.into_unencrypted_secret_key())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{ENV_SIGNING_KEY} is not an unencrypted minisign secret key ({e}): make one with `cargo xtask keygen`"
+            )
+        })?;
+    Ok(Some(sk))
+}
+
+/// The provenance of `dir` packed as `packed`.
+pub fn record(app: &AppName, dir: &Path, packed: &Packed) -> Provenance {
+    Provenance {
+        schema: provenance::SCHEMA.into(),
+        app: app.to_string(),
+        digest: packed.digest,
+        layers: vec![Layer {
+            name: "app".into(),
+            digest: packed.digest,
+            bytes: packed.bytes,
+            entries: packed.entries,
+            content_bytes: packed.content_bytes,
+        }],
+        entry_point: ENTRY_POINT.into(),
+        source: Source {
+            dir: dir
+                .canonicalize()
+                .ok()
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| dir.display().to_string()),
+            git: git_state(dir),
+        },
+        tool: Tool {
+            name: "aether-dev".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+        built_by: format!("{}@{}", user(), host()),
+        created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    }
+}
+
+/// Commit and dirtiness of the work tree holding `dir` (untracked files count), without a
+/// shell; `None` outside git or without git installed.
+fn git_state(dir: &Path) -> Option<Git> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "HEAD"])?;
+    let status = git(&["status", "--porcelain", "--", "."])?;
+    Some(Git {
+        commit,
+        dirty: !status.is_empty(),
+    })
+}
+
+fn user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid{}", unsafe { libc::getuid() }))
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+/// What [`publish`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Recorded {
+    pub provenance: String,
+    /// The signature's key, when one was written.
+    pub signature: Option<String>,
+}
+
+/// Stores the provenance record beside the artifact, and its signature when a signing key is
+/// configured. An existing record is kept (the first upload of a digest is where it came
+/// from) unless it lacks a signature that can now be made.
+pub fn publish(store: &Store, p: &Provenance) -> Result<Recorded> {
+    let app = AppName::parse(&p.app)?;
+    let key = provenance::key(&app, &p.digest);
+    let sig_key = provenance::signature_key(&app, &p.digest);
+    let sk = signing_key()?;
+    let have_record = store.exists(&key)?;
+    let have_sig = store.exists(&sig_key)?;
+    if have_record && (have_sig || sk.is_none()) {
+        return Ok(Recorded {
+            provenance: store.s3_url(&key),
+            signature: have_sig.then(|| store.s3_url(&sig_key)),
+        });
+    }
+    let bytes = serde_json::to_vec_pretty(p)?;
+    store.put_bytes(&key, &bytes)?;
+    let signature = match sk {
+        Some(sk) => {
+            let sig = minisign::sign(
+                None,
+                &sk,
+                std::io::Cursor::new(&bytes),
+                Some(&provenance::trusted_comment(&app, &p.digest)),
+                Some("aether-dev provenance signature"),
+            )
+            .map_err(|e| anyhow::anyhow!("signing the provenance record: {e}"))?;
+            store.put_bytes(&sig_key, sig.into_string().as_bytes())?;
+            Some(store.s3_url(&sig_key))
+        }
+        None => None,
+    };
+    Ok(Recorded {
+        provenance: store.s3_url(&key),
+        signature,
+    })
+}
+
+/// The stored record of `digest`, if any (for `hot-status` and `rollback --to`).
+pub fn fetch(store: &Store, app: &AppName, digest: &Digest) -> Option<Provenance> {
+    let mut buf = Vec::new();
+    store
+        .get_to_writer(&provenance::key(app, digest), &mut buf)
+        .ok()?;
+    serde_json::from_slice(&buf).ok()
+}
