@@ -276,11 +276,14 @@ fn first_sync_change_rollback_status_and_probes() {
         "a kept release is not downloaded again"
     );
 
+    // `current` moves first; the counters follow once the swap is durable and the trigger
+    // written.
+    pod.wait_for("the third sync counted", || {
+        pod.get("/metrics")
+            .1
+            .contains("aether_fetcher_syncs_total 3")
+    });
     let metrics = pod.get("/metrics").1;
-    assert!(
-        metrics.contains("aether_fetcher_syncs_total 3"),
-        "{metrics}"
-    );
     assert!(metrics.contains("aether_fetcher_ready 1"), "{metrics}");
     // `aether-fetcher status` prints the same from local state.
     let out = Command::new(env!("CARGO_BIN_EXE_aether-fetcher"))
