@@ -260,8 +260,11 @@ fn first_sync_change_rollback_status_and_probes() {
     // The annotations (higher generation) win over the release ConfigMap.
     pod.annotate(&v2.to_string(), 2);
     pod.wait_for("v2 live", || pod.live().as_deref() == Some("v2"));
+    // The status follows the swap once it is durable.
+    pod.wait_for("v2 in the status", || {
+        pod.status()["digest"] == v2.to_string()
+    });
     let s = pod.status();
-    assert_eq!(s["digest"], v2.to_string());
     assert_eq!(s["generation"], 2);
     assert_eq!(s["consecutive_failures"], 0);
     assert!(s["fetched_at"].as_str().unwrap().starts_with("20"));
@@ -377,7 +380,9 @@ fn mismatched_and_corrupt_artifacts_never_replace_the_live_release() {
     let v2 = pod.upload("v2");
     pod.annotate(&v2.to_string(), 4);
     pod.wait_for("v2 live", || pod.live().as_deref() == Some("v2"));
-    assert_eq!(pod.status()["consecutive_failures"], 0);
+    pod.wait_for("the failure streak reset", || {
+        pod.status()["consecutive_failures"] == 0
+    });
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
