@@ -86,21 +86,6 @@ pub fn space(dir: &Path) -> Option<(u64, u64)> {
     Some((st.f_bavail as u64 * unit, st.f_blocks as u64 * unit))
 }
 
-pub fn human(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +116,6 @@ mod tests {
         assert_eq!(classify(&anyhow::anyhow!("what")), Cause::Other);
         let r: Result<(), _> = Err(io::Error::other("x"));
         assert_eq!(classify(&r.context("y").unwrap_err()), Cause::Other);
-        assert_eq!(human(40 << 20), "40.0 MiB");
+        assert_eq!(aether_artifact::human_bytes(40 << 20), "40.0 MiB");
     }
 }

@@ -362,7 +362,11 @@ impl Fetcher {
             Some(aether_artifact::Cause::NoSpace) => {
                 let room = cause::space(&self.cfg.root)
                     .map(|(free, total)| {
-                        format!("{} free of {}", cause::human(free), cause::human(total))
+                        format!(
+                            "{} free of {}",
+                            aether_artifact::human_bytes(free),
+                            aether_artifact::human_bytes(total)
+                        )
                     })
                     .unwrap_or_else(|| "size unknown".into());
                 let size = store
@@ -372,7 +376,7 @@ impl Fetcher {
                     .map(|n| {
                         format!(
                             "the artifact is {} compressed, more unpacked",
-                            cause::human(n)
+                            aether_artifact::human_bytes(n)
                         )
                     })
                     .unwrap_or_else(|| "the artifact's size is unknown".into());

@@ -67,11 +67,4 @@ pub fn pack_to_file_with(dir: &Path, out: &Path, progress: bool) -> Result<Packe
     Ok(packed)
 }
 
-pub fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
-}
+pub use aether_artifact::human_bytes;

@@ -21,6 +21,16 @@ pub fn object_key(app: &AppName, digest: &Digest) -> String {
     format!("{}{app}/{digest}/app.tar.gz", KEY_PREFIX)
 }
 
+/// A byte count for people: `996 B`, `1.6 KiB`, `40.0 MiB`, `1.2 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
 /// Prefix of every artifact key in the bucket.
 pub const KEY_PREFIX: &str = "artifacts/";
 
