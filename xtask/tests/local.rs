@@ -11,13 +11,6 @@ use std::time::Duration;
 use aether_artifact::store::{PartialStore, Secret, Store};
 use aether_artifact::{object_key, AppName, Digest};
 
-fn node_available() -> bool {
-    std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 fn get(url: &str) -> String {
     let out = std::process::Command::new("curl")
         .args(["-sS", "--max-time", "3", url])

@@ -173,3 +173,11 @@ pub fn skip(why: &str) {
     }
     eprintln!("SKIPPED: {why} (run `cargo xtask test`, which installs what is missing)");
 }
+
+/// Whether `node` runs here (`cargo xtask test` installs it; a bare `cargo test` may lack it).
+pub fn node_available() -> bool {
+    std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
