@@ -7,7 +7,11 @@ use anyhow::{Context, Result};
 
 use crate::state::{metrics, Status};
 
-pub fn spawn(bind: &str, status: Arc<Mutex<Status>>) -> Result<std::net::SocketAddr> {
+pub fn spawn(
+    bind: &str,
+    status: Arc<Mutex<Status>>,
+    run_status: std::path::PathBuf,
+) -> Result<std::net::SocketAddr> {
     // `:8081` means every interface, as in Go.
     let addr = if bind.starts_with(':') {
         format!("0.0.0.0{bind}")
@@ -25,7 +29,7 @@ pub fn spawn(bind: &str, status: Arc<Mutex<Status>>) -> Result<std::net::SocketA
         .name("http".into())
         .spawn(move || {
             for req in server.incoming_requests() {
-                let s = status.lock().unwrap().clone();
+                let s = status.lock().unwrap().clone().with_runner(&run_status);
                 let (code, ctype, body) = match req.url() {
                     "/healthz" => (200, "text/plain", "ok\n".to_string()),
                     "/readyz" if s.ready => (200, "text/plain", "ready\n".to_string()),

@@ -4,7 +4,7 @@
 //! annotations and release ConfigMap, higher generation wins); if it differs from the live one
 //! it downloads `artifacts/<app>/<digest>/app.tar.gz`, streams it through the contract's
 //! verified unpacking into `.releases/<digest>`, publishes it by renaming a temporary symlink
-//! over `current`, and touches `.reload/trigger` so the app restarts on the new code. A
+//! over `current`, and touches `.reload/trigger` so `aether-run` switches the app to it. A
 //! failure at any point leaves `current` on the last good release; the pass is retried with
 //! capped exponential backoff.
 
@@ -45,6 +45,8 @@ pub struct Config {
     pub max_failures: u32,
     pub one_time: bool,
     pub http_bind: String,
+    /// `aether-run`'s status file, merged into `/status`.
+    pub run_status: PathBuf,
     pub public_key: Option<String>,
     pub limits: Limits,
 }
@@ -85,7 +87,11 @@ impl Fetcher {
 
     pub fn run(mut self) -> Result<()> {
         if !self.cfg.http_bind.is_empty() && !self.cfg.one_time {
-            let addr = http::spawn(&self.cfg.http_bind, self.status.clone())?;
+            let addr = http::spawn(
+                &self.cfg.http_bind,
+                self.status.clone(),
+                self.cfg.run_status.clone(),
+            )?;
             log!("serving /healthz /readyz /status /metrics on {addr}");
         }
         let wake = self.watch();
@@ -503,13 +509,13 @@ pub fn publish(root: &Path, rel_target: &Path, durable: bool) -> Result<()> {
     Ok(())
 }
 
-/// The app watches `.reload/` (and only it), so one change there means one restart, after the
-/// new release is already live. The trigger is rewritten in place with one fixed-length write:
-/// node's watcher follows the file's inode, so replacing the file by rename would be seen once
-/// and then missed (nodejs/node#51621).
+/// `aether-run` watches `.reload/` (and only it), so one change there means one switch, after
+/// the new release is already live. The trigger is rewritten in place with one fixed-length
+/// write, so a watcher that follows the file's inode (as node's `--watch` did, nodejs/node#51621)
+/// sees every change, not only the first.
 fn trigger_reload(root: &Path, w: &Wanted) -> Result<()> {
     use std::io::Write as _;
-    let line = format!("{} {:020}\n", w.digest, w.generation);
+    let line = aether_artifact::trigger::line(&w.digest, w.generation);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -27,6 +27,14 @@ struct Cli {
         global = true
     )]
     root: PathBuf,
+    /// `aether-run`'s status file (its `--status-file`), reported in this fetcher's status.
+    #[arg(
+        long,
+        env = FetcherEnv::RUN_STATUS,
+        default_value = FetcherEnv::DEFAULT_RUN_STATUS,
+        global = true
+    )]
+    run_status: PathBuf,
     /// The downward-API annotations file.
     #[arg(
         long,
@@ -109,6 +117,29 @@ struct RunArgs {
     /// Time the command has to exit after SIGTERM before it is killed.
     #[arg(long, env = FetcherEnv::RUN_GRACE, default_value = "1500ms", value_parser = parse_duration)]
     grace: Duration,
+    /// Own this address (`:3000`, `127.0.0.1:3000`) and forward each connection to the live
+    /// app process, which gets a private `PORT`; switch processes without dropping a request
+    /// when the trigger in `--watch` changes, and restart a crashed one. Unset: run the command
+    /// once, as a plain init.
+    #[arg(long, env = FetcherEnv::RUN_LISTEN)]
+    listen: Option<String>,
+    /// The directory of the fetcher's reload trigger (`<root>/.reload`).
+    #[arg(long, env = FetcherEnv::RUN_WATCH, requires = "listen")]
+    watch: Option<PathBuf>,
+    /// Where to write the supervisor's status, which the fetcher reports.
+    #[arg(long, env = FetcherEnv::RUN_STATUS_FILE, requires = "listen")]
+    status_file: Option<PathBuf>,
+    /// How long a new app process may take to listen before the old one is kept; also how
+    /// long a connection waits while no process listens.
+    #[arg(long, env = FetcherEnv::RUN_START_TIMEOUT, default_value = "30s", value_parser = parse_duration)]
+    start_timeout: Duration,
+    /// How long a replaced process may keep serving its open connections before it is stopped.
+    #[arg(long, env = FetcherEnv::RUN_DRAIN, default_value = "10s", value_parser = parse_duration)]
+    drain: Duration,
+    /// For `node [flags…] <entry>`: keep one booted node waiting, so a switch costs loading the
+    /// app, not starting node (the entry point is resolved when it loads).
+    #[arg(long, env = FetcherEnv::RUN_WARM, default_value_t = true, action = clap::ArgAction::Set)]
+    warm: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<std::ffi::OsString>,
@@ -144,6 +175,7 @@ fn main() -> ExitCode {
     if let Some(Cmd::Status) = cli.cmd {
         return match aether_fetcher::state::read(&cli.root) {
             Ok(s) => {
+                let s = s.with_runner(&cli.run_status);
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&s).expect("status serialises")
@@ -171,6 +203,7 @@ fn main() -> ExitCode {
         max_failures: cli.max_failures,
         one_time: cli.one_time,
         http_bind: cli.http_bind,
+        run_status: cli.run_status,
         public_key: cli.public_key.filter(|k| !k.trim().is_empty()),
         limits: aether_artifact::unpack::Limits {
             max_bytes: cli.max_bytes,
@@ -201,6 +234,12 @@ fn run_mode(a: RunArgs) -> ExitCode {
     aether_fetcher::run::run(aether_fetcher::run::RunConfig {
         command: a.command,
         grace: a.grace,
+        listen: a.listen.filter(|l| !l.is_empty()),
+        watch: a.watch,
+        status_file: a.status_file,
+        start_timeout: a.start_timeout,
+        drain: a.drain,
+        warm: a.warm,
     })
 }
 

@@ -54,7 +54,17 @@ pub fn metrics(s: &Status) -> String {
         })
         .collect();
     let head = "# HELP aether_fetcher_failures_total Failed sync passes, by cause.\n# TYPE aether_fetcher_failures_total counter\n";
-    format!("{head}{by_cause}{}", rest(s))
+    let runner = s.runner.as_ref().map_or(String::new(), |r| {
+        format!(
+            "# HELP aether_run_switches_total Releases the app switched to without a restart.\n# TYPE aether_run_switches_total counter\naether_run_switches_total {}\n\
+             # HELP aether_run_restarts_total App processes restarted after they exited.\n# TYPE aether_run_restarts_total counter\naether_run_restarts_total {}\n\
+             # HELP aether_run_start_failed Whether the newest release's process failed to start.\n# TYPE aether_run_start_failed gauge\naether_run_start_failed {}\n",
+            r.swaps,
+            r.restarts,
+            u8::from(r.failed_digest.is_some())
+        )
+    });
+    format!("{head}{by_cause}{}{runner}", rest(s))
 }
 
 fn rest(s: &Status) -> String {

@@ -99,6 +99,9 @@ fn contract() -> serde_json::Value {
         "fetcher_env": {
             "root": E::ROOT, "app": E::APP, "http_bind": E::HTTP_BIND, "public_key": E::PUBLIC_KEY,
         },
+        "run_env": {
+            "listen": E::RUN_LISTEN, "watch": E::RUN_WATCH, "status_file": E::RUN_STATUS_FILE,
+        },
         "store_env": {
             "endpoint": ENV_ENDPOINT, "region": ENV_REGION, "bucket": ENV_BUCKET,
             "access_key": ENV_ACCESS_KEY, "secret_key": ENV_SECRET_KEY, "ca_file": ENV_CA_FILE,
@@ -113,6 +116,8 @@ fn contract() -> serde_json::Value {
             "release_dir": E::DEFAULT_RELEASE_DIR,
             "runner": format!("{root}/{}", volume::RUNNER),
             "reload_dir": format!("{root}/{}", volume::RELOAD_DIR),
+            "run_dir": E::DEFAULT_RUN_DIR,
+            "run_status": E::DEFAULT_RUN_STATUS,
         },
     })
 }
@@ -392,7 +397,15 @@ mod validate {
             .flatten()
             .map(|m| m.mount_path.as_str())
             .collect();
-        assert_eq!(mounts, ["/work", "/etc/podinfo", "/etc/aether/release"]);
+        assert_eq!(
+            mounts,
+            [
+                "/work",
+                "/etc/podinfo",
+                "/etc/aether/release",
+                "/run/aether"
+            ]
+        );
         // Downward-API annotations and the release ConfigMap as volumes.
         let vols = spec.volumes.as_ref().unwrap();
         let podinfo = vols
@@ -427,8 +440,37 @@ mod validate {
             command[0],
             format!("/work/{}", aether_artifact::volume::RUNNER)
         );
-        assert_eq!(command[1..4], ["--", "node", "--watch-path=/work/.reload"]);
+        assert_eq!(command[1..], ["--", "node", "current/server.js"]);
         assert_eq!(app.ports.as_ref().unwrap()[0].container_port, 3000);
+        // It owns the public port, follows the fetcher's trigger, and reports where the
+        // fetcher (which mounts the same volume read-only) reads it.
+        use aether_artifact::FetcherEnv as E;
+        let env: BTreeMap<_, _> = app
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.clone()))
+            .collect();
+        assert_eq!(env[E::RUN_LISTEN].as_deref(), Some(":3000"));
+        assert_eq!(env[E::RUN_WATCH].as_deref(), Some("/work/.reload"));
+        assert_eq!(
+            env[E::RUN_STATUS_FILE].as_deref(),
+            Some(E::DEFAULT_RUN_STATUS)
+        );
+        assert!(
+            !env.contains_key("PORT"),
+            "aether-run gives each process its own PORT"
+        );
+        let mount = |c: &k8s_openapi::api::core::v1::Container| {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.name == "run")
+                .map(|m| (m.mount_path.clone(), m.read_only.unwrap_or(false)))
+        };
+        assert_eq!(mount(app), Some((E::DEFAULT_RUN_DIR.into(), false)));
+        let fetcher = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!(mount(fetcher), Some((E::DEFAULT_RUN_DIR.into(), true)));
     }
 
     /// An `https://` store with a private CA: the CA goes into its own ConfigMap, mounted

@@ -644,3 +644,102 @@ fn a_pod_whose_store_traffic_is_dropped_says_so_and_recovers() {
     assert_eq!(ns.pods()[0].2, 0, "no container restarted");
     ns.x(&["hot-status", "demo"]).ok();
 }
+
+/// One request on a fresh connection to `http://host:port/`, as a load client makes it: the
+/// body on a 200, `None` on any failure (refused, reset, timeout, other status).
+fn raw_get(url: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let hostport = url.strip_prefix("http://")?.trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(hostport).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// The measure: a client requesting every 5 ms through the Service's NodePort while the
+/// app is hot-patched, and a release that crashes on start, which must not take v-last down.
+#[test]
+#[ignore = "needs a real cluster: cargo xtask test --cluster"]
+fn hot_patches_drop_no_request_through_the_service() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let ns = Ns::new("nodrop");
+    let d = ns
+        .x(&["deploy-sample", "demo", ns.app("v1").to_str().unwrap()])
+        .ok();
+    let url = d.last("url");
+    ns.wait_body(&url, "version: v1", Duration::from_secs(20));
+    let before = ns.shape();
+    let digests: Vec<String> = (2..=6).map(|i| ns.upload(&format!("v{i}"))).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (url, stop) = (url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                match raw_get(&url) {
+                    Some(_) => ok += 1,
+                    None => failed += 1,
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (ok, failed)
+        })
+    };
+    for (i, d) in digests.iter().enumerate() {
+        ns.x(&["hot-patch", "demo", d, "--wait", "30"]).ok();
+        ns.wait_body(
+            &url,
+            &format!("version: v{}", i + 2),
+            Duration::from_secs(20),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = client.join().unwrap();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during 5 hot-patches",
+        ok + failed
+    );
+    assert!(ok > 50, "only {ok} requests were made");
+    assert_eq!(
+        ns.shape(),
+        before,
+        "a hot-patch restarted or rolled out something"
+    );
+
+    // A release that exits at start: hot-patch fails naming why, v6 keeps serving, and
+    // hot-status shows the failure.
+    let bad = ns.project.path().join("src-bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("server.js"),
+        "console.error('missing config'); process.exit(4);\n",
+    )
+    .unwrap();
+    let bd = ns
+        .x(&["hot-upload", "demo", bad.to_str().unwrap()])
+        .ok()
+        .last("digest");
+    let p = ns.x(&["hot-patch", "demo", &bd, "--wait", "30"]);
+    assert_eq!(p.code, 1, "{}", p.all());
+    assert!(
+        p.stderr.contains("exited with status 4 before it listened"),
+        "{}",
+        p.stderr
+    );
+    assert!(get(&url).unwrap().contains("version: v6"));
+    let st = ns.x(&["hot-status", "demo"]);
+    assert_eq!(st.code, 1, "{}", st.all());
+    assert!(
+        st.stdout.contains("FAILED: the new process for"),
+        "{}",
+        st.stdout
+    );
+    assert_eq!(ns.shape(), before, "a failed start restarted the container");
+}

@@ -56,8 +56,23 @@ impl FetcherEnv {
     pub const DURABLE: &'static str = "AETHER_FETCHER_DURABLE";
     /// A minisign public key: when set, only releases whose provenance it signed go live.
     pub const PUBLIC_KEY: &'static str = "AETHER_FETCHER_PUBLIC_KEY";
+    /// Where the fetcher reads `aether-run`'s status, to report it in its own.
+    pub const RUN_STATUS: &'static str = "AETHER_FETCHER_RUN_STATUS";
     /// `aether-run`'s grace period after the first stop signal.
     pub const RUN_GRACE: &'static str = "AETHER_RUN_GRACE";
+    /// `aether-run`'s public address (`:3000`): it owns it and forwards each connection to the
+    /// live app process, which listens on a private `PORT`.
+    pub const RUN_LISTEN: &'static str = "AETHER_RUN_LISTEN";
+    /// The directory whose trigger file (`.reload/trigger`) announces a published release.
+    pub const RUN_WATCH: &'static str = "AETHER_RUN_WATCH";
+    /// Where `aether-run` writes its status ([`RunnerStatus`]).
+    pub const RUN_STATUS_FILE: &'static str = "AETHER_RUN_STATUS_FILE";
+    /// How long a new app process may take to listen before it is abandoned.
+    pub const RUN_START_TIMEOUT: &'static str = "AETHER_RUN_START_TIMEOUT";
+    /// How long a replaced app process may keep serving its open connections.
+    pub const RUN_DRAIN: &'static str = "AETHER_RUN_DRAIN";
+    /// Whether `aether-run` keeps a booted `node` waiting for the next switch.
+    pub const RUN_WARM: &'static str = "AETHER_RUN_WARM";
 
     /// Defaults of the fetcher's flags: where a pod mounts the shared volume, the downward-API
     /// volume and the release ConfigMap.
@@ -72,6 +87,11 @@ impl FetcherEnv {
     pub const STORE_CA_DIR: &'static str = "/etc/aether/store-ca";
     pub const STORE_CA_ITEM: &'static str = "ca.crt";
     pub const STORE_CA_CONFIGMAP: &'static str = "aether-store-ca";
+    /// A small volume the app container writes (`aether-run`'s status) and the fetcher reads:
+    /// the shared volume is read-only for the app.
+    pub const DEFAULT_RUN_DIR: &'static str = "/run/aether";
+    pub const RUN_STATUS_ITEM: &'static str = "status.json";
+    pub const DEFAULT_RUN_STATUS: &'static str = "/run/aether/status.json";
     /// Where the fetcher binary sits in its image (a `FROM scratch` image has no PATH).
     pub const BIN_IN_IMAGE: &'static str = "/aether-fetcher";
 
@@ -129,6 +149,79 @@ pub struct Status {
     /// Releases on disk that are no longer live, with when they stopped being live (unix ms).
     #[serde(default)]
     pub retired: Vec<(Digest, u64)>,
+    /// The app's supervisor (`aether-run`), when it reports: which release the app process
+    /// actually runs, its restarts and a failed start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<RunnerStatus>,
+}
+
+impl Status {
+    /// This status with `aether-run`'s status from `path`, when there is one.
+    pub fn with_runner(mut self, path: &std::path::Path) -> Status {
+        self.runner = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        self
+    }
+}
+
+/// What `aether-run` reports (its `--status-file`, merged into the fetcher's `/status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunnerStatus {
+    pub state: RunState,
+    /// The app process new connections go to.
+    pub pid: Option<u32>,
+    /// The private port it listens on (what the public port forwards to).
+    pub port: Option<u16>,
+    /// The booted `node` waiting to load the next release (`--warm`).
+    #[serde(default)]
+    pub standby_pid: Option<u32>,
+    /// The release that process was started on (from the trigger it saw).
+    pub digest: Option<Digest>,
+    pub generation: Option<u64>,
+    /// RFC 3339, when the live process started taking connections.
+    pub serving_since: Option<String>,
+    /// Unix ms when the supervisor saw the trigger of the live release.
+    pub seen_at_ms: Option<u64>,
+    /// Unix ms when new connections switched to the live process.
+    pub switched_at_ms: Option<u64>,
+    /// Releases switched to without a restart of the container.
+    pub swaps: u64,
+    /// App processes restarted after they exited on their own.
+    pub restarts: u64,
+    /// How the last app process that exited on its own ended.
+    pub last_exit: Option<String>,
+    /// Why the last new release did not go live (the old process kept serving).
+    pub last_failure: Option<String>,
+    pub failed_digest: Option<Digest>,
+    pub last_failure_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// No app process listens yet.
+    #[default]
+    Starting,
+    Serving,
+    /// The app exited; it is restarted after a backoff. Connections wait for it.
+    Restarting,
+    Stopping,
+}
+
+/// The trigger file the fetcher rewrites after each publish: one fixed-length line,
+/// `<digest> <generation, 20 digits>`, so a rewrite in place is one write of the same size.
+pub mod trigger {
+    use crate::Digest;
+
+    pub fn line(digest: &Digest, generation: u64) -> String {
+        format!("{digest} {generation:020}\n")
+    }
+
+    pub fn parse(s: &str) -> Option<(Digest, u64)> {
+        let (d, g) = s.trim().split_once(' ')?;
+        Some((Digest::parse(d).ok()?, g.parse().ok()?))
+    }
 }
 
 /// Why a sync pass failed: one vocabulary for the fetcher's log line, its `/status`
@@ -236,6 +329,28 @@ mod tests {
                 format!("\"{}\"", c.label())
             );
         }
+    }
+
+    #[test]
+    fn trigger_lines_round_trip_at_a_fixed_length() {
+        let d = Digest::parse(&"ab".repeat(32)).unwrap();
+        let (a, b) = (trigger::line(&d, 1), trigger::line(&d, u64::MAX));
+        assert_eq!(a.len(), b.len());
+        assert_eq!(trigger::parse(&a), Some((d, 1)));
+        assert_eq!(trigger::parse(&b), Some((d, u64::MAX)));
+        assert_eq!(trigger::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn run_status_path_is_dir_and_item() {
+        assert_eq!(
+            FetcherEnv::DEFAULT_RUN_STATUS,
+            format!(
+                "{}/{}",
+                FetcherEnv::DEFAULT_RUN_DIR,
+                FetcherEnv::RUN_STATUS_ITEM
+            )
+        );
     }
 
     #[test]

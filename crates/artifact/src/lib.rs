@@ -12,7 +12,7 @@ pub mod provenance;
 pub mod store;
 pub mod unpack;
 
-pub use contract::{release, Cause, FetcherEnv, Status};
+pub use contract::{release, trigger, Cause, FetcherEnv, RunState, RunnerStatus, Status};
 pub use digest::{Digest, DigestError};
 pub use name::{AppName, NameError};
 
@@ -48,7 +48,7 @@ pub mod volume {
     pub const CURRENT: &str = "current";
     /// Per-digest extracted releases.
     pub const RELEASES: &str = ".releases";
-    /// Directory the app's `node --watch-path` watches; only the trigger file changes in it.
+    /// Directory `aether-run` watches; only the trigger file changes in it.
     pub const RELOAD_DIR: &str = ".reload";
     pub const RELOAD_TRIGGER: &str = ".reload/trigger";
     /// Fetcher state (status JSON), readable by `aether-fetcher status`.

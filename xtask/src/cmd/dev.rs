@@ -79,7 +79,7 @@ pub struct Cycle {
     pub pack: Duration,
     pub upload: Duration,
     pub patch: Duration,
-    /// From the patch until the fetchers published and the restarted app answered.
+    /// From the patch until the fetchers published and the app, switched to it, answered.
     pub served: Duration,
     pub total: Duration,
 }
@@ -88,7 +88,7 @@ impl Cycle {
     pub fn line(&self) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         format!(
-            "pack {:.0} ms | upload {:.0} ms | patch {:.0} ms | fetch+restart+first response {:.0} ms | save to served {:.0} ms",
+            "pack {:.0} ms | upload {:.0} ms | patch {:.0} ms | fetch+switch+first response {:.0} ms | save to served {:.0} ms",
             ms(self.pack),
             ms(self.upload),
             ms(self.patch),

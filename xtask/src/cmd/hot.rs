@@ -275,8 +275,33 @@ fn print_status(
                 })
                 .unwrap_or_default()
         );
+        if let Some(r) = &s.runner {
+            println!("    app: {}", runner_line(r));
+        }
     }
     out_of_sync(app, desired, pods)
+}
+
+/// `aether-run`'s view: which release the app process runs, and what went wrong lately.
+fn runner_line(r: &aether_artifact::RunnerStatus) -> String {
+    let mut line = match (r.pid, r.digest) {
+        (Some(pid), Some(d)) => format!(
+            "pid {pid} runs {} generation {} since {}",
+            d.short(),
+            r.generation.unwrap_or(0),
+            r.serving_since.as_deref().unwrap_or("?")
+        ),
+        (Some(pid), None) => format!("pid {pid} runs"),
+        (None, _) => format!("{:?}", r.state).to_lowercase(),
+    };
+    line.push_str(&format!("; {} switches, {} restarts", r.swaps, r.restarts));
+    if let Some(e) = &r.last_exit {
+        line.push_str(&format!("; last exit: {e}"));
+    }
+    if let Some(f) = &r.last_failure {
+        line.push_str(&format!("; FAILED: {f}"));
+    }
+    line
 }
 
 /// Ok only when there is a pod and every pod serves the wanted digest; else names each pod

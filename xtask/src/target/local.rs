@@ -3,13 +3,13 @@
 //!
 //! - store: the configured S3 endpoint, else an embedded s3s server (`xtask local-store`, a
 //!   background process; data, port and generated credentials under `.aether/local/`);
-//! - "pod": the real `aether-fetcher` and `node --watch-path=<work>/.reload current/server.js`
-//!   in one process group, sharing `<work>`; the release ConfigMap and the downward-API
-//!   annotations are directories written exactly as the kubelet writes them.
+//! - "pod": the real `aether-fetcher` and, as in the pod's app container, `aether-run` (the same
+//!   binary) supervising `node current/server.js` behind the app port, in one process group,
+//!   sharing `<work>`; the release ConfigMap and the downward-API annotations are directories
+//!   written exactly as the kubelet writes them.
 //!
 //! State, ports and logs live in `.aether/local/<app>/`; `down` stops the process group.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -26,23 +26,22 @@ use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 use crate::config::Global;
-use crate::proc::{alive, group_members, kill_group, port_open, wait_until};
+use crate::proc::{alive, kill_group, port_open, wait_until};
 use crate::release::Release;
 use crate::target::{DeployOpts, PodStatus, Published, Running, Target};
 
 pub struct Local {
     dir: PathBuf,
     global: Global,
-    /// The app processes running before this command's publish, per app: a process not among
-    /// them shows that node restarted onto the new release (the old one may still answer).
-    before: RefCell<BTreeMap<String, Vec<u32>>>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PodState {
     pub pgid: u32,
     pub fetcher_pid: u32,
-    pub node_pid: u32,
+    /// `aether-run`, which owns `app_port` and runs node behind it.
+    #[serde(alias = "node_pid")]
+    pub runner_pid: u32,
     pub app_port: u16,
     pub fetcher_port: u16,
 }
@@ -52,7 +51,6 @@ impl Local {
         Local {
             dir: global.state_dir().join("local"),
             global: global.clone(),
-            before: RefCell::default(),
         }
     }
 
@@ -62,6 +60,18 @@ impl Local {
 
     pub fn work_dir(&self, app: &AppName) -> PathBuf {
         self.app_dir(app).join("work")
+    }
+
+    /// `aether-run`'s status file (the pod's `run` volume).
+    fn run_status(&self, app: &AppName) -> PathBuf {
+        self.app_dir(app)
+            .join("run")
+            .join(FetcherEnv::RUN_STATUS_ITEM)
+    }
+
+    /// The fetcher's status with `aether-run`'s, as the fetcher's `/status` serves it.
+    pub fn status(&self, app: &AppName) -> Result<Status> {
+        Ok(fetcher_status(&self.work_dir(app))?.with_runner(&self.run_status(app)))
     }
 
     // --- store ------------------------------------------------------------------------------
@@ -128,7 +138,7 @@ impl Local {
     }
 
     /// Starts the fetcher, waits for its first sync (the native sidecar's startup probe), then
-    /// starts node. Returns the running pod, or the one already running.
+    /// starts `aether-run` with node. Returns the running pod, or the one already running.
     pub fn ensure_pod(
         &self,
         sh: &Shell,
@@ -155,6 +165,7 @@ impl Local {
         fs::create_dir_all(&work)?;
         fs::create_dir_all(dir.join("podinfo"))?;
         fs::create_dir_all(dir.join("release"))?;
+        fs::create_dir_all(dir.join("run"))?;
         let fetcher_port = free_port()?;
         // 3000 like the pod, unless taken; AETHER_APP_PORT overrides (0 = any free port).
         let app_port = match std::env::var("AETHER_APP_PORT")
@@ -188,6 +199,7 @@ impl Local {
             .env(ENV_BUCKET, &store.bucket)
             .env(ENV_ACCESS_KEY, &store.access_key)
             .env(ENV_SECRET_KEY, store.secret_key.expose())
+            .env(FetcherEnv::RUN_STATUS, self.run_status(app))
             .stdin(Stdio::null())
             .stdout(flog.try_clone()?)
             .stderr(flog)
@@ -209,48 +221,39 @@ impl Local {
             .create(true)
             .append(true)
             .open(dir.join("logs/app.log"))?;
-        let mut n = Command::new(node);
+        // The app container's command, with this machine's paths.
+        let mut n = Command::new(&fetcher);
         // As in the cluster, the app gets DATABASE_URL when a database is configured.
         if let Some(url) = self.global.database_url()? {
             n.env("DATABASE_URL", url.expose());
         }
         let n = n
-            .arg(format!(
-                "--watch-path={}",
-                work.join(aether_artifact::volume::RELOAD_DIR).display()
-            ))
-            .arg("--watch-preserve-output")
+            .arg("run")
+            .env(FetcherEnv::RUN_LISTEN, format!("127.0.0.1:{app_port}"))
+            .env(
+                FetcherEnv::RUN_WATCH,
+                work.join(aether_artifact::volume::RELOAD_DIR),
+            )
+            .env(FetcherEnv::RUN_STATUS_FILE, self.run_status(app))
+            .arg("--")
+            .arg(node)
             .arg("current/server.js")
             .current_dir(&work)
-            .env("PORT", app_port.to_string())
             .stdin(Stdio::null())
             .stdout(alog.try_clone()?)
             .stderr(alog)
             .process_group(pgid as i32)
             .spawn()
-            .context("starting node")?;
+            .context("starting aether-run")?;
         let p = PodState {
             pgid,
             fetcher_pid: pgid,
-            node_pid: n.id(),
+            runner_pid: n.id(),
             app_port,
             fetcher_port,
         };
         fs::write(dir.join("pod.json"), serde_json::to_vec_pretty(&p)?)?;
         Ok((p, true))
-    }
-
-    /// The app processes `node --watch` runs (not the watcher itself): a new pid means the app
-    /// restarted.
-    pub fn app_pids(&self, app: &AppName) -> Vec<u32> {
-        let Some(p) = self.pod(app) else {
-            return Vec::new();
-        };
-        group_members(p.pgid)
-            .into_iter()
-            .filter(|(pid, comm)| *pid != p.node_pid && comm == "node")
-            .map(|(pid, _)| pid)
-            .collect()
     }
 
     /// Stops the pod's process group; the embedded store goes with the last app.
@@ -320,9 +323,6 @@ impl Target for Local {
         let Some(next) = next_of(&current)? else {
             return Ok(None);
         };
-        self.before
-            .borrow_mut()
-            .insert(app.to_string(), self.app_pids(app));
         self.set_release(app, &next)?;
         let signalled = self
             .pod(app)
@@ -351,35 +351,46 @@ impl Target for Local {
         })
     }
 
-    /// Waits until the fetcher reports `digest` live, an app process that was not running at
-    /// the publish runs (the old one may still answer while node restarts), and the app
-    /// answers.
+    /// Waits until the fetcher reports `digest` live, `aether-run` has switched the app to it,
+    /// and the app answers; a release whose process failed to start fails at once.
     fn wait_served(&self, app: &AppName, digest: &Digest, timeout: Duration) -> Result<()> {
         let p = self
             .pod(app)
             .context("the local pod is not running: run `cargo xtask deploy-sample`")?;
-        let before = self
-            .before
-            .borrow()
-            .get(app.as_str())
-            .cloned()
-            .unwrap_or_default();
-        let ok = wait_until(timeout, || {
-            let live = fetcher_status(&self.work_dir(app)).is_ok_and(|s| s.digest == Some(*digest));
-            let restarted =
-                before.is_empty() || self.app_pids(app).iter().any(|p| !before.contains(p));
-            live && restarted && http_get(p.app_port, "/").is_some_and(|(c, _)| c == 200)
-        });
-        if ok.is_err() {
-            let dir = self.app_dir(app);
-            bail!(
-                "{app} did not serve {} within {timeout:?}\n--- fetcher log ---\n{}\n--- app log ---\n{}",
-                digest.short(),
+        let t0 = std::time::Instant::now();
+        let dir = self.app_dir(app);
+        let logs = || {
+            format!(
+                "--- fetcher log ---\n{}\n--- app log ---\n{}",
                 tail(&dir.join("logs/fetcher.log"), 15),
                 tail(&dir.join("logs/app.log"), 15)
-            );
+            )
+        };
+        loop {
+            let st = PodStatus::new(format!("local-{}", p.fetcher_pid), None, self.status(app));
+            if let Some(why) = st.failed(digest) {
+                bail!(
+                    "{app} cannot serve {}: {why}; fix the app and hot-patch again\n{}",
+                    digest.short(),
+                    logs()
+                );
+            }
+            if st.behind(digest).is_none()
+                && http_get(p.app_port, "/").is_some_and(|(c, _)| c == 200)
+            {
+                return Ok(());
+            }
+            if t0.elapsed() > timeout {
+                bail!(
+                    "{app} did not serve {} within {timeout:?}: {}\n{}",
+                    digest.short(),
+                    st.behind(digest)
+                        .unwrap_or_else(|| "the app does not answer 200".into()),
+                    logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
-        Ok(())
     }
 
     fn statuses(&self, app: &AppName) -> Result<Vec<PodStatus>> {
@@ -389,7 +400,7 @@ impl Target for Local {
                 PodStatus::new(
                     format!("local-{}", p.fetcher_pid),
                     Some(format!("http://127.0.0.1:{}/", p.app_port)),
-                    fetcher_status(&self.work_dir(app)),
+                    self.status(app),
                 )
             })
             .into_iter()
@@ -445,9 +456,7 @@ pub fn fetcher_bin(sh: &Shell) -> Result<PathBuf> {
 fn which_node(sh: &Shell) -> Result<String> {
     match cmd!(sh, "node --version").quiet().ignore_stderr().read() {
         Ok(v) if node_major(&v) >= 18 => Ok("node".into()),
-        Ok(v) => bail!(
-            "node {v} is too old: the local target needs Node.js 18 or newer (`--watch-path`)"
-        ),
+        Ok(v) => bail!("node {v} is too old: the local target needs Node.js 18 or newer"),
         Err(_) => {
             bail!("node is not installed: install Node.js 18+ (e.g. `apt-get install nodejs`)")
         }

@@ -109,8 +109,36 @@ impl PodStatus {
                     })
                     .unwrap_or_default()
             )),
-            Some(_) => None,
+            // The fetcher has it live; the app must run it too (when `aether-run` reports).
+            Some(s) => match &s.runner {
+                Some(r) if r.digest != Some(*want) => Some(format!(
+                    "{} fetched {} but its app still runs {} ({})",
+                    self.pod,
+                    want.short(),
+                    r.digest
+                        .map(|d| d.short())
+                        .unwrap_or_else(|| "nothing".into()),
+                    r.last_failure
+                        .as_deref()
+                        .or(r.last_exit.as_deref())
+                        .unwrap_or("starting")
+                )),
+                _ => None,
+            },
         }
+    }
+
+    /// Why `want` will not be served on this pod without a new release: its app process failed
+    /// to start (the previous one keeps serving).
+    pub fn failed(&self, want: &Digest) -> Option<String> {
+        let r = self.status.as_ref()?.runner.as_ref()?;
+        (r.failed_digest == Some(*want)).then(|| {
+            format!(
+                "{}: {}",
+                self.pod,
+                r.last_failure.as_deref().unwrap_or("the app did not start")
+            )
+        })
     }
 
     pub fn new(pod: String, url: Option<String>, st: Result<Status>) -> PodStatus {

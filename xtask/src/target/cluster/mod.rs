@@ -234,6 +234,14 @@ impl<'a> Cluster<'a> {
         let t0 = std::time::Instant::now();
         loop {
             let statuses = self.statuses(app)?;
+            let failed: Vec<String> = statuses.iter().filter_map(|p| p.failed(digest)).collect();
+            if !failed.is_empty() {
+                bail!(
+                    "{app} cannot serve {}: {}; fix the app and hot-patch again",
+                    digest.short(),
+                    failed.join("; ")
+                );
+            }
             let behind: Vec<String> = statuses.iter().filter_map(|p| p.behind(digest)).collect();
             if !statuses.is_empty() && behind.is_empty() {
                 return Ok(());
