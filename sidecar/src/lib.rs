@@ -260,6 +260,10 @@ impl Fetcher {
         if !dest.is_dir() {
             bytes = self.fetch(app, &wanted.digest, &dest, deadline)?;
         }
+        // Also for a release already on disk: a pass that failed on the dependency layer left
+        // the app layer there, not yet usable.
+        let (deps, deps_bytes) = self.ensure_deps(app, &dest, deadline)?;
+        bytes += deps_bytes;
         if Instant::now() > deadline {
             // A release that took longer than the deadline is still complete and verified; keep
             // it on disk (the next pass publishes it at once) but report the overrun.
@@ -280,6 +284,7 @@ impl Fetcher {
         s.retired.retain(|(d, _)| *d != wanted.digest);
         s.app = Some(app.to_string());
         s.generation = Some(wanted.generation);
+        s.deps_digest = deps;
         s.fetched_at = Some(state::now_rfc3339());
         s.last_error = None;
         s.last_error_cause = None;
@@ -304,6 +309,20 @@ impl Fetcher {
     /// Streams the object through a pipe into the verified unpacker: nothing touches the disk
     /// unverified under a visible name, and memory stays flat whatever the artifact's size.
     fn fetch(&self, app: &AppName, digest: &Digest, dest: &Path, deadline: Instant) -> Result<u64> {
+        self.fetch_object(app, &object_key(app, digest), digest, dest, deadline, true)
+    }
+
+    /// As [`Fetcher::fetch`] for any content-addressed object (`signed`: check the provenance
+    /// signature first, for an app layer; a dependency layer is bound by the app layer's record).
+    fn fetch_object(
+        &self,
+        app: &AppName,
+        key: &str,
+        digest: &Digest,
+        dest: &Path,
+        deadline: Instant,
+        signed: bool,
+    ) -> Result<u64> {
         let cfg = PartialStore::from_env()
             .finish()
             .map_err(cause::ConfigError)?;
@@ -311,7 +330,7 @@ impl Fetcher {
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1));
         let store = Store::with_timeout(cfg, left)?;
-        let key = object_key(app, digest);
+        let key = key.to_string();
         let (reader, mut writer) = io::pipe()?;
         let limits = aether_artifact::unpack::Limits {
             deadline: Some(deadline),
@@ -322,7 +341,7 @@ impl Fetcher {
             stall: self.cfg.stall_timeout,
             total: left,
         };
-        if let Some(pk) = &self.cfg.public_key {
+        if let (Some(pk), true) = (&self.cfg.public_key, signed) {
             verify_signature(&store, pk, app, digest, &timeouts)?;
         }
         let (got, unpacked) = std::thread::scope(|s| {
@@ -356,6 +375,56 @@ impl Fetcher {
             }
             (Ok(_), Err(e)) => Err(e.context(format!("verifying {}", digest.short()))),
         }
+    }
+
+    /// Makes the release's dependency layer (named by its record) present under `.layers/` and
+    /// links it as `<release>/node_modules`, before the release can go live. Returns the layer's
+    /// digest and the bytes downloaded.
+    fn ensure_deps(
+        &self,
+        app: &AppName,
+        release: &Path,
+        deadline: Instant,
+    ) -> Result<(Option<Digest>, u64)> {
+        use aether_artifact::app;
+        let record = app::Release::read(release)
+            .map_err(|e| anyhow!("the release record is unreadable: {e}"))?;
+        let Some(deps) = record.and_then(|r| r.deps) else {
+            return Ok((None, 0));
+        };
+        let layers = self.cfg.root.join(volume::LAYERS);
+        fs::create_dir_all(&layers).with_context(|| format!("creating {}", layers.display()))?;
+        // `.layers/<digest>/node_modules`, not `.layers/<digest>`: node resolves a package to its
+        // real path and looks for that package's own dependencies in the `node_modules`
+        // directories above it, so the layer must sit in a directory of that name.
+        let layer = layers.join(deps.digest.to_string());
+        fs::create_dir_all(&layer).with_context(|| format!("creating {}", layer.display()))?;
+        let dir = layer.join(app::DEPS_DIR);
+        let mut bytes = 0;
+        if !dir.is_dir() {
+            let key = app::layer_key(app, &deps.digest);
+            bytes = self
+                .fetch_object(app, &key, &deps.digest, &dir, deadline, false)
+                .with_context(|| format!("dependency layer {}", deps.digest.short()))?;
+        }
+        let link = release.join(app::DEPS_DIR);
+        let target = Path::new("..")
+            .join("..")
+            .join(volume::LAYERS)
+            .join(deps.digest.to_string())
+            .join(app::DEPS_DIR);
+        if fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
+            let tmp = release.join(format!("{TMP_PREFIX}{}", app::DEPS_DIR));
+            let _ = fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(&target, &tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            fs::rename(&tmp, &link).with_context(|| format!("creating {}", link.display()))?;
+            if self.cfg.limits.durable {
+                aether_artifact::unpack::sync_dir(release)
+                    .with_context(|| format!("syncing {}", release.display()))?;
+            }
+        }
+        Ok((Some(deps.digest), bytes))
     }
 
     /// The unpacker's error, with what an operator needs for the volume's own failures: the
@@ -451,6 +520,32 @@ impl Fetcher {
                 .retain(|(d, _)| !removed.contains(d));
             self.save();
         }
+        self.gc_layers();
+    }
+
+    /// Removes dependency layers no release on disk links to any more.
+    fn gc_layers(&self) {
+        let Ok(entries) = fs::read_dir(self.cfg.root.join(volume::LAYERS)) else {
+            return;
+        };
+        let releases = self.cfg.root.join(volume::RELEASES);
+        let used: Vec<std::ffi::OsString> = fs::read_dir(&releases)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| fs::read_link(e.path().join(aether_artifact::app::DEPS_DIR)).ok())
+            .filter_map(|t| t.parent()?.file_name().map(|n| n.to_os_string()))
+            .collect();
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if Digest::parse(&name.to_string_lossy()).is_err() || used.contains(&name) {
+                continue;
+            }
+            match fs::remove_dir_all(e.path()) {
+                Ok(()) => log!("removed unused dependency layer {}", name.to_string_lossy()),
+                Err(err) => log!("cannot remove {}: {err}", e.path().display()),
+            }
+        }
     }
 }
 
@@ -539,8 +634,21 @@ fn live_digest(root: &Path) -> Option<Digest> {
 /// Temporary extraction directories and symlinks from a crash are garbage: nothing visible
 /// ever pointed at them.
 fn clean_leftovers(root: &Path) -> Result<()> {
-    for dir in [root.to_path_buf(), root.join(volume::RELEASES)] {
-        for e in fs::read_dir(&dir)?.flatten() {
+    for dir in [
+        root.to_path_buf(),
+        root.join(volume::RELEASES),
+        root.join(volume::LAYERS),
+    ]
+    .into_iter()
+    .chain(
+        fs::read_dir(root.join(volume::LAYERS))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path()),
+    ) {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with(TMP_PREFIX) || name.starts_with(".current.tmp") {
                 let p = e.path();

@@ -140,6 +140,10 @@ struct RunArgs {
     /// app, not starting node (the entry point is resolved when it loads).
     #[arg(long, env = FetcherEnv::RUN_WARM, default_value_t = true, action = clap::ArgAction::Set)]
     warm: bool,
+    /// A release directory (e.g. `current`) whose record (`.aether-release.json`) names the
+    /// entry point and its arguments; they are appended to the command at each start.
+    #[arg(long, env = FetcherEnv::RUN_ENTRY_FROM, requires = "listen")]
+    entry_from: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<std::ffi::OsString>,
@@ -240,6 +244,7 @@ fn run_mode(a: RunArgs) -> ExitCode {
         start_timeout: a.start_timeout,
         drain: a.drain,
         warm: a.warm,
+        entry_from: a.entry_from,
     })
 }
 

@@ -34,7 +34,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use aether_artifact::{trigger, volume, RunState, RunnerStatus};
+use aether_artifact::{app, trigger, volume, RunState, RunnerStatus};
 use anyhow::{bail, Context, Result};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -58,6 +58,9 @@ pub struct RunConfig {
     pub drain: Duration,
     /// Keep a booted `node` waiting to load the entry point (see [`Spare`]).
     pub warm: bool,
+    /// A release directory (`current`) whose record names the entry point and its arguments,
+    /// appended to the command at each start.
+    pub entry_from: Option<PathBuf>,
 }
 
 pub fn run(cfg: RunConfig) -> ExitCode {
@@ -155,8 +158,9 @@ struct Spare {
     stdin: std::process::ChildStdin,
 }
 
-const LOADER: &str = "const s=process.stdin;s.once('data',()=>{s.pause();s.destroy();\
-process.argv[1]=require('path').resolve(process.argv[1]);require('module').runMain();});";
+const LOADER: &str = "const s=process.stdin;let b='';s.on('data',d=>{b+=d;const i=b.indexOf('\\n');\
+if(i<0)return;s.removeAllListeners('data');s.pause();s.destroy();const a=JSON.parse(b.slice(0,i));\
+process.argv=[process.argv[0],require('path').resolve(a[0]),...a.slice(1)];require('module').runMain();});";
 
 struct Backend {
     id: u64,
@@ -306,16 +310,35 @@ impl Supervisor {
             .collect()
     }
 
-    /// `(node, its flags, the entry point)` when the command is `node [flags…] <entry>`.
-    fn node_command(&self) -> Option<(&OsString, &[OsString], &OsString)> {
+    /// The command for the next process: the configured one, and with `--entry-from` the
+    /// release's entry point and arguments from its record, read now (a release without one
+    /// starts `server.js`).
+    fn command_now(&self) -> Vec<OsString> {
+        let mut c = self.cfg.command.clone();
+        if let Some(dir) = &self.cfg.entry_from {
+            let (entry, args) = match app::Release::read(dir) {
+                Ok(Some(r)) => (r.entry, r.args),
+                Ok(None) => (app::LEGACY_ENTRY.to_string(), Vec::new()),
+                Err(e) => {
+                    log!("{e}; starting {}", app::LEGACY_ENTRY);
+                    (app::LEGACY_ENTRY.to_string(), Vec::new())
+                }
+            };
+            c.push(dir.join(entry).into_os_string());
+            c.extend(args.into_iter().map(OsString::from));
+        }
+        c
+    }
+
+    /// `(node, its flags)` when the command is `node [--flag…] …` and `--warm` is on.
+    fn node_flags(&self) -> Option<(&OsString, Vec<&OsString>)> {
         let (prog, args) = self.cfg.command.split_first()?;
-        let (entry, flags) = args.split_last()?;
-        let is_flag = |a: &OsString| a.to_string_lossy().starts_with('-');
-        (self.cfg.warm
-            && Path::new(prog).file_name() == Some("node".as_ref())
-            && !is_flag(entry)
-            && flags.iter().all(is_flag))
-        .then_some((prog, flags, entry))
+        let flags: Vec<&OsString> = args
+            .iter()
+            .take_while(|a| a.to_string_lossy().starts_with('-'))
+            .collect();
+        (self.cfg.warm && Path::new(prog).file_name() == Some("node".as_ref()))
+            .then_some((prog, flags))
     }
 
     /// Boots the next process ahead of need, when there is none and the command allows it.
@@ -323,7 +346,7 @@ impl Supervisor {
         if self.stopping || self.spare.is_some() {
             return;
         }
-        let Some((prog, flags, entry)) = self.node_command() else {
+        let Some((prog, flags)) = self.node_flags() else {
             return;
         };
         let Ok(port) = free_port() else { return };
@@ -331,8 +354,6 @@ impl Supervisor {
             .args(flags)
             .arg("-e")
             .arg(LOADER)
-            .arg("--")
-            .arg(entry)
             .env("PORT", port.to_string())
             .stdin(std::process::Stdio::piped())
             .process_group(0)
@@ -352,10 +373,11 @@ impl Supervisor {
 
     /// Starts an app process on a fresh private port; a prober reports when it listens.
     fn launch(&mut self, release: Option<String>) {
-        let (pid, port) = match self.take_spare() {
+        let command = self.command_now();
+        let (pid, port) = match self.take_spare(&command) {
             Some(warm) => warm,
             None => {
-                let (prog, args) = self.cfg.command.split_first().expect("checked at start");
+                let (prog, args) = command.split_first().expect("checked at start");
                 let port = match free_port() {
                     Ok(p) => p,
                     Err(e) => return self.launch_failed(format!("no free port for the app: {e}")),
@@ -412,12 +434,21 @@ impl Supervisor {
         self.starting = Some(p);
     }
 
-    /// Tells the standby node to load the entry point now: `(pid, port)`.
-    fn take_spare(&mut self) -> Option<(libc::pid_t, u16)> {
+    /// Tells the standby node to load `command`'s entry point now: `(pid, port)`. `None` (a
+    /// cold start) when there is no standby or `command` is not its flags then an entry point.
+    fn take_spare(&mut self, command: &[OsString]) -> Option<(libc::pid_t, u16)> {
         use std::io::Write as _;
+        let (_, flags) = self.node_flags()?;
+        let rest = command.get(1 + flags.len()..).filter(|r| !r.is_empty())?;
         let mut sp = self.spare.take()?;
+        let line: Vec<String> = rest
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let mut line = serde_json::to_vec(&line).expect("strings serialise");
+        line.push(b'\n');
         // Dropping stdin after the line closes the pipe; the loader has its data by then.
-        sp.stdin.write_all(b"go\n").ok()?;
+        sp.stdin.write_all(&line).ok()?;
         Some((sp.pid, sp.port))
     }
 

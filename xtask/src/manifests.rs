@@ -10,7 +10,6 @@ use minijinja::{Environment, UndefinedBehavior};
 pub const NAMESPACE: &str = "aether-system";
 /// The sidecar image `sidecar-image` builds; never `latest`, so `IfNotPresent` is safe.
 pub const FETCHER_IMAGE: &str = concat!("docker.io/aether/fetcher:", env!("CARGO_PKG_VERSION"));
-pub const NODE_IMAGE: &str = "docker.io/library/node:20-alpine";
 
 const TEMPLATES: &[(&str, &str)] = &[
     (
@@ -101,6 +100,7 @@ fn contract() -> serde_json::Value {
         },
         "run_env": {
             "listen": E::RUN_LISTEN, "watch": E::RUN_WATCH, "status_file": E::RUN_STATUS_FILE,
+            "entry_from": E::RUN_ENTRY_FROM,
         },
         "store_env": {
             "endpoint": ENV_ENDPOINT, "region": ENV_REGION, "bucket": ENV_BUCKET,
@@ -116,6 +116,7 @@ fn contract() -> serde_json::Value {
             "release_dir": E::DEFAULT_RELEASE_DIR,
             "runner": format!("{root}/{}", volume::RUNNER),
             "reload_dir": format!("{root}/{}", volume::RELOAD_DIR),
+            "current": volume::CURRENT,
             "run_dir": E::DEFAULT_RUN_DIR,
             "run_status": E::DEFAULT_RUN_STATUS,
         },
@@ -215,7 +216,7 @@ pub fn example_values(app: &str, digest: &str) -> AppValues {
         app: app.into(),
         replicas: 1,
         fetcher_image: FETCHER_IMAGE.into(),
-        node_image: NODE_IMAGE.into(),
+        node_image: crate::target::Runtime::default().node_image(),
         store: StoreValues {
             endpoint: "http://minio.aether-system.svc.cluster.local:9000".into(),
             region: "us-east-1".into(),
@@ -440,7 +441,7 @@ mod validate {
             command[0],
             format!("/work/{}", aether_artifact::volume::RUNNER)
         );
-        assert_eq!(command[1..], ["--", "node", "current/server.js"]);
+        assert_eq!(command[1..], ["--", "node"]);
         assert_eq!(app.ports.as_ref().unwrap()[0].container_port, 3000);
         // It owns the public port, follows the fetcher's trigger, and reports where the
         // fetcher (which mounts the same volume read-only) reads it.

@@ -4,7 +4,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use aether_artifact::pack::{self, Packed};
+use aether_artifact::pack::{self, Layout, Packed};
 use anyhow::{Context, Result};
 
 /// Whether to draw progress: on a terminal only, never when stderr is piped or under
@@ -20,8 +20,18 @@ pub fn pack_with_progress<W: io::Write + Send>(
     out: W,
     progress: bool,
 ) -> Result<Packed> {
+    pack_layout_with_progress(dir, out, progress, &Layout::default())
+}
+
+/// As [`pack_with_progress`], with `layout`'s exclusions and extra files.
+pub fn pack_layout_with_progress<W: io::Write + Send>(
+    dir: &Path,
+    out: W,
+    progress: bool,
+    layout: &Layout,
+) -> Result<Packed> {
     let bar = if progress {
-        let (files, bytes) = pack::measure(dir)?;
+        let (files, bytes) = pack::measure_layout(dir, layout)?;
         eprintln!("packing {files} files, {} of content", human_bytes(bytes));
         let bar = indicatif::ProgressBar::new(bytes);
         bar.set_style(
@@ -40,7 +50,7 @@ pub fn pack_with_progress<W: io::Write + Send>(
             b.set_message(format!("{files}/{total} files"));
         }
     };
-    let packed = pack::pack_dir_with_progress(dir, out, pack::default_threads(), &tick)?;
+    let packed = pack::pack_layout(dir, out, pack::default_threads(), &tick, layout)?;
     if let Some((b, _)) = bar {
         b.finish_and_clear();
     }
@@ -55,13 +65,24 @@ pub fn pack_to_file(dir: &Path, out: &Path) -> Result<Packed> {
 
 /// As [`pack_to_file`], drawing progress when `progress`.
 pub fn pack_to_file_with(dir: &Path, out: &Path, progress: bool) -> Result<Packed> {
+    pack_layout_to_file(dir, out, progress, &Layout::default())
+}
+
+/// As [`pack_to_file_with`], with `layout`'s exclusions and extra files.
+pub fn pack_layout_to_file(
+    dir: &Path,
+    out: &Path,
+    progress: bool,
+    layout: &Layout,
+) -> Result<Packed> {
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let tmp = tempfile::NamedTempFile::new_in(parent).context("creating a temporary file")?;
-    let packed = pack_with_progress(dir, io::BufWriter::new(tmp.as_file()), progress)?;
+    let packed =
+        pack_layout_with_progress(dir, io::BufWriter::new(tmp.as_file()), progress, layout)?;
     tmp.persist(out)
         .with_context(|| format!("writing {}", out.display()))?;
     Ok(packed)

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-const SERVER_JS: &str = include_str!("../templates/sample-node/server.js");
-const PACKAGE_JSON: &str = include_str!("../templates/sample-node/package.json");
+const SERVER_JS: &str = include_str!("../../examples/sample-node/server.js");
+const PACKAGE_JSON: &str = include_str!("../../examples/sample-node/package.json");
 
 /// Writes the sample into `dir` unless it already holds a `server.js` (a user's edits win).
 pub fn ensure(dir: &Path) -> Result<bool> {

@@ -15,8 +15,6 @@ pub const ENV_SIGNING_KEY: &str = "AETHER_SIGNING_KEY";
 /// The public key the fetchers require signatures from: `AETHER_VERIFY_KEY`, a path to the
 /// `.pub` file, its contents, or the bare base64 key.
 pub const ENV_VERIFY_KEY: &str = "AETHER_VERIFY_KEY";
-/// What the app container runs today, relative to the release.
-pub const ENTRY_POINT: &str = "server.js";
 
 /// Reads a key setting: a file path, or the key itself.
 fn read_key_setting(var: &str) -> Result<Option<String>> {
@@ -63,20 +61,37 @@ fn signing_key() -> Result<Option<minisign::SecretKey>> {
     Ok(Some(sk))
 }
 
-/// The provenance of `dir` packed as `packed`.
-pub fn record(app: &AppName, dir: &Path, packed: &Packed) -> Provenance {
+/// The provenance of `dir` packed as `packed`, with the release record it carries and its
+/// dependency layer.
+pub fn record(
+    app: &AppName,
+    dir: &Path,
+    packed: &Packed,
+    release: &aether_artifact::app::Release,
+    deps: Option<&crate::deps::Layer>,
+) -> Provenance {
+    let mut layers = vec![Layer {
+        name: "app".into(),
+        digest: packed.digest,
+        bytes: packed.bytes,
+        entries: packed.entries,
+        content_bytes: packed.content_bytes,
+    }];
+    if let Some(d) = deps {
+        layers.push(Layer {
+            name: aether_artifact::app::DEPS_DIR.into(),
+            digest: d.deps.digest,
+            bytes: d.size.bytes,
+            entries: d.size.entries,
+            content_bytes: d.size.content_bytes,
+        });
+    }
     Provenance {
         schema: provenance::SCHEMA.into(),
         app: app.to_string(),
         digest: packed.digest,
-        layers: vec![Layer {
-            name: "app".into(),
-            digest: packed.digest,
-            bytes: packed.bytes,
-            entries: packed.entries,
-            content_bytes: packed.content_bytes,
-        }],
-        entry_point: ENTRY_POINT.into(),
+        layers,
+        entry_point: release.entry.clone(),
         source: Source {
             dir: dir
                 .canonicalize()

@@ -743,3 +743,52 @@ fn hot_patches_drop_no_request_through_the_service() {
     );
     assert_eq!(ns.shape(), before, "a failed start restarted the container");
 }
+
+/// The committed express example on the cluster: `npm ci` from the registry, deployed with its
+/// node_modules as their own layer; an edit is served without that layer being uploaded again.
+#[test]
+#[ignore = "needs a real cluster: cargo xtask test --cluster"]
+fn an_express_app_and_its_dependency_layer() {
+    let ns = Ns::new("express");
+    let dir = ns.project.path().join("shop");
+    std::fs::create_dir_all(&dir).unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/express");
+    for f in ["package.json", "package-lock.json", "index.js"] {
+        std::fs::copy(example.join(f), dir.join(f)).unwrap();
+    }
+    let npm = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .output()
+        .expect("running npm");
+    assert!(
+        npm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&npm.stderr)
+    );
+    let d = ns.x(&["deploy-sample", "demo", dir.to_str().unwrap()]).ok();
+    let url = d.last("url");
+    ns.wait_body(&url, "hello from express", Duration::from_secs(30));
+    let before = ns.shape();
+    let index = dir.join("index.js");
+    let text = std::fs::read_to_string(&index).unwrap();
+    std::fs::write(&index, text.replace("hello from express", "hello again")).unwrap();
+    let up = ns
+        .x(&["hot-upload", "demo", dir.to_str().unwrap(), "--json"])
+        .ok();
+    let up: serde_json::Value = serde_json::from_str(&up.stdout).unwrap();
+    assert_eq!(up["deps"]["uploaded"], false, "{up}");
+    ns.x(&[
+        "hot-patch",
+        "demo",
+        up["digest"].as_str().unwrap(),
+        "--wait",
+        "30",
+    ])
+    .ok();
+    ns.wait_body(&url, "hello again", Duration::from_secs(20));
+    let st = ns.x(&["hot-status", "demo", "--json"]).ok();
+    let st: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    assert_eq!(st["pods"][0]["deps_digest"], up["deps"]["digest"], "{st}");
+    assert_eq!(ns.shape(), before, "the edit rolled something out");
+}

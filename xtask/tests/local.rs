@@ -613,3 +613,133 @@ fn signed_uploads_provenance_and_json_for_ci() {
         .unwrap()
         .contains("AETHER_FETCHER_PUBLIC_KEY"));
 }
+
+/// Stops an app's local pod even when an assertion fails half-way.
+struct DownApp<'a>(&'a Path, &'a str);
+impl Drop for DownApp<'_> {
+    fn drop(&mut self) {
+        xtask(self.0, &[("AETHER_TARGET", "local")], &["down", self.1]);
+    }
+}
+
+fn npm(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("npm")
+        .args(args)
+        .args(["--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .output()
+        .expect("running npm");
+    assert!(
+        out.status.success(),
+        "npm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The committed express example, installed from the registry with `npm ci`: it starts from
+/// its package.json, its node_modules travel as their own layer, an edit uploads only the app,
+/// a lockfile change uploads a new layer, and a tampered layer is refused with the old release
+/// still served.
+#[test]
+fn an_express_app_ships_node_modules_as_its_own_layer() {
+    if !node_available() || !npm_available() {
+        return skip("node and npm are not installed");
+    }
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    let dir = p.join("shop");
+    fs::create_dir_all(&dir).unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/express");
+    for f in ["package.json", "package-lock.json", "index.js"] {
+        fs::copy(example.join(f), dir.join(f)).unwrap();
+    }
+    npm(&dir, &["ci"]);
+    let env = [("AETHER_TARGET", "local")];
+    let _down = DownApp(p, "shop");
+    let dir_s = dir.to_str().unwrap();
+
+    let d = xtask(p, &env, &["deploy-sample", "shop", dir_s]).ok();
+    let url = d.last("url");
+    assert_eq!(get(&url), "hello from express\n");
+    assert!(
+        d.stderr.contains("dependency layer") && d.stderr.contains("(package-lock.json): uploaded"),
+        "{}",
+        d.stderr
+    );
+    let up = |what: &str| -> serde_json::Value {
+        let r = xtask(p, &env, &["hot-upload", "shop", dir_s, "--json"]).ok();
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{what}: {e}: {}", r.stdout))
+    };
+    let first = up("again");
+    let deps1 = first["deps"]["digest"].as_str().unwrap().to_string();
+    assert_eq!(first["entry"], "index.js");
+    assert_eq!(first["node_major"], 20);
+
+    // A one-line edit: the app layer only; the dependency layer is found by its lockfile.
+    let index = dir.join("index.js");
+    let text = fs::read_to_string(&index).unwrap();
+    fs::write(&index, text.replace("hello from express", "hello again")).unwrap();
+    let edit = up("edit");
+    assert_eq!(edit["deps"]["uploaded"], false, "{edit}");
+    assert_eq!(edit["deps"]["digest"], deps1.as_str());
+    assert!(edit["bytes"].as_u64().unwrap() < 64 << 10, "{edit}");
+    let v2 = edit["digest"].as_str().unwrap();
+    xtask(p, &env, &["hot-patch", "shop", v2, "--wait", "30"]).ok();
+    assert_eq!(get(&url), "hello again\n");
+    let st: serde_json::Value = serde_json::from_str(
+        &xtask(p, &env, &["hot-status", "shop", "--json"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(st["pods"][0]["deps_digest"], deps1.as_str(), "{st}");
+
+    // A lockfile change: a new layer is packed and uploaded.
+    npm(&dir, &["install", "ms@2.1.3"]);
+    fs::write(
+        &index,
+        fs::read_to_string(&index)
+            .unwrap()
+            .replace("'hello again'", "`hello in ${require('ms')(60000)}`"),
+    )
+    .unwrap();
+    let changed = up("lockfile change");
+    assert_eq!(changed["deps"]["uploaded"], true, "{changed}");
+    let deps2 = changed["deps"]["digest"].as_str().unwrap().to_string();
+    assert_ne!(deps2, deps1);
+
+    // Tampered in the store before it is fetched: refused, and the old release keeps serving.
+    let obj = walk(&p.join(".aether/local/s3"))
+        .into_iter()
+        .find(|f| f.to_string_lossy().contains(&deps2) && f.ends_with("node_modules.tar.gz"))
+        .expect("the new layer on the embedded store's disk");
+    let mut bytes = fs::read(&obj).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&obj, bytes).unwrap();
+    let v3 = changed["digest"].as_str().unwrap();
+    let r = xtask(p, &env, &["hot-patch", "shop", v3, "--wait", "10"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("dependency layer"), "{}", r.stderr);
+    assert_eq!(get(&url), "hello again\n");
+}
+
+fn npm_available() -> bool {
+    std::process::Command::new("npm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -59,6 +59,7 @@ fn contract_strings() -> Vec<String> {
         E::RUN_START_TIMEOUT,
         E::RUN_DRAIN,
         E::RUN_WARM,
+        E::RUN_ENTRY_FROM,
         E::DEFAULT_RUN_DIR,
         E::DEFAULT_RUN_STATUS,
         E::DEFAULT_ROOT,

@@ -73,6 +73,8 @@ impl FetcherEnv {
     pub const RUN_DRAIN: &'static str = "AETHER_RUN_DRAIN";
     /// Whether `aether-run` keeps a booted `node` waiting for the next switch.
     pub const RUN_WARM: &'static str = "AETHER_RUN_WARM";
+    /// The release directory whose record names the entry point `aether-run` starts.
+    pub const RUN_ENTRY_FROM: &'static str = "AETHER_RUN_ENTRY_FROM";
 
     /// Defaults of the fetcher's flags: where a pod mounts the shared volume, the downward-API
     /// volume and the release ConfigMap.
@@ -119,6 +121,9 @@ pub struct Status {
     pub app: Option<String>,
     pub digest: Option<Digest>,
     pub generation: Option<u64>,
+    /// The live release's dependency layer (`node_modules`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deps_digest: Option<Digest>,
     /// RFC 3339, when the live release was published.
     pub fetched_at: Option<String>,
     pub last_error: Option<String>,

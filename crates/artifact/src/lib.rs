@@ -3,6 +3,7 @@
 //! Both the xtask (which makes artifacts) and `aether-fetcher` (which consumes them) depend on
 //! this crate, so each rule exists exactly once.
 
+pub mod app;
 pub mod contract;
 mod digest;
 mod name;
@@ -48,6 +49,8 @@ pub mod volume {
     pub const CURRENT: &str = "current";
     /// Per-digest extracted releases.
     pub const RELEASES: &str = ".releases";
+    /// Per-digest extracted dependency layers; a release links its own as `node_modules`.
+    pub const LAYERS: &str = ".layers";
     /// Directory `aether-run` watches; only the trigger file changes in it.
     pub const RELOAD_DIR: &str = ".reload";
     pub const RELOAD_TRIGGER: &str = ".reload/trigger";

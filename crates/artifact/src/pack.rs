@@ -78,10 +78,16 @@ pub fn pack_dir_with_threads<W: Write + Send>(
 /// How much [`pack_dir`] will read: `(files, bytes of content)`, by the same rules (ignored
 /// paths and `.git/` skipped), from metadata only. For a progress display's total.
 pub fn measure(root: &Path) -> Result<(u64, u64), PackError> {
+    measure_layout(root, &Layout::default())
+}
+
+/// As [`measure`], with `layout`'s exclusions (its extra files are not counted).
+pub fn measure_layout(root: &Path, layout: &Layout) -> Result<(u64, u64), PackError> {
     fn go(
         root: &Path,
         dir: &Path,
         ignore: &ignore::gitignore::Gitignore,
+        layout: &Layout,
         acc: &mut (u64, u64),
     ) -> Result<(), PackError> {
         let rd = fs::read_dir(dir).map_err(|err| PackError::Io {
@@ -95,11 +101,13 @@ pub fn measure(root: &Path) -> Result<(u64, u64), PackError> {
             };
             let ft = meta.file_type();
             let rel = path.strip_prefix(root).expect("under root");
-            if skipped(rel, &e.file_name(), ft.is_dir(), ignore) {
+            if skipped(rel, &e.file_name(), ft.is_dir(), ignore)
+                || (dir == root && layout.skips_root_name(&e.file_name()))
+            {
                 continue;
             }
             if ft.is_dir() {
-                go(root, &path, ignore, acc)?;
+                go(root, &path, ignore, layout, acc)?;
             } else if ft.is_file() {
                 acc.0 += 1;
                 acc.1 += meta.len();
@@ -109,7 +117,7 @@ pub fn measure(root: &Path) -> Result<(u64, u64), PackError> {
     }
     let ignore = load_ignore(root)?;
     let mut acc = (0, 0);
-    go(root, root, &ignore, &mut acc)?;
+    go(root, root, &ignore, layout, &mut acc)?;
     Ok(acc)
 }
 
@@ -139,12 +147,41 @@ pub fn check_root(root: &Path) -> Result<(), PackError> {
     Ok(())
 }
 
+/// What a pack leaves out of the tree and adds to it: how the app layer is made without
+/// `node_modules` and with its release file.
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    /// Names left out at the root (e.g. `node_modules`, packed as its own layer).
+    pub exclude_root: Vec<String>,
+    /// Files written first, before the tree, as `(path, bytes)`; a file of the tree with the
+    /// same path at the root is left out.
+    pub extra: Vec<(String, Vec<u8>)>,
+}
+
+impl Layout {
+    fn skips_root_name(&self, name: &std::ffi::OsStr) -> bool {
+        let name = name.to_string_lossy();
+        self.exclude_root.iter().any(|n| *n == name) || self.extra.iter().any(|(p, _)| *p == name)
+    }
+}
+
 /// As [`pack_dir_with_threads`], calling `progress(files, content bytes)` after each file.
 pub fn pack_dir_with_progress<W: Write + Send>(
     root: &Path,
     out: W,
     threads: usize,
     progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Packed, PackError> {
+    pack_layout(root, out, threads, progress, &Layout::default())
+}
+
+/// As [`pack_dir_with_progress`], with `layout`'s exclusions and extra files.
+pub fn pack_layout<W: Write + Send>(
+    root: &Path,
+    out: W,
+    threads: usize,
+    progress: &(dyn Fn(u64, u64) + Sync),
+    layout: &Layout,
 ) -> Result<Packed, PackError> {
     check_root(root)?;
     let ignore = load_ignore(root)?;
@@ -181,7 +218,8 @@ pub fn pack_dir_with_progress<W: Write + Send>(
                 bytes: 0,
                 progress,
             };
-            let res = walk(root, root, &ignore, &mut tar, &mut stats)
+            let res = extras(layout, &mut tar, &mut stats)
+                .and_then(|()| walk(root, root, &ignore, layout, &mut tar, &mut stats))
                 .and_then(|()| tar.finish().map_err(PackError::Output));
             res.map(|()| (stats.entries, stats.bytes))
         };
@@ -307,10 +345,33 @@ struct Stats<'a> {
     progress: &'a (dyn Fn(u64, u64) + Sync),
 }
 
+fn extras(
+    layout: &Layout,
+    tar: &mut tar::Builder<&mut Chunker>,
+    stats: &mut Stats,
+) -> Result<(), PackError> {
+    for (path, bytes) in &layout.extra {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(MTIME);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(bytes.len() as u64);
+        tar.append_data(&mut h, path, &bytes[..])
+            .map_err(PackError::Output)?;
+        stats.entries += 1;
+        stats.files += 1;
+        stats.bytes += bytes.len() as u64;
+    }
+    Ok(())
+}
+
 fn walk(
     root: &Path,
     dir: &Path,
     ignore: &ignore::gitignore::Gitignore,
+    layout: &Layout,
     tar: &mut tar::Builder<&mut Chunker>,
     stats: &mut Stats,
 ) -> Result<(), PackError> {
@@ -330,7 +391,9 @@ fn walk(
         let rel = path.strip_prefix(root).expect("walk stays under root");
         let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
         let ft = meta.file_type();
-        if skipped(rel, &name, ft.is_dir(), ignore) {
+        if skipped(rel, &name, ft.is_dir(), ignore)
+            || (dir == root && layout.skips_root_name(&name))
+        {
             continue;
         }
         let mut h = tar::Header::new_gnu();
@@ -344,7 +407,7 @@ fn walk(
             h.set_mode(0o755);
             h.set_size(0);
             tar.append_data(&mut h, rel, io::empty()).map_err(out_err)?;
-            walk(root, &path, ignore, tar, stats)?;
+            walk(root, &path, ignore, layout, tar, stats)?;
         } else if ft.is_file() {
             let size = meta.len();
             let exec = meta.permissions().mode() & 0o111 != 0;

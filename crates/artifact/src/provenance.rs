@@ -32,7 +32,7 @@ pub struct Provenance {
     pub schema: String,
     pub app: String,
     pub digest: Digest,
-    /// The artifact's layers; today one, the app.
+    /// The artifact's layers: the app, and its `node_modules` when it has one.
     pub layers: Vec<Layer>,
     /// What the app container runs, relative to the release root.
     pub entry_point: String,
@@ -87,8 +87,14 @@ impl Provenance {
             ),
             None => "no git".into(),
         };
+        let deps = self
+            .layers
+            .iter()
+            .find(|l| l.name == crate::app::DEPS_DIR)
+            .map(|l| format!(" + {} {}", l.name, l.digest.short()))
+            .unwrap_or_default();
         format!(
-            "{} from {} ({git}) by {} at {} with {} {}",
+            "{}{deps} from {} ({git}) by {} at {} with {} {}",
             self.digest.short(),
             self.source.dir,
             self.built_by,

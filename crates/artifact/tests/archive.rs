@@ -497,3 +497,48 @@ fn a_passed_deadline_stops_the_unpack() {
         "only the source is left"
     );
 }
+
+/// The app layer's layout: `node_modules` left out at the root only, the release record written
+/// first (a file of the tree with its name left out), and the bytes still deterministic.
+#[test]
+fn layouts_exclude_at_the_root_and_add_their_files_first() {
+    use aether_artifact::pack::{pack_layout, Layout};
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    fs::create_dir_all(root.join("node_modules/x")).unwrap();
+    fs::write(root.join("node_modules/x/index.js"), "x").unwrap();
+    fs::create_dir_all(root.join("lib/node_modules")).unwrap();
+    fs::write(root.join("lib/node_modules/kept.js"), "k").unwrap();
+    fs::write(root.join("index.js"), "i").unwrap();
+    fs::write(root.join(".aether-release.json"), "the user's, replaced").unwrap();
+    let layout = Layout {
+        exclude_root: vec!["node_modules".into()],
+        extra: vec![(".aether-release.json".into(), b"{\"ours\":1}".to_vec())],
+    };
+    let pack = || {
+        let mut out = Vec::new();
+        let p = pack_layout(root, &mut out, 2, &|_, _| {}, &layout).unwrap();
+        (out, p)
+    };
+    let (a, pa) = pack();
+    let (b, _) = pack();
+    assert_eq!(a, b);
+    assert_eq!(
+        list(&a),
+        [
+            ".aether-release.json",
+            "index.js",
+            "lib",
+            "lib/node_modules",
+            "lib/node_modules/kept.js"
+        ]
+    );
+    let dest = t.path().join("out");
+    unpack_verified(&a[..], &pa.digest, &dest, &Limits::default()).unwrap();
+    assert_eq!(
+        fs::read_to_string(dest.join(".aether-release.json")).unwrap(),
+        "{\"ours\":1}"
+    );
+    let (all, _) = pack_to_vec(root).unwrap();
+    assert!(list(&all).contains(&"node_modules/x/index.js".to_string()));
+}

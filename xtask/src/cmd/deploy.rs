@@ -38,6 +38,7 @@ impl DeploySample {
         let t = ctx.target();
         let opts = DeployOpts {
             image_import: self.image_import.clone(),
+            ..Default::default()
         };
         deploy(
             &*t,
@@ -71,6 +72,9 @@ pub fn deploy(
     opts: &DeployOpts,
 ) -> Result<Running> {
     let up = upload(&t.store()?, global, app, dir, 3600, true)?;
+    if let Some(line) = up.deps_line() {
+        eprintln!("{line}");
+    }
     eprintln!("{}", up.summary());
     let first = Release::default()
         .next(up.digest)
@@ -91,7 +95,20 @@ pub fn deploy(
     } else {
         eprintln!("release {app}: {} generation 1", up.digest.short());
     }
-    let running = t.ensure_running(app, &first, opts)?;
+    let opts = DeployOpts {
+        runtime: crate::target::Runtime {
+            node_major: up.node_major,
+            glibc: up.deps.as_ref().is_some_and(|d| d.deps.native),
+        },
+        ..opts.clone()
+    };
+    if opts.runtime.glibc {
+        eprintln!(
+            "{app}'s dependencies hold native addons (*.node): it runs on {} (glibc), not Alpine",
+            opts.runtime.node_image()
+        );
+    }
+    let running = t.ensure_running(app, &first, &opts)?;
     t.wait_served(app, &up.digest, timeout)?;
     eprintln!("{app} is serving {}", up.digest.short());
     if let Some(url) = &running.url {

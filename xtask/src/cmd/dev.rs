@@ -35,6 +35,7 @@ impl Dev {
             eprintln!("no running pod of {app}: deploying first");
             let opts = DeployOpts {
                 image_import: std::env::var("AETHER_IMAGE_IMPORT").ok(),
+                ..Default::default()
             };
             super::deploy::deploy(&*t, &ctx.global, app, &dir, Duration::from_secs(60), &opts)?;
         }
@@ -82,6 +83,8 @@ pub struct Cycle {
     /// From the patch until the fetchers published and the app, switched to it, answered.
     pub served: Duration,
     pub total: Duration,
+    /// Bytes sent to the store: the app layer when it was new, and a new dependency layer.
+    pub uploaded: u64,
 }
 
 impl Cycle {
@@ -122,5 +125,6 @@ pub fn cycle(
         patch: served_from - t_patch,
         served: end - served_from,
         total: end - saved,
+        uploaded: if up.uploaded { up.bytes } else { 0 } + up.deps.as_ref().map_or(0, |d| d.bytes),
     })
 }

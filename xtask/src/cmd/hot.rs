@@ -256,9 +256,12 @@ fn print_status(
             .unwrap_or_else(|| "(none)".into());
         let in_sync = if live == d { "in sync" } else { "NOT in sync" };
         println!(
-            "  {}: live {} generation {} fetched {} ({in_sync}){}{}",
+            "  {}: live {}{} generation {} fetched {} ({in_sync}){}{}",
             p.pod,
             live,
+            s.deps_digest
+                .map(|d| format!(" + node_modules {}", d.short()))
+                .unwrap_or_default(),
             s.generation
                 .map(|g| g.to_string())
                 .unwrap_or_else(|| "-".into()),

@@ -8,6 +8,7 @@ use xshell::{cmd, Shell};
 /// Tools the tests run, and the Debian package that provides each.
 const TOOLS: &[(&str, &str)] = &[
     ("node", "nodejs"),
+    ("npm", "npm"),
     ("curl", "curl"),
     ("skopeo", "skopeo"),
     ("umoci", "umoci"),

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use super::Ctx;
 use crate::config::Global;
-use crate::package::{human_bytes, pack_to_file_with};
+use crate::package::{human_bytes, pack_layout_to_file};
 
 #[derive(Debug, serde::Serialize)]
 pub struct Uploaded {
@@ -24,6 +24,11 @@ pub struct Uploaded {
     pub url_expires_in_secs: u64,
     pub pack_ms: u64,
     pub upload_ms: u64,
+    /// How the app starts (also in the app layer's release record).
+    pub entry: String,
+    pub node_major: u32,
+    /// The dependency layer (`node_modules`), when the app has one.
+    pub deps: Option<crate::deps::Layer>,
     /// Where the provenance record (and its signature, when signed) is.
     pub provenance: crate::signing::Recorded,
 }
@@ -58,6 +63,9 @@ impl HotUpload {
             println!("{}", serde_json::to_string(&up)?);
             return Ok(());
         }
+        if let Some(line) = up.deps_line() {
+            eprintln!("{line}");
+        }
         if up.uploaded {
             eprintln!(
                 "uploaded {} in {} ms (packed in {} ms)",
@@ -81,12 +89,35 @@ impl HotUpload {
         }
         println!("s3={}", up.s3);
         println!("url={}", up.url);
+        if let Some(d) = &up.deps {
+            println!("deps={}", d.deps.digest);
+        }
         println!("digest={}", up.digest);
         Ok(())
     }
 }
 
 impl Uploaded {
+    /// One line for people: what happened to the dependency layer, when there is one.
+    pub fn deps_line(&self) -> Option<String> {
+        let d = self.deps.as_ref()?;
+        Some(if d.uploaded {
+            format!(
+                "dependency layer {} ({}): uploaded {} in {} ms",
+                d.deps.digest.short(),
+                d.deps.source,
+                human_bytes(d.bytes),
+                d.ms
+            )
+        } else {
+            format!(
+                "dependency layer {} ({}): already in the store, not packed again",
+                d.deps.digest.short(),
+                d.deps.source
+            )
+        })
+    }
+
     /// One line for people: what happened to the artifact.
     pub fn summary(&self) -> String {
         let what = if self.uploaded {
@@ -108,20 +139,36 @@ pub fn upload(
     url_expiry: u64,
     progress: bool,
 ) -> Result<Uploaded> {
-    let t0 = Instant::now();
+    let start = aether_artifact::app::detect(dir).map_err(anyhow::Error::msg)?;
+    for w in &start.warnings {
+        eprintln!("warning: {w}");
+    }
+    let progress = progress && crate::package::show_progress();
+    store.ensure_bucket()?;
+    let deps = crate::deps::ensure(store, global, app, dir, start.node_major, progress)?;
+    let record = aether_artifact::app::Release {
+        schema: aether_artifact::app::SCHEMA.into(),
+        entry: start.entry.clone(),
+        args: start.args.clone(),
+        node_major: start.node_major,
+        deps: deps.as_ref().map(|d| d.deps.clone()),
+    };
+    let layout = aether_artifact::pack::Layout {
+        exclude_root: vec![aether_artifact::app::DEPS_DIR.into()],
+        extra: vec![(aether_artifact::app::RELEASE_FILE.into(), record.to_json())],
+    };
+    let t_pack = Instant::now();
     let tmp_dir = global.state_dir().join("tmp");
     std::fs::create_dir_all(&tmp_dir).with_context(|| format!("creating {}", tmp_dir.display()))?;
     let tmp = tempfile::Builder::new()
         .prefix("pack-")
         .suffix(".tar.gz")
         .tempfile_in(&tmp_dir)?;
-    let progress = progress && crate::package::show_progress();
-    let packed = pack_to_file_with(dir, tmp.path(), progress)?;
-    let pack_ms = t0.elapsed().as_millis() as u64;
+    let packed = pack_layout_to_file(dir, tmp.path(), progress, &layout)?;
+    let pack_ms = t_pack.elapsed().as_millis() as u64;
 
     let key = object_key(app, &packed.digest);
     let t1 = Instant::now();
-    store.ensure_bucket()?;
     let uploaded = if store.exists(&key)? {
         false
     } else {
@@ -145,7 +192,10 @@ pub fn upload(
         }
         true
     };
-    let provenance = crate::signing::publish(store, &crate::signing::record(app, dir, &packed))?;
+    let provenance = crate::signing::publish(
+        store,
+        &crate::signing::record(app, dir, &packed, &record, deps.as_ref()),
+    )?;
     let upload_ms = t1.elapsed().as_millis() as u64;
     let url = store.presign_get(&key, Duration::from_secs(url_expiry))?;
     Ok(Uploaded {
@@ -159,6 +209,9 @@ pub fn upload(
         pack_ms,
         upload_ms,
         provenance,
+        entry: start.entry,
+        node_major: start.node_major,
+        deps,
     })
 }
 

@@ -235,9 +235,9 @@ impl Local {
                 work.join(aether_artifact::volume::RELOAD_DIR),
             )
             .env(FetcherEnv::RUN_STATUS_FILE, self.run_status(app))
+            .env(FetcherEnv::RUN_ENTRY_FROM, aether_artifact::volume::CURRENT)
             .arg("--")
             .arg(node)
-            .arg("current/server.js")
             .current_dir(&work)
             .stdin(Stdio::null())
             .stdout(alog.try_clone()?)
@@ -334,7 +334,8 @@ impl Target for Local {
         }))
     }
 
-    fn ensure_running(&self, app: &AppName, first: &Release, _: &DeployOpts) -> Result<Running> {
+    fn ensure_running(&self, app: &AppName, first: &Release, opts: &DeployOpts) -> Result<Running> {
+        check_node(&Shell::new()?, opts.runtime.node_major)?;
         if self.release(app)?.is_none() {
             self.set_release(app, first)?;
         }
@@ -461,6 +462,26 @@ fn which_node(sh: &Shell) -> Result<String> {
             bail!("node is not installed: install Node.js 18+ (e.g. `apt-get install nodejs`)")
         }
     }
+}
+
+/// The app's `engines.node` against this machine's node: older is an error, another major a
+/// warning (the pod runs the major it asks for).
+fn check_node(sh: &Shell, wanted: u32) -> Result<()> {
+    let v = cmd!(sh, "node --version")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .unwrap_or_default();
+    let have = node_major(&v);
+    if have < wanted {
+        bail!("the app asks for Node.js {wanted} (package.json engines.node) but this machine has node {v}: install Node.js {wanted} or newer for the local target");
+    }
+    if have != wanted {
+        eprintln!(
+            "warning: the app asks for Node.js {wanted}; the local target runs it on node {v}"
+        );
+    }
+    Ok(())
 }
 
 /// "v20.20.2" → 20 (0 when it does not parse).

@@ -72,6 +72,37 @@ pub struct Running {
 pub struct DeployOpts {
     /// Command that loads the fetcher image into a cluster's nodes (`{archive}` replaced).
     pub image_import: Option<String>,
+    /// What the app needs to run, from its release record.
+    pub runtime: Runtime,
+}
+
+/// The Node.js an app needs: its major (`engines.node`), and glibc when it has native addons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Runtime {
+    pub node_major: u32,
+    pub glibc: bool,
+}
+
+impl Default for Runtime {
+    fn default() -> Runtime {
+        Runtime {
+            node_major: aether_artifact::app::DEFAULT_NODE_MAJOR,
+            glibc: false,
+        }
+    }
+}
+
+impl Runtime {
+    /// The stock node image: Alpine (small), or Debian's slim image when native addons need
+    /// glibc (addons built on a glibc host do not load against musl).
+    pub fn node_image(&self) -> String {
+        let flavour = if self.glibc {
+            "bookworm-slim"
+        } else {
+            "alpine"
+        };
+        format!("docker.io/library/node:{}-{flavour}", self.node_major)
+    }
 }
 
 /// One pod's fetcher as `hot-status` shows it.

@@ -146,7 +146,7 @@ impl<'a> Cluster<'a> {
             app: app.to_string(),
             replicas: 1,
             fetcher_image: fetcher_image()?,
-            node_image: manifests::NODE_IMAGE.into(),
+            node_image: crate::target::Runtime::default().node_image(),
             store: StoreValues {
                 endpoint: pods_endpoint,
                 region: store.region.clone(),
@@ -483,12 +483,13 @@ impl Target for Cluster<'_> {
         self.ensure_image(&image, opts.image_import.as_deref())?;
         let objs = self.kube.app_objects(app.as_str())?;
         let release = release_of(&objs)?;
-        let values = self.values(
+        let mut values = self.values(
             app,
             release.as_ref().unwrap_or(first),
             &store,
             pods_endpoint,
         )?;
+        values.node_image = opts.runtime.node_image();
         self.kube
             .apply(&manifests::render_app(&values, release.is_none())?)?;
         Ok(Running {

@@ -1,0 +1,376 @@
+//! How a Node.js app is started and what it depends on: read once from the app's directory when
+//! it is packed, and recorded in the app layer itself ([`RELEASE_FILE`]), so the fetcher (which
+//! fetches the dependency layer it names) and `aether-run` (which starts its entry point) read
+//! the same record, on every target, and the artifact's digest covers it.
+
+use std::fs;
+use std::path::{Component, Path};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::{AppName, Digest, KEY_PREFIX};
+
+/// The release record at the root of every app layer.
+pub const RELEASE_FILE: &str = ".aether-release.json";
+pub const SCHEMA: &str = "aether.dev/release/v1";
+/// The dependency directory, packed as its own layer and left out of the app layer.
+pub const DEPS_DIR: &str = "node_modules";
+/// Lockfiles, in the order they are looked for: the first present names the dependency layer.
+pub const LOCKFILES: [&str; 4] = [
+    "package-lock.json",
+    "npm-shrinkwrap.json",
+    "yarn.lock",
+    "pnpm-lock.yaml",
+];
+pub const DEFAULT_NODE_MAJOR: u32 = 20;
+/// The entry point of a release without a record (packed before records existed).
+pub const LEGACY_ENTRY: &str = "server.js";
+
+/// What [`RELEASE_FILE`] holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Release {
+    pub schema: String,
+    /// Path of the entry point inside the release, e.g. `index.js`.
+    pub entry: String,
+    /// Arguments after the entry point (from `scripts.start`).
+    #[serde(default)]
+    pub args: Vec<String>,
+    pub node_major: u32,
+    /// The dependency layer, published as `node_modules` beside the app's files.
+    pub deps: Option<Deps>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deps {
+    /// The layer's content digest (what the fetcher verifies).
+    pub digest: Digest,
+    /// What the layer was looked up by: the lockfile's hash with the Node major and platform,
+    /// or the layer's own digest when there is no lockfile.
+    pub key: String,
+    /// The lockfile it came from, or `node_modules` when there was none.
+    pub source: String,
+    /// Whether it holds native addons (`*.node`), built for the host's platform and libc.
+    pub native: bool,
+}
+
+impl Release {
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("a release record serialises");
+        v.push(b'\n');
+        v
+    }
+
+    /// The record in an extracted release; `None` for a release packed before records existed
+    /// (it starts as `node server.js`, without a dependency layer).
+    pub fn read(release_dir: &Path) -> Result<Option<Release>, String> {
+        let p = release_dir.join(RELEASE_FILE);
+        match fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", p.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", p.display())),
+        }
+    }
+}
+
+/// The object key of a dependency layer: `artifacts/<app>/<digest>/node_modules.tar.gz`.
+pub fn layer_key(app: &AppName, digest: &Digest) -> String {
+    format!("{KEY_PREFIX}{app}/{digest}/{DEPS_DIR}.tar.gz")
+}
+
+/// The object that maps a dependency key to its layer's digest: `artifacts/<app>/deps/<key>`.
+pub fn deps_index_key(app: &AppName, key: &str) -> String {
+    format!("{KEY_PREFIX}{app}/deps/{key}")
+}
+
+/// The dependency key for a lockfile: its bytes, its name, the Node major and the platform the
+/// modules were installed on, so a new Node major or another machine's addons get a new layer.
+pub fn deps_key(lockfile: &str, bytes: &[u8], node_major: u32, platform: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        b"aether-deps-v1".as_slice(),
+        lockfile.as_bytes(),
+        bytes,
+        node_major.to_string().as_bytes(),
+        platform.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    Digest::from_bytes(h.finalize().into()).to_string()
+}
+
+/// How the app starts, read from its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    pub entry: String,
+    pub args: Vec<String>,
+    pub node_major: u32,
+    /// Why this entry point: `scripts.start`, `main`, or the file found.
+    pub from: String,
+    pub warnings: Vec<String>,
+}
+
+/// The rules, the same on every target: `scripts.start` when it is a plain `node <file> [args]`,
+/// else `main`, else `index.js` or `server.js`; the Node major from `engines.node` when it names
+/// one, else [`DEFAULT_NODE_MAJOR`].
+pub fn detect(dir: &Path) -> Result<Start, String> {
+    let pj_path = dir.join("package.json");
+    let pj: Option<serde_json::Value> = match fs::read(&pj_path) {
+        Ok(b) => Some(
+            serde_json::from_slice(&b)
+                .map_err(|e| format!("{}: not valid JSON: {e}", pj_path.display()))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("{}: {e}", pj_path.display())),
+    };
+    let mut warnings = Vec::new();
+    let node_major = match pj.as_ref().and_then(|p| p["engines"]["node"].as_str()) {
+        Some(range) => match first_number(range) {
+            Some(m) if m >= 18 => m,
+            Some(m) => {
+                return Err(format!(
+                    "package.json asks for Node.js {m} (engines.node {range:?}); the oldest supported is 18: raise engines.node"
+                ))
+            }
+            None => DEFAULT_NODE_MAJOR,
+        },
+        None => DEFAULT_NODE_MAJOR,
+    };
+    let found = |rel: &str| -> Option<String> {
+        let rel = rel.trim_start_matches("./");
+        let safe = Path::new(rel)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+        if !safe || rel.is_empty() {
+            return None;
+        }
+        // As node resolves `main`: the path, then with `.js`, then its `index.js`.
+        [
+            rel.to_string(),
+            format!("{rel}.js"),
+            format!("{}/index.js", rel.trim_end_matches('/')),
+        ]
+        .into_iter()
+        .find(|c| dir.join(c).is_file())
+    };
+    let start = |entry: String, args: Vec<String>, from: String, warnings: Vec<String>| Start {
+        entry,
+        args,
+        node_major,
+        from,
+        warnings,
+    };
+    if let Some(script) = pj.as_ref().and_then(|p| p["scripts"]["start"].as_str()) {
+        match plain_node(script) {
+            Some((file, args)) => match found(&file) {
+                Some(entry) => return Ok(start(entry, args, "scripts.start".into(), warnings)),
+                None => {
+                    return Err(format!(
+                        "scripts.start runs {file:?}, which is not a file in {}: fix the script or add the file",
+                        dir.display()
+                    ))
+                }
+            },
+            None => warnings.push(format!(
+                "scripts.start ({script:?}) is not a plain `node <file> [args]`; starting the app from main or index.js instead"
+            )),
+        }
+    }
+    if let Some(main) = pj.as_ref().and_then(|p| p["main"].as_str()) {
+        return match found(main) {
+            Some(entry) => Ok(start(entry, Vec::new(), "main".into(), warnings)),
+            None => Err(format!(
+                "package.json's main ({main:?}) is not a file in {}: fix main or add the file",
+                dir.display()
+            )),
+        };
+    }
+    for f in ["index.js", "server.js"] {
+        if dir.join(f).is_file() {
+            return Ok(start(f.into(), Vec::new(), f.into(), warnings));
+        }
+    }
+    Err(format!(
+        "cannot tell how to start the app in {}: add \"main\": \"<file>\" or \"scripts\": {{\"start\": \"node <file>\"}} to package.json, or an index.js or server.js",
+        dir.display()
+    ))
+}
+
+/// `node app.js --port 1` → (`app.js`, [`--port`, `1`]); `None` for anything a shell would be
+/// needed for, or node flags.
+fn plain_node(script: &str) -> Option<(String, Vec<String>)> {
+    if script.contains(|c: char| "&|;<>$`\\\"'()*?~".contains(c)) {
+        return None;
+    }
+    let mut words = script.split_whitespace();
+    if words.next()? != "node" {
+        return None;
+    }
+    let file = words.next()?;
+    if file.starts_with('-') {
+        return None;
+    }
+    Some((file.to_string(), words.map(String::from).collect()))
+}
+
+fn first_number(s: &str) -> Option<u32> {
+    let start = s.find(|c: char| c.is_ascii_digit())?;
+    let digits: String = s[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+/// The lockfile beside `package.json`, if any: `(name, bytes)`.
+pub fn lockfile(dir: &Path) -> Option<(&'static str, Vec<u8>)> {
+    LOCKFILES
+        .iter()
+        .find_map(|n| fs::read(dir.join(n)).ok().map(|b| (*n, b)))
+}
+
+/// The platform installed modules are built for: the host's, as Node names it.
+pub fn platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "x64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    format!("{}-{arch}", std::env::consts::OS)
+}
+
+/// Whether a tree holds native addons (`*.node` files).
+pub fn has_native_addons(dir: &Path) -> bool {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return false;
+    };
+    rd.flatten().any(|e| {
+        let Ok(ft) = e.file_type() else { return false };
+        if ft.is_dir() {
+            has_native_addons(&e.path())
+        } else {
+            ft.is_file() && e.file_name().to_string_lossy().ends_with(".node")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        for (p, c) in files {
+            let p = t.path().join(p);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, c).unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn entry_point_rules() {
+        let t = app(&[
+            (
+                "package.json",
+                r#"{"scripts":{"start":"node src/app.js --port 1"},"main":"x.js"}"#,
+            ),
+            ("src/app.js", ""),
+        ]);
+        let s = detect(t.path()).unwrap();
+        assert_eq!(
+            (s.entry.as_str(), s.args.clone(), s.from.as_str()),
+            (
+                "src/app.js",
+                vec!["--port".into(), "1".into()],
+                "scripts.start"
+            )
+        );
+        assert_eq!(s.node_major, 20);
+
+        let t = app(&[
+            (
+                "package.json",
+                r#"{"scripts":{"start":"nodemon app.js"},"main":"lib/app","engines":{"node":">=22.1"}}"#,
+            ),
+            ("lib/app.js", ""),
+        ]);
+        let s = detect(t.path()).unwrap();
+        assert_eq!((s.entry.as_str(), s.node_major), ("lib/app.js", 22));
+        assert!(
+            s.warnings[0].contains("not a plain `node <file> [args]`"),
+            "{:?}",
+            s.warnings
+        );
+
+        let t = app(&[
+            ("package.json", r#"{"name":"x"}"#),
+            ("index.js", ""),
+            ("server.js", ""),
+        ]);
+        assert_eq!(detect(t.path()).unwrap().entry, "index.js");
+        let t = app(&[("server.js", "")]);
+        assert_eq!(detect(t.path()).unwrap().entry, "server.js");
+
+        let t = app(&[("package.json", r#"{"name":"x"}"#), ("app.js", "")]);
+        let e = detect(t.path()).unwrap_err();
+        assert!(e.contains("add \"main\": \"<file>\""), "{e}");
+        let t = app(&[("package.json", r#"{"main":"gone.js"}"#)]);
+        assert!(detect(t.path())
+            .unwrap_err()
+            .contains("main (\"gone.js\") is not a file"));
+        let t = app(&[("package.json", r#"{"main":"../etc/passwd"}"#)]);
+        assert!(detect(t.path()).is_err());
+        let t = app(&[
+            (
+                "package.json",
+                r#"{"main":"a.js","engines":{"node":"16.x"}}"#,
+            ),
+            ("a.js", ""),
+        ]);
+        assert!(detect(t.path())
+            .unwrap_err()
+            .contains("oldest supported is 18"));
+        let t = app(&[("package.json", "{not json")]);
+        assert!(detect(t.path()).unwrap_err().contains("not valid JSON"));
+    }
+
+    #[test]
+    fn deps_keys_change_with_every_input() {
+        let k = deps_key("package-lock.json", b"{}", 20, "linux-x64");
+        assert_eq!(k, deps_key("package-lock.json", b"{}", 20, "linux-x64"));
+        for other in [
+            deps_key("yarn.lock", b"{}", 20, "linux-x64"),
+            deps_key("package-lock.json", b"{ }", 20, "linux-x64"),
+            deps_key("package-lock.json", b"{}", 22, "linux-x64"),
+            deps_key("package-lock.json", b"{}", 20, "linux-arm64"),
+        ] {
+            assert_ne!(k, other);
+        }
+    }
+
+    #[test]
+    fn release_records_round_trip_and_refuse_unknown_fields() {
+        let r = Release {
+            schema: SCHEMA.into(),
+            entry: "index.js".into(),
+            args: vec![],
+            node_major: 20,
+            deps: None,
+        };
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(Release::read(t.path()), Ok(None));
+        fs::write(t.path().join(RELEASE_FILE), r.to_json()).unwrap();
+        assert_eq!(Release::read(t.path()), Ok(Some(r)));
+        fs::write(
+            t.path().join(RELEASE_FILE),
+            br#"{"schema":"x","entry":"a","node_major":1,"deps":null,"extra":1}"#,
+        )
+        .unwrap();
+        assert!(Release::read(t.path()).is_err());
+    }
+}
