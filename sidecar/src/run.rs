@@ -4,13 +4,18 @@
 //! `<root>/.aether/bin/aether-run` at start, and the app container runs it from the shared
 //! volume, so the stock node image stays untouched.
 //!
-//! With `--listen`, it owns the app's public port and runs the app on a private `PORT`:
-//! - each accepted connection is forwarded to the live app process (a connection that arrives
-//!   while no process listens waits for one, up to `--start-timeout`, instead of being refused);
+//! With `--listen`, it owns the app's public port:
+//! - for a node command, the socket is bound but not listening, and every node process inherits
+//!   it; `loader.js` makes the app's `listen(PORT)` listen on it, so node accepts connections
+//!   itself (nothing copied on the way), and they queue while no process listens;
+//! - for any other command (or `--warm false`), each process gets a private `PORT` and each
+//!   accepted connection is forwarded to the live one (a connection that arrives while none
+//!   listens waits for one, up to `--start-timeout`, instead of being refused);
 //! - when the fetcher rewrites the trigger in `--watch` (inotify, no debounce), a new process
-//!   starts on a new private port beside the old one; once it accepts connections, new
-//!   connections go to it, the old one finishes its open connections (at most `--drain`), then
-//!   gets SIGTERM and, `--grace` later, SIGKILL;
+//!   starts beside the old one; once it listens, the old one stops taking connections (SIGUSR2
+//!   to its loader, which closes the app's server; or the forwarder sends new connections to
+//!   the new one) and finishes those it has (at most `--drain`), then gets SIGTERM and,
+//!   `--grace` later, SIGKILL;
 //! - a new process that exits or does not listen within `--start-timeout` is killed and the old
 //!   one keeps serving; the failure goes to `--status-file`, which the fetcher reports;
 //! - a live process that exits is restarted with capped backoff inside the container (no
@@ -24,6 +29,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -153,14 +159,13 @@ struct Proc {
 /// the app sees what a plain `node current/server.js` sees (`require.main`, `process.argv`).
 /// Only for `node [flags…] <entry>`; `--warm false` turns it off.
 struct Spare {
+    id: u64,
     pid: libc::pid_t,
     port: u16,
     stdin: std::process::ChildStdin,
 }
 
-const LOADER: &str = "const s=process.stdin;let b='';s.on('data',d=>{b+=d;const i=b.indexOf('\\n');\
-if(i<0)return;s.removeAllListeners('data');s.pause();s.destroy();const a=JSON.parse(b.slice(0,i));\
-process.argv=[process.argv[0],require('path').resolve(a[0]),...a.slice(1)];require('module').runMain();});";
+const LOADER: &str = include_str!("loader.js");
 
 struct Backend {
     id: u64,
@@ -185,6 +190,10 @@ struct Supervisor {
     starting: Option<Proc>,
     draining: Vec<Proc>,
     spare: Option<Spare>,
+    /// With node: the public socket, bound but not listening until the first app process
+    /// listens on it; every app process accepts from it (see `loader.js`). Without: `None`, and
+    /// the forwarder carries each connection to the live process's private port.
+    socket: Option<(OwnedFd, SocketAddr)>,
     listening: bool,
     stopping: bool,
     next_id: u64,
@@ -235,6 +244,7 @@ impl Supervisor {
             starting: None,
             draining: Vec::new(),
             spare: None,
+            socket: None,
             listening: false,
             stopping: false,
             next_id: 0,
@@ -245,6 +255,9 @@ impl Supervisor {
             exit: None,
             _watcher: watcher,
         };
+        if s.node_flags().is_some() {
+            s.socket = Some(bind_unlistened(&s.listen_addr()?)?);
+        }
         s.note_trigger();
         let release = s.seen.as_ref().map(|(l, _)| l.clone());
         s.launch(release);
@@ -346,36 +359,84 @@ impl Supervisor {
         if self.stopping || self.spare.is_some() {
             return;
         }
+        if let Err(e) = self.try_spawn_spare() {
+            log!("cannot start a standby node: {e}");
+        }
+    }
+
+    fn try_spawn_spare(&mut self) -> io::Result<()> {
         let Some((prog, flags)) = self.node_flags() else {
-            return;
+            return Ok(());
         };
-        let Ok(port) = free_port() else { return };
-        let child = Command::new(prog)
-            .args(flags)
+        let mut cmd = Command::new(prog);
+        cmd.args(flags)
             .arg("-e")
             .arg(LOADER)
-            .env("PORT", port.to_string())
             .stdin(std::process::Stdio::piped())
-            .process_group(0)
-            .spawn();
-        match child {
-            Ok(mut c) => {
-                let stdin = c.stdin.take().expect("piped");
-                self.spare = Some(Spare {
-                    pid: c.id() as libc::pid_t,
-                    port,
-                    stdin,
-                });
+            .process_group(0);
+        let id = self.next_id + 1;
+        let (port, ready) = match &self.socket {
+            Some((sock, addr)) => {
+                // The child gets the socket as fd 3 and the ready pipe as fd 4: dup2 in the
+                // child clears close-on-exec on exactly those two. Both sources sit at fd ≥ 10,
+                // so neither dup2 overwrites the other.
+                let (r, w) = ready_pipe()?;
+                let (sock, w_fd) = (sock.as_raw_fd(), w.as_raw_fd());
+                cmd.env("AETHER_RUN_FD", "3")
+                    .env("PORT", addr.port().to_string());
+                // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        if libc::dup2(sock, 3) < 0 || libc::dup2(w_fd, 4) < 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+                (addr.port(), Some((r, w)))
             }
-            Err(e) => log!("cannot start a standby node: {e}"),
+            None => {
+                let port = free_port()?;
+                cmd.env("PORT", port.to_string());
+                (port, None)
+            }
+        };
+        let mut c = cmd.spawn()?;
+        if let Some((r, w)) = ready {
+            // Our copy of the write end goes, so the reader sees EOF when the child dies.
+            drop(w);
+            let (tx, addr) = (self.tx.clone(), self.socket.as_ref().expect("shared").1);
+            thread::spawn(move || {
+                let mut line = String::new();
+                let mut r = io::BufReader::new(fs::File::from(r));
+                use io::BufRead as _;
+                if r.read_line(&mut line).is_ok() && line == "listening\n" {
+                    let _ = tx.send(Ev::Listening { id, addr });
+                }
+            });
         }
+        self.next_id = id;
+        self.spare = Some(Spare {
+            id,
+            pid: c.id() as libc::pid_t,
+            port,
+            stdin: c.stdin.take().expect("piped"),
+        });
+        Ok(())
     }
 
     /// Starts an app process on a fresh private port; a prober reports when it listens.
     fn launch(&mut self, release: Option<String>) {
         let command = self.command_now();
-        let (pid, port) = match self.take_spare(&command) {
+        if self.socket.is_some() && self.spare.is_none() {
+            // Shared-socket mode starts every process through the loader: boot one now.
+            self.spawn_spare();
+        }
+        let (id, pid, port) = match self.take_spare(&command) {
             Some(warm) => warm,
+            None if self.socket.is_some() => {
+                return self.launch_failed("cannot start node through the loader".into())
+            }
             None => {
                 let (prog, args) = command.split_first().expect("checked at start");
                 let port = match free_port() {
@@ -388,7 +449,10 @@ impl Supervisor {
                     .process_group(0)
                     .spawn();
                 match child {
-                    Ok(c) => (c.id() as libc::pid_t, port),
+                    Ok(c) => {
+                        self.next_id += 1;
+                        (self.next_id, c.id() as libc::pid_t, port)
+                    }
                     Err(e) => {
                         let why = format!("cannot start {}: {e}", prog.to_string_lossy());
                         return self.launch_failed(why);
@@ -396,9 +460,8 @@ impl Supervisor {
                 }
             }
         };
-        self.next_id += 1;
         let p = Proc {
-            id: self.next_id,
+            id,
             pid,
             port,
             release,
@@ -408,6 +471,23 @@ impl Supervisor {
         };
         let (tx, id, gone) = (self.tx.clone(), p.id, p.gone.clone());
         let deadline = Instant::now() + self.cfg.start_timeout;
+        if self.socket.is_some() {
+            // The loader reports listening through its pipe; this only enforces the deadline.
+            thread::spawn(move || {
+                thread::sleep(deadline - Instant::now());
+                let _ = tx.send(Ev::StartTimeout { id });
+            });
+        } else {
+            self.probe(tx, id, gone, port, deadline);
+        }
+        if self.live.is_none() {
+            self.status.state = RunState::Starting;
+        }
+        self.starting = Some(p);
+    }
+
+    /// Forwarder mode: connects to the new process's private port until it accepts.
+    fn probe(&self, tx: Sender<Ev>, id: u64, gone: Arc<AtomicBool>, port: u16, deadline: Instant) {
         thread::spawn(move || {
             let addrs: [SocketAddr; 2] = [
                 ([127, 0, 0, 1], port).into(),
@@ -428,15 +508,11 @@ impl Supervisor {
                 thread::sleep(Duration::from_millis(2));
             }
         });
-        if self.live.is_none() {
-            self.status.state = RunState::Starting;
-        }
-        self.starting = Some(p);
     }
 
     /// Tells the standby node to load `command`'s entry point now: `(pid, port)`. `None` (a
     /// cold start) when there is no standby or `command` is not its flags then an entry point.
-    fn take_spare(&mut self, command: &[OsString]) -> Option<(libc::pid_t, u16)> {
+    fn take_spare(&mut self, command: &[OsString]) -> Option<(u64, libc::pid_t, u16)> {
         use std::io::Write as _;
         let (_, flags) = self.node_flags()?;
         let rest = command.get(1 + flags.len()..).filter(|r| !r.is_empty())?;
@@ -449,7 +525,7 @@ impl Supervisor {
         line.push(b'\n');
         // Dropping stdin after the line closes the pipe; the loader has its data by then.
         sp.stdin.write_all(&line).ok()?;
-        Some((sp.pid, sp.port))
+        Some((sp.id, sp.pid, sp.port))
     }
 
     fn launch_failed(&mut self, why: String) {
@@ -468,13 +544,15 @@ impl Supervisor {
         }
         let p = self.starting.take().expect("checked");
         p.gone.store(true, Ordering::Relaxed);
-        *self.shared.backend.lock().unwrap() = Some(Backend {
-            id: p.id,
-            addr,
-            conns: p.conns.clone(),
-        });
-        self.shared.changed.notify_all();
-        if !self.listening {
+        if self.socket.is_none() {
+            *self.shared.backend.lock().unwrap() = Some(Backend {
+                id: p.id,
+                addr,
+                conns: p.conns.clone(),
+            });
+            self.shared.changed.notify_all();
+        }
+        if !self.listening && self.socket.is_none() {
             // Bound only now, so a TCP readiness probe passes once the app really answers.
             self.bind()?;
         }
@@ -521,18 +599,21 @@ impl Supervisor {
         Ok(())
     }
 
-    fn bind(&mut self) -> Result<()> {
+    fn listen_addr(&self) -> Result<SocketAddr> {
         let spec = self.cfg.listen.as_deref().expect("supervisor mode");
         // `:3000` means every interface, as in Go and the fetcher's --http-bind.
         let spec = match spec.strip_prefix(':') {
             Some(port) => format!("[::]:{port}"),
             None => spec.to_string(),
         };
-        let addr = spec
-            .to_socket_addrs()
+        spec.to_socket_addrs()
             .with_context(|| format!("--listen {spec}: use e.g. `:3000` or `127.0.0.1:3000`"))?
             .next()
-            .with_context(|| format!("--listen {spec} names no address"))?;
+            .with_context(|| format!("--listen {spec} names no address"))
+    }
+
+    fn bind(&mut self) -> Result<()> {
+        let addr = self.listen_addr()?;
         let listener = TcpListener::bind(addr)
             .or_else(|e| match addr {
                 // A node without IPv6 still serves IPv4.
@@ -557,10 +638,20 @@ impl Supervisor {
     /// Waits until the replaced process has no open connection (at most `--drain`), then stops
     /// it: a request in flight during a switch completes on the process that took it.
     fn drain(&mut self, old: Proc) {
+        if self.socket.is_some() {
+            // It stops accepting from the shared socket and finishes what it took; a process
+            // with nothing else to do then exits by itself.
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(old.pid, libc::SIGUSR2);
+            }
+        }
         let (tx, id, conns) = (self.tx.clone(), old.id, old.conns.clone());
         let deadline = Instant::now() + self.cfg.drain;
+        let counted = self.socket.is_none();
         thread::spawn(move || {
-            while conns.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            // Shared-socket mode counts no connections: the process has until the deadline.
+            while (!counted || conns.load(Ordering::Acquire) > 0) && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(5));
             }
             let _ = tx.send(Ev::Drained { id });
@@ -902,6 +993,59 @@ fn exit_code(status: libc::c_int) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The public socket for shared-socket mode: bound (so the port is ours) but not listening,
+/// so connections are refused until the first app process listens on it. Kept at fd ≥ 10.
+fn bind_unlistened(addr: &SocketAddr) -> Result<(OwnedFd, SocketAddr)> {
+    use socket2::{Domain, Socket, Type};
+    let try_bind = |addr: &SocketAddr| -> io::Result<Socket> {
+        let s = Socket::new(Domain::for_address(*addr), Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            s.set_only_v6(false)?;
+        }
+        s.bind(&(*addr).into())?;
+        Ok(s)
+    };
+    let s = try_bind(addr)
+        .or_else(|e| match addr {
+            // A node without IPv6 still serves IPv4.
+            SocketAddr::V6(a) if a.ip().is_unspecified() => {
+                try_bind(&SocketAddr::from(([0, 0, 0, 0], addr.port())))
+            }
+            _ => Err(e),
+        })
+        .with_context(|| format!("binding {addr} (--listen): is another process on it?"))?;
+    let bound = s
+        .local_addr()?
+        .as_socket()
+        .context("the public socket has no IP address")?;
+    log!("bound {bound}; node listens on it");
+    Ok((high_fd(OwnedFd::from(s))?, bound))
+}
+
+/// A close-on-exec pipe for a child's "listening" line, both ends at fd ≥ 10.
+fn ready_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both are open descriptors we now own.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((high_fd(r)?, high_fd(w)?))
+}
+
+/// `fd` moved to a descriptor ≥ 10 (close-on-exec), out of the way of the child's 3 and 4.
+fn high_fd(fd: OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on an open descriptor returns a new one we own.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: n is a fresh descriptor from fcntl.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 fn free_port() -> io::Result<u16> {

@@ -212,9 +212,25 @@ fn load(port: u16, stop: Arc<AtomicBool>) -> thread::JoinHandle<(Vec<String>, us
     })
 }
 
+/// Both ways of carrying connections: node accepting from aether-run's socket (the default
+/// for node), and the forwarder (any command; `--warm false`).
 #[test]
 fn switches_releases_without_dropping_a_request() {
-    let Some(mut r) = Run::start("") else { return };
+    for shared in [true, false] {
+        switches_without_dropping(shared);
+    }
+}
+
+fn switches_without_dropping(shared: bool) {
+    let Some(mut r) = Run::start_with("", shared) else {
+        return;
+    };
+    assert_eq!(
+        r.log.lock().unwrap().contains("node listens on it"),
+        shared,
+        "{}",
+        r.log.lock().unwrap()
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let client = load(r.port, stop.clone());
     for n in 2..=6 {
@@ -231,7 +247,7 @@ fn switches_releases_without_dropping_a_request() {
     assert_eq!(
         failed,
         0,
-        "{failed} of {} requests failed during 5 switches\n{}",
+        "shared socket {shared}: {failed} of {} requests failed during 5 switches\n{}",
         answers.len() + failed,
         r.log.lock().unwrap()
     );
@@ -243,9 +259,9 @@ fn switches_releases_without_dropping_a_request() {
     assert!(answers.iter().all(|a| a.starts_with('v')), "{answers:?}");
     let s = r.status();
     assert_eq!((s.swaps, s.restarts), (5, 0));
-    // Every replaced process was drained and stopped: the live node and the standby are left.
+    // Every replaced process was drained and stopped: the live node (and the standby) left.
     r.wait_for(
-        |r| r.app_processes().len() == 1 && r.status().standby_pid.is_some(),
+        |r| r.app_processes().len() == 1 && r.status().standby_pid.is_some() == shared,
         "the old processes to be stopped",
     );
     assert_eq!(r.app_processes(), [s.pid.unwrap()]);
@@ -336,13 +352,21 @@ fn a_release_that_never_listens_is_abandoned_at_the_start_timeout() {
 
 #[test]
 fn a_request_in_flight_completes_on_the_old_release_across_a_switch() {
-    let Some(mut r) = Run::start("") else { return };
-    let port = r.port;
-    let slow = thread::spawn(move || get(port, "/slow"));
-    thread::sleep(Duration::from_millis(200));
-    r.publish("v2", &app("v2", 0, false));
-    r.wait_for(|r| r.get("/").as_deref() == Some("v2"), "v2 served");
-    assert_eq!(slow.join().unwrap().as_deref(), Some("v1 slow"));
+    for shared in [true, false] {
+        let Some(mut r) = Run::start_with("", shared) else {
+            return;
+        };
+        let port = r.port;
+        let slow = thread::spawn(move || get(port, "/slow"));
+        thread::sleep(Duration::from_millis(200));
+        r.publish("v2", &app("v2", 0, false));
+        r.wait_for(|r| r.get("/").as_deref() == Some("v2"), "v2 served");
+        assert_eq!(
+            slow.join().unwrap().as_deref(),
+            Some("v1 slow"),
+            "shared {shared}"
+        );
+    }
 }
 
 #[test]

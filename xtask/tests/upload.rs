@@ -173,3 +173,70 @@ fn sha256_hex(b: &[u8]) -> String {
         .map(|x| format!("{x:02x}"))
         .collect()
 }
+
+/// The dependency layer without a lockfile (keyed by its own digest, with a warning, packed
+/// on every upload), native addons flagged, a missing node_modules warned about, and an app
+/// that cannot say how it starts refused.
+#[test]
+fn dependency_layers_without_a_lockfile_native_addons_and_bad_entry_points() {
+    let t = tempfile::tempdir().unwrap();
+    let server = aether_s3local::Server::start_ephemeral(&t.path().join("s3"), AK, SK).unwrap();
+    let env = store_env(&server.endpoint(), SK);
+    let env = as_refs(&env);
+    let dir = t.path().join("app");
+    std::fs::create_dir_all(dir.join("node_modules/addon/build/Release")).unwrap();
+    std::fs::write(
+        dir.join("node_modules/addon/index.js"),
+        "module.exports = 1;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("node_modules/addon/build/Release/addon.node"),
+        b"\x7fELF",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("package.json"),
+        r#"{"main": "app.js", "dependencies": {"addon": "1"}}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("app.js"), "require('addon');\n").unwrap();
+    let d = dir.to_str().unwrap();
+    let up = |what: &str| {
+        let r = xtask(t.path(), &env, &["hot-upload", "demo", d, "--json"]).ok();
+        let v: serde_json::Value =
+            serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{what}: {e}: {}", r.stdout));
+        (v, r.stderr)
+    };
+    let (first, err) = up("first");
+    assert!(err.contains("has no lockfile"), "{err}");
+    assert_eq!(first["entry"], "app.js");
+    assert_eq!(first["deps"]["source"], "node_modules");
+    assert_eq!(first["deps"]["native"], true);
+    assert_eq!(first["deps"]["key"], first["deps"]["digest"]);
+    assert_eq!(first["deps"]["uploaded"], true);
+    let (again, _) = up("again");
+    assert_eq!(again["deps"]["digest"], first["deps"]["digest"]);
+    assert_eq!(again["deps"]["uploaded"], false);
+
+    // No node_modules although package.json lists dependencies: uploaded, with a warning.
+    std::fs::remove_dir_all(dir.join("node_modules")).unwrap();
+    let (bare, err) = up("without node_modules");
+    assert!(err.contains("run `npm ci`"), "{err}");
+    assert!(bare["deps"].is_null(), "{bare}");
+
+    // No way to start: refused before packing, naming what to add.
+    std::fs::write(dir.join("package.json"), r#"{"name": "x"}"#).unwrap();
+    let r = xtask(t.path(), &env, &["hot-upload", "demo", d]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("cannot tell how to start the app"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("add \"main\": \"<file>\""),
+        "{}",
+        r.stderr
+    );
+}
