@@ -1,6 +1,9 @@
 //! The real `aether-fetcher` binary against a real S3 server (s3s-fs, SigV4 checked), with
 //! volumes written exactly as the kubelet writes them.
 
+mod common;
+use common::free_port;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -142,19 +145,8 @@ impl Pod {
     }
     fn spawn(&mut self, mut cmd: Command) {
         let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
-        let mut err = child.stderr.take().unwrap();
-        let log = self.log.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                log.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let err = child.stderr.take().unwrap();
+        common::capture(err, self.log.clone());
         self.child = Some(child);
     }
     fn stop(&mut self) {
@@ -204,14 +196,6 @@ impl Drop for Pod {
 
 fn app() -> AppName {
     AppName::parse("demo").unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {

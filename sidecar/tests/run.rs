@@ -1,6 +1,9 @@
 //! `aether-run` as the app container runs it: the real binary supervising real `node`, on a
 //! volume laid out as the fetcher lays it out (`.releases/<digest>`, `current`, the trigger).
 
+mod common;
+use common::free_port;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -79,24 +82,8 @@ impl Run {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        for out in [
-            Box::new(c.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(c.stderr.take().unwrap()),
-        ] {
-            let log = r.log.clone();
-            thread::spawn(move || {
-                let mut out = out;
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = out.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    log.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
+        common::capture(c.stdout.take().unwrap(), r.log.clone());
+        common::capture(c.stderr.take().unwrap(), r.log.clone());
         r.child = Some(c);
         r.wait_for(|r| r.get("/").as_deref() == Some("v1"), "v1 served");
         Some(r)
@@ -456,12 +443,4 @@ fn children_of(pid: u32) -> Vec<(u32, char)> {
         }
     }
     out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

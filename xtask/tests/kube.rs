@@ -82,6 +82,13 @@ impl Ns {
         d
     }
 
+    /// `deploy-sample` of the app at version v1; its URL.
+    fn deploy_v1(&self) -> String {
+        self.x(&["deploy-sample", "demo", self.app("v1").to_str().unwrap()])
+            .ok()
+            .last("url")
+    }
+
     fn upload(&self, version: &str) -> String {
         let d = self.app(version);
         self.x(&["hot-upload", "demo", d.to_str().unwrap()])
@@ -281,10 +288,7 @@ fn deploy_patch_rollback_without_a_rollout() {
 #[ignore = "needs a real cluster: cargo xtask test --cluster"]
 fn replicas_and_replacement_pods_serve_the_wanted_digest() {
     let ns = Ns::new("replicas");
-    let d = ns
-        .x(&["deploy-sample", "demo", ns.app("v1").to_str().unwrap()])
-        .ok();
-    let url = d.last("url");
+    let url = ns.deploy_v1();
     ns.k(&["scale", "deployment/demo", "--replicas=2"]).ok();
     ns.k(&["rollout", "status", "deployment/demo", "--timeout=60s"])
         .ok();
@@ -537,21 +541,6 @@ fn pipe(mut c: Command, input: &str) -> Run {
     }
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 /// Removes an iptables rule when dropped, so a failed test leaves the host as it found it.
 struct DropRule(Vec<String>);
 
@@ -581,10 +570,7 @@ fn a_pod_whose_store_traffic_is_dropped_says_so_and_recovers() {
         return skip("dropping a pod's traffic needs root and iptables");
     }
     let ns = Ns::new("drop");
-    let d = ns
-        .x(&["deploy-sample", "demo", ns.app("v1").to_str().unwrap()])
-        .ok();
-    let url = d.last("url");
+    let url = ns.deploy_v1();
     let pod = ns.pods()[0].0.clone();
     let ip = ns
         .k(&["get", "pod", &pod, "-o", "jsonpath={.status.podIP}"])
@@ -667,10 +653,7 @@ fn hot_patches_drop_no_request_through_the_service() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let ns = Ns::new("nodrop");
-    let d = ns
-        .x(&["deploy-sample", "demo", ns.app("v1").to_str().unwrap()])
-        .ok();
-    let url = d.last("url");
+    let url = ns.deploy_v1();
     ns.wait_body(&url, "version: v1", Duration::from_secs(20));
     let before = ns.shape();
     let digests: Vec<String> = (2..=6).map(|i| ns.upload(&format!("v{i}"))).collect();

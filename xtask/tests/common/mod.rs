@@ -181,3 +181,17 @@ pub fn node_available() -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+/// Every file under `dir`, recursively (e.g. the objects on an S3 server's disk).
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

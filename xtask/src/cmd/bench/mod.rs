@@ -177,24 +177,7 @@ fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
         &DeployOpts::default(),
     )?;
     let store = local.store()?;
-    let result = (|| -> Result<Vec<super::dev::Cycle>> {
-        let mut out = Vec::new();
-        let src = dir.join("server.js");
-        let original = fs::read_to_string(&src)?;
-        for i in 0..cycles {
-            fs::write(
-                &src,
-                original.replace(
-                    "const VERSION = 'v1'",
-                    &format!("const VERSION = 'bench-{i}'"),
-                ),
-            )?;
-            let c = super::dev::cycle(&local, &store, &global, &app, &dir, Instant::now())?;
-            out.push(c);
-            std::thread::sleep(supervisor::PAUSE);
-        }
-        Ok(out)
-    })();
+    let result = edit_cycles(&local, &store, &global, &app, &dir, cycles);
     Target::down(&local, &app)?;
     let mut cs = result?;
     let node_floor = min_time(5, || Ok(cmd!(sh, "node -e 0").quiet().run()?))?;
@@ -225,6 +208,40 @@ fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
         secs(node_floor) * 1000.0
     );
     Ok(())
+}
+
+/// `cycles` one-line edits of the sample's VERSION in `dir`, each through the cycle `dev` runs,
+/// a developer's pause apart.
+fn edit_cycles(
+    local: &crate::target::local::Local,
+    store: &aether_artifact::store::Store,
+    global: &crate::config::Global,
+    app: &aether_artifact::AppName,
+    dir: &Path,
+    cycles: usize,
+) -> Result<Vec<super::dev::Cycle>> {
+    let src = dir.join("server.js");
+    let original = fs::read_to_string(&src)?;
+    let mut out = Vec::new();
+    for i in 0..cycles {
+        fs::write(
+            &src,
+            original.replace(
+                "const VERSION = 'v1'",
+                &format!("const VERSION = 'bench-{i}'"),
+            ),
+        )?;
+        out.push(super::dev::cycle(
+            local,
+            store,
+            global,
+            app,
+            dir,
+            Instant::now(),
+        )?);
+        std::thread::sleep(supervisor::PAUSE);
+    }
+    Ok(out)
 }
 
 /// A one-line edit in an app whose `node_modules` is the generated tree: what one edit uploads
@@ -260,30 +277,7 @@ fn with_node_modules(
     )?;
     let first = t0.elapsed();
     let store = local.store()?;
-    let result = (|| -> Result<Vec<super::dev::Cycle>> {
-        let mut out = Vec::new();
-        let src = dir.join("server.js");
-        let original = fs::read_to_string(&src)?;
-        for i in 0..cycles {
-            fs::write(
-                &src,
-                original.replace(
-                    "const VERSION = 'v1'",
-                    &format!("const VERSION = 'deps-{i}'"),
-                ),
-            )?;
-            out.push(super::dev::cycle(
-                &local,
-                &store,
-                &global,
-                &app,
-                &dir,
-                Instant::now(),
-            )?);
-            std::thread::sleep(supervisor::PAUSE);
-        }
-        Ok(out)
-    })();
+    let result = edit_cycles(&local, &store, &global, &app, &dir, cycles);
     Target::down(&local, &app)?;
     let mut cs = result?;
     cs.sort_by_key(|c| c.total);

@@ -30,19 +30,11 @@ pub fn run(sh: &Shell, work: &Path, swaps: usize) -> Result<()> {
 
     // What the app container ran before: node restarting itself on the trigger.
     let port = free_port()?;
-    let old = Command::new("node")
-        .arg(format!(
-            "--watch-path={}",
-            vol.dir.join(volume::RELOAD_DIR).display()
-        ))
-        .args(["--watch-preserve-output", "current/server.js"])
-        .env("PORT", port.to_string())
-        .current_dir(&vol.dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .context("starting node")?;
+    let watch = format!(
+        "--watch-path={}",
+        vol.dir.join(volume::RELOAD_DIR).display()
+    );
+    let old = spawn_node(&vol, port, &[&watch, "--watch-preserve-output"])?;
     let restarting = (|| {
         wait_body(port, "v0")?;
         swap_cycles(&vol, port, 1, swaps)
@@ -68,15 +60,7 @@ pub fn run(sh: &Shell, work: &Path, swaps: usize) -> Result<()> {
     // both modes, on the same release, measured alternately.
     let last = format!("v{}", 2 * swaps);
     let direct_port = free_port()?;
-    let direct = Command::new("node")
-        .arg("current/server.js")
-        .env("PORT", direct_port.to_string())
-        .current_dir(&vol.dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .context("starting node")?;
+    let direct = spawn_node(&vol, direct_port, &[])?;
     let fwd_port = free_port()?;
     let fwd = spawn_run(&fetcher, &vol, fwd_port, false)?;
     let overhead = (|| {
@@ -130,6 +114,20 @@ pub fn run(sh: &Shell, work: &Path, swaps: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `node [flags] current/server.js` on `vol` at `port`, in its own process group.
+fn spawn_node(vol: &Volume, port: u16, flags: &[&str]) -> Result<std::process::Child> {
+    Command::new("node")
+        .args(flags)
+        .arg("current/server.js")
+        .env("PORT", port.to_string())
+        .current_dir(&vol.dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("starting node")
 }
 
 /// `aether-run` on `vol` at `port`: node accepting from its socket (`warm`), or its forwarder.
