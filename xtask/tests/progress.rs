@@ -17,6 +17,8 @@ fn tree(root: &std::path::Path) -> std::path::PathBuf {
         )
         .unwrap();
     }
+    // An app: `package` packs the app layer, which needs an entry point.
+    std::fs::write(d.join("index.js"), "require('./pkg0/f0.js');\n").unwrap();
     d
 }
 
@@ -46,7 +48,7 @@ fn packing_progress_only_on_a_terminal_and_never_in_ci() {
     let Some(shown) = on_a_terminal(&d, false) else {
         return skip("`script` (util-linux) is not installed");
     };
-    assert!(shown.contains("packing 300 files"), "{shown}");
+    assert!(shown.contains("packing 301 files"), "{shown}");
     assert!(shown.contains("digest="), "{shown}");
     let ci = on_a_terminal(&d, true).unwrap();
     assert!(!ci.contains("packing"), "{ci}");

@@ -6,9 +6,13 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::Ctx;
-use crate::package::{human_bytes, pack_to_file_with, pack_with_progress, show_progress};
+use crate::package::{
+    human_bytes, pack_layout_to_file, pack_layout_with_progress, pack_with_progress, show_progress,
+};
 
-/// Package a directory as a deterministic tar.gz and print its digest.
+/// Package an app directory as a deterministic tar.gz and print its digest: the same app layer
+/// `hot-upload` makes (release record in, `node_modules` out as its own layer, whose digest is
+/// computed here too).
 #[derive(clap::Args)]
 pub struct Package {
     dir: PathBuf,
@@ -23,9 +27,16 @@ pub struct Package {
 impl Package {
     pub fn run(self, _: &Ctx) -> Result<()> {
         let progress = show_progress();
+        aether_artifact::pack::check_root(&self.dir)?;
+        let start = aether_artifact::app::detect(&self.dir).map_err(anyhow::Error::msg)?;
+        for w in &start.warnings {
+            eprintln!("warning: {w}");
+        }
+        let deps = self.deps(start.node_major)?;
+        let (_, layout) = super::upload::app_layout(&start, deps.clone());
         let packed = match &self.output {
-            Some(out) => pack_to_file_with(&self.dir, out, progress)?,
-            None => pack_with_progress(&self.dir, io::sink(), progress)?,
+            Some(out) => pack_layout_to_file(&self.dir, out, progress, &layout)?,
+            None => pack_layout_with_progress(&self.dir, io::sink(), progress, &layout)?,
         };
         eprintln!(
             "packed {} entries, {} of content into {} compressed",
@@ -42,6 +53,9 @@ impl Package {
                     "entries": packed.entries,
                     "content_bytes": packed.content_bytes,
                     "file": self.output,
+                    "entry": start.entry,
+                    "node_major": start.node_major,
+                    "deps": deps,
                 })
             );
             return Ok(());
@@ -49,7 +63,31 @@ impl Package {
         if let Some(out) = &self.output {
             println!("file={}", out.display());
         }
+        if let Some(d) = &deps {
+            println!("deps={}", d.digest);
+        }
         println!("digest={}", packed.digest);
         Ok(())
+    }
+
+    /// The dependency layer as an upload records it, computed offline: its digest from packing
+    /// `node_modules`, its key from the lockfile.
+    fn deps(&self, node_major: u32) -> Result<Option<aether_artifact::app::Deps>> {
+        use aether_artifact::app;
+        let modules = self.dir.join(app::DEPS_DIR);
+        if !modules.is_dir() {
+            return Ok(None);
+        }
+        let packed = pack_with_progress(&modules, io::sink(), false)?;
+        let lock = app::lockfile(&self.dir);
+        Ok(Some(app::Deps {
+            digest: packed.digest,
+            key: lock.as_ref().map_or_else(
+                || packed.digest.to_string(),
+                |(name, bytes)| app::deps_key(name, bytes, node_major, &app::platform()),
+            ),
+            source: lock.map_or(app::DEPS_DIR, |l| l.0).into(),
+            native: app::has_native_addons(&modules),
+        }))
     }
 }

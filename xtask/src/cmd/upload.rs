@@ -146,17 +146,7 @@ pub fn upload(
     let progress = progress && crate::package::show_progress();
     store.ensure_bucket()?;
     let deps = crate::deps::ensure(store, global, app, dir, start.node_major, progress)?;
-    let record = aether_artifact::app::Release {
-        schema: aether_artifact::app::SCHEMA.into(),
-        entry: start.entry.clone(),
-        args: start.args.clone(),
-        node_major: start.node_major,
-        deps: deps.as_ref().map(|d| d.deps.clone()),
-    };
-    let layout = aether_artifact::pack::Layout {
-        exclude_root: vec![aether_artifact::app::DEPS_DIR.into()],
-        extra: vec![(aether_artifact::app::RELEASE_FILE.into(), record.to_json())],
-    };
+    let (record, layout) = app_layout(&start, deps.as_ref().map(|d| d.deps.clone()));
     let t_pack = Instant::now();
     let tmp_dir = global.state_dir().join("tmp");
     std::fs::create_dir_all(&tmp_dir).with_context(|| format!("creating {}", tmp_dir.display()))?;
@@ -213,6 +203,27 @@ pub fn upload(
         node_major: start.node_major,
         deps,
     })
+}
+
+/// The app layer of a directory: its release record, and the layout that leaves `node_modules`
+/// out and writes the record in. `package` and every upload make it the same way.
+pub fn app_layout(
+    start: &aether_artifact::app::Start,
+    deps: Option<aether_artifact::app::Deps>,
+) -> (aether_artifact::app::Release, aether_artifact::pack::Layout) {
+    use aether_artifact::app;
+    let record = app::Release {
+        schema: app::SCHEMA.into(),
+        entry: start.entry.clone(),
+        args: start.args.clone(),
+        node_major: start.node_major,
+        deps,
+    };
+    let layout = aether_artifact::pack::Layout {
+        exclude_root: vec![app::DEPS_DIR.into()],
+        extra: vec![(app::RELEASE_FILE.into(), record.to_json())],
+    };
+    (record, layout)
 }
 
 /// Checks that the store holds `digest` for `app` before anything changes.
