@@ -443,15 +443,30 @@ pub fn fetcher_bin(sh: &Shell) -> Result<PathBuf> {
     if let Ok(p) = std::env::var("AETHER_FETCHER_BIN") {
         return Ok(PathBuf::from(p));
     }
+    build_fetcher(sh, false)
+}
+
+/// Builds the fetcher from this workspace (`release`: optimised, as pods run it); its path.
+pub fn build_fetcher(sh: &Shell, release: bool) -> Result<PathBuf> {
     let ws = crate::project_root();
     let _dir = sh.push_dir(&ws);
-    cmd!(sh, "cargo build --quiet --package aether-fetcher")
-        .run()
-        .context("building aether-fetcher")?;
+    let profile: &[&str] = if release {
+        &["--profile", "release"]
+    } else {
+        &[]
+    };
+    cmd!(
+        sh,
+        "cargo build --quiet {profile...} --package aether-fetcher"
+    )
+    .run()
+    .context("building aether-fetcher")?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| ws.join("target"));
-    Ok(target.join("debug/aether-fetcher"))
+    Ok(target
+        .join(if release { "release" } else { "debug" })
+        .join("aether-fetcher"))
 }
 
 fn which_node(sh: &Shell) -> Result<String> {

@@ -475,18 +475,10 @@ fn tar_gzip(tree: &Path, out: &Path) -> Result<()> {
 /// The fetcher (and aether-run) as pods run it: an optimised build, not the debug one the
 /// local target builds for itself.
 fn release_fetcher(sh: &Shell) -> Result<()> {
-    if std::env::var_os("AETHER_FETCHER_BIN").is_some() {
-        return Ok(());
+    if std::env::var_os("AETHER_FETCHER_BIN").is_none() {
+        let bin = crate::target::local::build_fetcher(sh, true)?;
+        std::env::set_var("AETHER_FETCHER_BIN", bin);
     }
-    let ws = crate::project_root();
-    let _dir = sh.push_dir(&ws);
-    cmd!(sh, "cargo build --quiet --release --package aether-fetcher")
-        .run()
-        .context("building aether-fetcher")?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ws.join("target"));
-    std::env::set_var("AETHER_FETCHER_BIN", target.join("release/aether-fetcher"));
     Ok(())
 }
 
