@@ -709,8 +709,10 @@ fn a_full_volume_is_reported_as_no_space_with_sizes() {
         "{e}"
     );
     assert_eq!(pod.live().as_deref(), Some("v1"));
-    let log = pod.log();
-    assert!(log.contains("sync failed: no_space"), "{log}");
+    // The fetcher saves its status before it logs the failed pass.
+    pod.wait_for("the log line", || {
+        pod.log().contains("sync failed: no_space")
+    });
     let names: Vec<String> = fs::read_dir(pod.root().join(".releases"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
