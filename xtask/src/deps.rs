@@ -60,20 +60,12 @@ pub fn ensure(
         }
         return Ok(None);
     }
-    let lock = app::lockfile(dir);
-    let key = lock
-        .as_ref()
-        .map(|(name, bytes)| app::deps_key(name, bytes, node_major, &app::platform()));
-    if let Some(key) = &key {
+    let lock = app::lock_key(dir, node_major);
+    if let Some((_, key)) = &lock {
         if let Some(ix) = read_index(store, &app::deps_index_key(app, key))? {
             if store.exists(&app::layer_key(app, &ix.digest))? {
                 return Ok(Some(Layer {
-                    deps: Deps {
-                        digest: ix.digest,
-                        key: key.clone(),
-                        source: lock.as_ref().map(|l| l.0).unwrap_or(DEPS_DIR).into(),
-                        native: ix.native,
-                    },
+                    deps: Deps::new(ix.digest, lock.as_ref(), ix.native),
                     uploaded: false,
                     bytes: 0,
                     ms: t0.elapsed().as_millis() as u64,
@@ -104,7 +96,7 @@ pub fn ensure(
     if uploaded {
         store.put_file(&layer, tmp.path(), &mut |_| {})?;
     }
-    let key = key.unwrap_or_else(|| packed.digest.to_string());
+    let deps = Deps::new(packed.digest, lock.as_ref(), native);
     // Written after the layer, so an index never names a layer that is not there.
     let size = Size {
         bytes: packed.bytes,
@@ -117,16 +109,11 @@ pub fn ensure(
         size,
     };
     store.put_bytes(
-        &app::deps_index_key(app, &key),
+        &app::deps_index_key(app, &deps.key),
         &serde_json::to_vec(&ix).expect("an index serialises"),
     )?;
     Ok(Some(Layer {
-        deps: Deps {
-            digest: packed.digest,
-            key,
-            source: lock.map(|l| l.0).unwrap_or(DEPS_DIR).into(),
-            native,
-        },
+        deps,
         uploaded,
         bytes: if uploaded { packed.bytes } else { 0 },
         ms: t0.elapsed().as_millis() as u64,

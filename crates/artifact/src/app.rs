@@ -55,6 +55,28 @@ pub struct Deps {
     pub native: bool,
 }
 
+/// How a dependency layer is looked up: by its lockfile, `(lockfile name, key)`.
+pub type LockKey = (&'static str, String);
+
+/// The lockfile key of `dir`'s dependency layer, or `None` without a lockfile.
+pub fn lock_key(dir: &Path, node_major: u32) -> Option<LockKey> {
+    let (name, bytes) = lockfile(dir)?;
+    Some((name, deps_key(name, &bytes, node_major, &platform())))
+}
+
+impl Deps {
+    /// The record of a layer with `digest`: keyed by its lockfile, or by its own digest when
+    /// there is none.
+    pub fn new(digest: Digest, lock: Option<&LockKey>, native: bool) -> Deps {
+        Deps {
+            digest,
+            key: lock.map_or_else(|| digest.to_string(), |l| l.1.clone()),
+            source: lock.map_or(DEPS_DIR, |l| l.0).into(),
+            native,
+        }
+    }
+}
+
 impl Release {
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("a release record serialises");

@@ -79,15 +79,10 @@ impl Package {
             return Ok(None);
         }
         let packed = pack_with_progress(&modules, io::sink(), false)?;
-        let lock = app::lockfile(&self.dir);
-        Ok(Some(app::Deps {
-            digest: packed.digest,
-            key: lock.as_ref().map_or_else(
-                || packed.digest.to_string(),
-                |(name, bytes)| app::deps_key(name, bytes, node_major, &app::platform()),
-            ),
-            source: lock.map_or(app::DEPS_DIR, |l| l.0).into(),
-            native: app::has_native_addons(&modules),
-        }))
+        Ok(Some(app::Deps::new(
+            packed.digest,
+            app::lock_key(&self.dir, node_major).as_ref(),
+            app::has_native_addons(&modules),
+        )))
     }
 }
