@@ -223,7 +223,12 @@ fn switches_without_dropping(shared: bool) {
     for n in 2..=6 {
         let v = format!("v{n}");
         let d = r.publish(&v, &app(&v, 0, false));
-        r.wait_for(|r| r.get("/").as_deref() == Some(&v), &v);
+        // The new node accepts from the shared socket a moment before aether-run has read
+        // its "listening" and saved the status, so wait for both.
+        r.wait_for(
+            |r| r.get("/").as_deref() == Some(&v) && r.status().digest == Some(d),
+            &v,
+        );
         let s = r.status();
         assert_eq!((s.digest, s.generation), (Some(d), Some(n)));
         assert_eq!(s.state, RunState::Serving);
@@ -290,8 +295,10 @@ fn a_slow_starting_release_takes_over_only_when_it_listens() {
     thread::sleep(Duration::from_millis(500));
     assert_eq!(r.get("/").as_deref(), Some("v1"));
     assert_eq!(r.app_processes().len(), 2, "old and new process");
-    r.wait_for(|r| r.get("/").as_deref() == Some("v2"), "v2 served");
-    assert_eq!(r.status().swaps, 1);
+    r.wait_for(
+        |r| r.get("/").as_deref() == Some("v2") && r.status().swaps == 1,
+        "v2 served and recorded",
+    );
 }
 
 #[test]
@@ -314,8 +321,11 @@ fn a_release_that_crashes_on_start_leaves_the_old_one_serving() {
     // It is not retried in a loop: the next release is.
     thread::sleep(Duration::from_millis(300));
     assert_eq!(r.app_processes().len(), 1);
-    r.publish("v3", &app("v3", 0, false));
-    r.wait_for(|r| r.get("/").as_deref() == Some("v3"), "v3 served");
+    let v3 = r.publish("v3", &app("v3", 0, false));
+    r.wait_for(
+        |r| r.get("/").as_deref() == Some("v3") && r.status().digest == Some(v3),
+        "v3 served and recorded",
+    );
     let s = r.status();
     assert_eq!((s.last_failure, s.failed_digest), (None, None));
 }
