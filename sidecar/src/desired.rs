@@ -15,6 +15,8 @@ pub struct Wanted {
     pub digest: Digest,
     pub generation: u64,
     pub source: &'static str,
+    /// Unix ms before which it must not go live (a barrier's activation).
+    pub activate_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -24,6 +26,8 @@ pub struct Desired {
     pub app: Option<String>,
     /// `aether.dev/fetch-interval` from the annotations.
     pub interval: Option<Duration>,
+    /// A release to fetch and keep ready without making it live (`aether.dev/stage`).
+    pub stage: Option<Digest>,
     /// Problems worth a log line; a broken source is skipped, never fatal.
     pub warnings: Vec<String>,
 }
@@ -52,10 +56,24 @@ pub fn read(annotations_file: &Path, release_dir: &Path) -> Desired {
                     )),
                 }
             }
+            match v
+                .get(keys::STAGE)
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+            {
+                Some(s) => match Digest::parse(s) {
+                    Ok(dg) => d.stage = Some(dg),
+                    Err(e) => d
+                        .warnings
+                        .push(format!("annotation {} ignored: {e}", keys::STAGE)),
+                },
+                None => {}
+            }
             match source(
                 "annotations",
                 v.get(keys::DIGEST).map(String::as_str),
                 v.get(keys::GENERATION).map(String::as_str),
+                v.get(keys::ACTIVATE_AT).map(String::as_str),
             ) {
                 Ok(Some(w)) => candidates.push(w),
                 Ok(None) => {}
@@ -83,13 +101,19 @@ pub fn read(annotations_file: &Path, release_dir: &Path) -> Desired {
             Err(e) => Err(format!("{}: {e}; skipped", release_dir.join(k).display())),
         }
     };
-    match (read_key(release::DIGEST), read_key(release::GENERATION)) {
-        (Ok(dg), Ok(gen)) => match source("release", dg.as_deref(), gen.as_deref()) {
-            Ok(Some(w)) => candidates.push(w),
-            Ok(None) => {}
-            Err(e) => d.warnings.push(format!("{}: {e}", release_dir.display())),
-        },
-        (Err(e), _) | (_, Err(e)) => d.warnings.push(e),
+    match (
+        read_key(release::DIGEST),
+        read_key(release::GENERATION),
+        read_key(release::ACTIVATE_AT),
+    ) {
+        (Ok(dg), Ok(gen), Ok(at)) => {
+            match source("release", dg.as_deref(), gen.as_deref(), at.as_deref()) {
+                Ok(Some(w)) => candidates.push(w),
+                Ok(None) => {}
+                Err(e) => d.warnings.push(format!("{}: {e}", release_dir.display())),
+            }
+        }
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => d.warnings.push(e),
     }
 
     // Ties go to the first candidate (the annotations): both name the same version then.
@@ -103,6 +127,7 @@ fn source(
     name: &'static str,
     digest: Option<&str>,
     generation: Option<&str>,
+    activate_at: Option<&str>,
 ) -> Result<Option<Wanted>, String> {
     let Some(digest) = digest.filter(|s| !s.is_empty()) else {
         return Ok(None);
@@ -114,10 +139,16 @@ fn source(
             .parse::<u64>()
             .map_err(|_| format!("generation {g:?} is not a whole number; skipped"))?,
     };
+    // A time that does not parse must not hold a release back forever: it goes live at once.
+    let activate_at_ms = activate_at
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .and_then(|s| s.parse::<u64>().ok());
     Ok(Some(Wanted {
         digest,
         generation,
         source: name,
+        activate_at_ms,
     }))
 }
 
@@ -211,5 +242,33 @@ mod tests {
         );
         let (_t, x) = setup(Some(&[(keys::FETCH_INTERVAL, "250ms")]), None);
         assert_eq!(x.interval, Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn stage_and_activation_time_are_read() {
+        let (_t, x) = setup(
+            Some(&[
+                (keys::DIGEST, &d('a')),
+                (keys::GENERATION, "5"),
+                (keys::STAGE, &d('b')),
+                (keys::ACTIVATE_AT, "1700000000123"),
+            ]),
+            None,
+        );
+        assert_eq!(x.stage.unwrap().to_string(), d('b'));
+        assert_eq!(x.wanted.unwrap().activate_at_ms, Some(1700000000123));
+        // Cleared (empty) and broken values: nothing staged, activation at once.
+        let (_t, x) = setup(
+            Some(&[
+                (keys::DIGEST, &d('a')),
+                (keys::STAGE, ""),
+                (keys::ACTIVATE_AT, "soon"),
+            ]),
+            None,
+        );
+        assert_eq!(x.stage, None);
+        assert_eq!(x.wanted.unwrap().activate_at_ms, None);
+        let (_t, x) = setup(Some(&[(keys::STAGE, "zz")]), None);
+        assert!(x.stage.is_none() && !x.warnings.is_empty());
     }
 }

@@ -28,6 +28,30 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::desired::Wanted;
 use crate::state::Status;
+use aether_artifact::FetchTrace;
+
+/// The longest a ready release waits for its activation time: a time further ahead comes from
+/// a skewed clock, not from a cutover.
+const MAX_ACTIVATION_WAIT: Duration = Duration::from_secs(30);
+
+/// What one fetch cost: bytes, the download, and the verification and extraction left after the
+/// last byte.
+#[derive(Debug, Default, Clone, Copy)]
+struct Fetched {
+    fetched: bool,
+    bytes: u64,
+    download: Duration,
+    tail: Duration,
+}
+
+impl Fetched {
+    fn add(&mut self, o: Fetched) {
+        self.fetched |= o.fetched;
+        self.bytes += o.bytes;
+        self.download += o.download;
+        self.tail += o.tail;
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -166,8 +190,11 @@ impl Fetcher {
             return None;
         }
         let (tx, rx) = mpsc::channel();
-        let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-            let _ = tx.send(());
+        // Reads are not changes: notify reports opens, and the pass reads these directories.
+        let mut w = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+            if e.is_ok_and(|e| !e.kind.is_access()) {
+                let _ = tx.send(());
+            }
         })
         .map_err(|e| log!("file watching unavailable, polling only: {e}"))
         .ok()?;
@@ -223,6 +250,12 @@ impl Fetcher {
         };
         let current = self.status.lock().unwrap().digest;
         if current == Some(wanted.digest) {
+            if let Some(stage) = desired.stage.filter(|d| Some(*d) != current) {
+                if self.status.lock().unwrap().staged != Some(stage) {
+                    let app = self.app_name(desired.app.clone())?;
+                    self.stage(&app, stage)?;
+                }
+            }
             let mut s = self.status.lock().unwrap();
             let changed =
                 !s.ready || s.generation != Some(wanted.generation) || s.consecutive_failures > 0;
@@ -238,16 +271,75 @@ impl Fetcher {
             }
             return Ok(interval);
         }
-        let app = self.cfg.app.clone().or(desired.app).ok_or_else(|| {
+        let app = self.app_name(desired.app)?;
+        self.sync(&app, &wanted)?;
+        Ok(interval)
+    }
+
+    fn app_name(&self, from_annotations: Option<String>) -> Result<AppName> {
+        let app = self.cfg.app.clone().or(from_annotations).ok_or_else(|| {
             cause::ConfigError(format!(
                 "no app name: pass --app ({}) or set the pod annotation {}",
                 aether_artifact::FetcherEnv::APP,
                 aether_artifact::keys::APP
             ))
         })?;
-        let app = AppName::parse(&app)?;
-        self.sync(&app, &wanted)?;
-        Ok(interval)
+        Ok(AppName::parse(&app)?)
+    }
+
+    /// Makes `.releases/<digest>` complete (app layer and dependency layer), without making it
+    /// live. Returns the dependency layer and, when anything was downloaded, where the time went.
+    fn make_ready(
+        &self,
+        app: &AppName,
+        digest: &Digest,
+        deadline: Instant,
+        seen_at_ms: u64,
+    ) -> Result<(Option<Digest>, Option<FetchTrace>)> {
+        let dest = self
+            .cfg
+            .root
+            .join(volume::RELEASES)
+            .join(digest.to_string());
+        let mut got = Fetched::default();
+        if !dest.is_dir() {
+            got = self.fetch(app, digest, &dest, deadline)?;
+        }
+        // Also for a release already on disk: a pass that failed on the dependency layer left
+        // the app layer there, not yet usable.
+        let (deps, deps_got) = self.ensure_deps(app, &dest, deadline)?;
+        got.add(deps_got);
+        let trace = got.fetched.then(|| FetchTrace {
+            digest: *digest,
+            seen_at_ms,
+            download_ms: got.download.as_millis() as u64,
+            verify_extract_ms: got.tail.as_millis() as u64,
+            ready_at_ms: state::unix_now_ms(),
+            bytes: got.bytes,
+        });
+        Ok((deps, trace))
+    }
+
+    /// The first phase of a cutover: the release is made ready and reported as `staged`; it
+    /// goes live only when it becomes the wanted release.
+    fn stage(&mut self, app: &AppName, digest: Digest) -> Result<()> {
+        let t0 = Instant::now();
+        let seen_at = state::unix_now_ms();
+        let (_, trace) = self.make_ready(app, &digest, t0 + self.cfg.timeout, seen_at)?;
+        let mut s = self.status.lock().unwrap();
+        s.staged = Some(digest);
+        s.staged_at_ms = Some(state::unix_now_ms());
+        s.bytes += trace.as_ref().map_or(0, |t| t.bytes);
+        if trace.is_some() {
+            s.fetch = trace;
+        }
+        drop(s);
+        self.save();
+        log!(
+            "staged {digest} in {} ms (ready, not live)",
+            t0.elapsed().as_millis()
+        );
+        Ok(())
     }
 
     fn sync(&mut self, app: &AppName, wanted: &Wanted) -> Result<()> {
@@ -255,15 +347,8 @@ impl Fetcher {
         let seen_at = state::unix_now_ms();
         let deadline = t0 + self.cfg.timeout;
         let rel = Path::new(volume::RELEASES).join(wanted.digest.to_string());
-        let dest = self.cfg.root.join(&rel);
-        let mut bytes = 0;
-        if !dest.is_dir() {
-            bytes = self.fetch(app, &wanted.digest, &dest, deadline)?;
-        }
-        // Also for a release already on disk: a pass that failed on the dependency layer left
-        // the app layer there, not yet usable.
-        let (deps, deps_bytes) = self.ensure_deps(app, &dest, deadline)?;
-        bytes += deps_bytes;
+        let (deps, trace) = self.make_ready(app, &wanted.digest, deadline, seen_at)?;
+        let bytes = trace.as_ref().map_or(0, |t| t.bytes);
         if Instant::now() > deadline {
             // A release that took longer than the deadline is still complete and verified; keep
             // it on disk (the next pass publishes it at once) but report the overrun.
@@ -273,10 +358,42 @@ impl Fetcher {
             }
             .into());
         }
-        publish(&self.cfg.root, &rel, self.cfg.limits.durable)?;
-        trigger_reload(&self.cfg.root, wanted)?;
+        // How long the fetch took, not counting the wait for the activation time.
         let ms = t0.elapsed().as_millis() as u64;
+        if let Some(at) = wanted.activate_at_ms {
+            // Every replica staged this release and was told the same moment: switching at it,
+            // not when each pod's kubelet happens to deliver the news, is what keeps them
+            // together. A time far ahead (a skewed clock) is capped.
+            let wait = at.saturating_sub(state::unix_now_ms());
+            if wait > 0 {
+                let wait = Duration::from_millis(wait).min(MAX_ACTIVATION_WAIT);
+                log!(
+                    "release {} is ready; activating it at {at} (in {wait:?})",
+                    wanted.digest.short()
+                );
+                std::thread::sleep(wait);
+            }
+        }
+        // The swap and the app's switch first, then the flush that makes the swap survive a
+        // node crash (`current` then names a complete release, made durable before it was
+        // renamed into place): with an activation time, an fsync before the switch would put
+        // the disk's latency (tens to hundreds of ms, different per node) between replicas.
+        publish(&self.cfg.root, &rel)?;
+        trigger_reload(&self.cfg.root, wanted)?;
+        let published_at = state::unix_now_ms();
+        if self.cfg.limits.durable {
+            aether_artifact::unpack::sync_dir(&self.cfg.root)
+                .with_context(|| format!("syncing {}", self.cfg.root.display()))?;
+        }
         let mut s = self.status.lock().unwrap();
+        if s.staged == Some(wanted.digest) {
+            s.staged = None;
+            s.staged_at_ms = None;
+        }
+        s.activate_at_ms = wanted.activate_at_ms;
+        if trace.is_some() {
+            s.fetch = trace;
+        }
         if let Some(prev) = s.digest.replace(wanted.digest) {
             s.retired.retain(|(d, _)| *d != prev && *d != wanted.digest);
             s.retired.push((prev, state::unix_now_ms()));
@@ -295,7 +412,7 @@ impl Fetcher {
         s.bytes += bytes;
         s.last_sync_ms = ms;
         s.seen_at_ms = Some(seen_at);
-        s.published_at_ms = Some(state::unix_now_ms());
+        s.published_at_ms = Some(published_at);
         drop(s);
         self.save();
         log!(
@@ -308,7 +425,13 @@ impl Fetcher {
 
     /// Streams the object through a pipe into the verified unpacker: nothing touches the disk
     /// unverified under a visible name, and memory stays flat whatever the artifact's size.
-    fn fetch(&self, app: &AppName, digest: &Digest, dest: &Path, deadline: Instant) -> Result<u64> {
+    fn fetch(
+        &self,
+        app: &AppName,
+        digest: &Digest,
+        dest: &Path,
+        deadline: Instant,
+    ) -> Result<Fetched> {
         self.fetch_object(app, &object_key(app, digest), digest, dest, deadline, true)
     }
 
@@ -322,7 +445,8 @@ impl Fetcher {
         dest: &Path,
         deadline: Instant,
         signed: bool,
-    ) -> Result<u64> {
+    ) -> Result<Fetched> {
+        let t0 = Instant::now();
         let cfg = PartialStore::from_env()
             .finish()
             .map_err(cause::ConfigError)?;
@@ -350,14 +474,21 @@ impl Fetcher {
             let dl = s.spawn(move || {
                 let r = store.get_with_timeouts(key, &mut writer, &timeouts);
                 drop(writer);
-                r
+                (r, Instant::now())
             });
             let unpacked = unpack_verified(reader, digest, dest, &limits);
             (dl.join().expect("download thread panicked"), unpacked)
         });
+        let ((got, downloaded), done) = (got, Instant::now());
+        let fetched = |bytes| Fetched {
+            fetched: true,
+            bytes,
+            download: downloaded - t0,
+            tail: done.saturating_duration_since(downloaded),
+        };
         let unpacked = unpacked.map_err(|u| self.explain(u, &store, &key));
         match (got, unpacked) {
-            (Ok(n), Ok(_)) => Ok(n),
+            (Ok(n), Ok(_)) => Ok(fetched(n)),
             // The unpacker stopped reading (it refused the archive): its error is the cause, the
             // broken pipe the download then saw is not.
             (Err(e), Err(u)) if e.kind == ErrorKind::Sink => {
@@ -371,7 +502,7 @@ impl Fetcher {
                         if path == dest && err.kind() == io::ErrorKind::AlreadyExists) =>
             {
                 // Another pass (or a previous run) finished the same digest: fine.
-                Ok(0)
+                Ok(Fetched::default())
             }
             (Ok(_), Err(e)) => Err(e.context(format!("verifying {}", digest.short()))),
         }
@@ -385,12 +516,12 @@ impl Fetcher {
         app: &AppName,
         release: &Path,
         deadline: Instant,
-    ) -> Result<(Option<Digest>, u64)> {
+    ) -> Result<(Option<Digest>, Fetched)> {
         use aether_artifact::app;
         let record = app::Release::read(release)
             .map_err(|e| anyhow!("the release record is unreadable: {e}"))?;
         let Some(deps) = record.and_then(|r| r.deps) else {
-            return Ok((None, 0));
+            return Ok((None, Fetched::default()));
         };
         let layers = self.cfg.root.join(volume::LAYERS);
         fs::create_dir_all(&layers).with_context(|| format!("creating {}", layers.display()))?;
@@ -400,10 +531,10 @@ impl Fetcher {
         let layer = layers.join(deps.digest.to_string());
         fs::create_dir_all(&layer).with_context(|| format!("creating {}", layer.display()))?;
         let dir = layer.join(app::DEPS_DIR);
-        let mut bytes = 0;
+        let mut got = Fetched::default();
         if !dir.is_dir() {
             let key = app::layer_key(app, &deps.digest);
-            bytes = self
+            got = self
                 .fetch_object(app, &key, &deps.digest, &dir, deadline, false)
                 .with_context(|| format!("dependency layer {}", deps.digest.short()))?;
         }
@@ -424,7 +555,7 @@ impl Fetcher {
                     .with_context(|| format!("syncing {}", release.display()))?;
             }
         }
-        Ok((Some(deps.digest), bytes))
+        Ok((Some(deps.digest), got))
     }
 
     /// The unpacker's error, with what an operator needs for the volume's own failures: the
@@ -584,7 +715,8 @@ fn verify_signature(
 }
 
 /// Renames a fresh symlink over `current`: readers see the old tree or the new one, never a mix.
-pub fn publish(root: &Path, rel_target: &Path, durable: bool) -> Result<()> {
+/// The caller makes the rename durable (`sync_dir` of the root) once the switch is under way.
+pub fn publish(root: &Path, rel_target: &Path) -> Result<()> {
     let tmp = root.join(format!(
         ".current{}{}",
         TMP_PREFIX.trim_end_matches('-'),
@@ -595,12 +727,6 @@ pub fn publish(root: &Path, rel_target: &Path, durable: bool) -> Result<()> {
         .with_context(|| format!("creating {}", tmp.display()))?;
     fs::rename(&tmp, root.join(volume::CURRENT))
         .with_context(|| format!("publishing {}", rel_target.display()))?;
-    // The release itself was made durable before it was renamed into place; this makes the
-    // switch durable too, so after a node crash `current` names a complete release.
-    if durable {
-        aether_artifact::unpack::sync_dir(root)
-            .with_context(|| format!("syncing {}", root.display()))?;
-    }
     Ok(())
 }
 

@@ -845,12 +845,15 @@ fn trigger_name() -> &'static Path {
         .expect("the trigger has a file name")
 }
 
-/// Wakes the supervisor on every change in the trigger's directory.
+/// Wakes the supervisor on every change in the trigger's directory. Not on reads: notify
+/// reports opens too, and reading the trigger after each wake would wake it again, for ever.
 fn watch(dir: &Path, tx: Sender<Ev>) -> Result<notify::RecommendedWatcher> {
     use notify::Watcher as _;
     fs::create_dir_all(dir).ok();
-    let mut w = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
-        let _ = tx.send(Ev::Trigger);
+    let mut w = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+        if e.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = tx.send(Ev::Trigger);
+        }
     })
     .context("starting the trigger watcher")?;
     w.watch(dir, notify::RecursiveMode::NonRecursive)

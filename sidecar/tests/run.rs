@@ -284,6 +284,13 @@ fn a_standby_node_runs_the_app_as_its_main_module() {
             },
             "the live node, and the standby as configured",
         );
+        // Idle means idle: reading the trigger is not a change to react to (notify reports
+        // opens, and reacting to them rewrote the status hundreds of times a second).
+        use std::os::unix::fs::MetadataExt as _;
+        let inode = || fs::metadata(r.status_path()).unwrap().ino();
+        let before = inode();
+        thread::sleep(Duration::from_millis(500));
+        assert_eq!(inode(), before, "an idle aether-run rewrote its status");
     }
 }
 

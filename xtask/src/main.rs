@@ -3,6 +3,7 @@
 
 mod cmd;
 mod config;
+mod cutover;
 mod deps;
 mod embedded;
 mod image;

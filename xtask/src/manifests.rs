@@ -229,6 +229,7 @@ pub fn example_values(app: &str, digest: &str) -> AppValues {
             ("digest".to_string(), digest.to_string()),
             ("generation".to_string(), "1".to_string()),
             ("history".to_string(), String::new()),
+            ("activate-at".to_string(), String::new()),
         ]
         .into_iter()
         .collect(),

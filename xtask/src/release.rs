@@ -15,6 +15,10 @@ pub struct Release {
     pub generation: u64,
     /// Previous digests, most recent first.
     pub history: Vec<Digest>,
+    /// Unix ms before which no pod makes it live: set by a cutover across replicas, so every
+    /// pod (also one that reads this before its annotations) switches at the same moment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activate_at: Option<u64>,
 }
 
 impl Release {
@@ -47,10 +51,16 @@ impl Release {
             })
             .transpose()?
             .unwrap_or_default();
+        // Advisory: a bad value makes pods switch at once, which is what a release without one
+        // does; it must not make the release unreadable.
+        let activate_at = data
+            .get(release::ACTIVATE_AT)
+            .and_then(|s| s.trim().parse().ok());
         Ok(Release {
             digest,
             generation,
             history,
+            activate_at,
         })
     }
 
@@ -68,6 +78,10 @@ impl Release {
                 .map(|d| d.to_string())
                 .collect::<Vec<_>>()
                 .join("\n"),
+        );
+        m.insert(
+            release::ACTIVATE_AT.into(),
+            self.activate_at.map(|t| t.to_string()).unwrap_or_default(),
         );
         m
     }
@@ -88,6 +102,7 @@ impl Release {
             digest: Some(digest),
             generation: self.generation + 1,
             history,
+            activate_at: None,
         })
     }
 
@@ -102,17 +117,6 @@ impl Release {
             );
         }
         next
-    }
-
-    /// The release that rolls back to `dest` (from [`Release::rollback_target`]), saying so.
-    pub fn rollback_to(&self, app: &impl std::fmt::Display, dest: Digest) -> Release {
-        eprintln!(
-            "rolling {app} back from {} to {}",
-            self.digest.map(|d| d.short()).unwrap_or_default(),
-            dest.short()
-        );
-        self.next(dest)
-            .expect("rollback target differs from the live digest")
     }
 
     /// Where `rollback` goes: `to`, or the most recent previous digest.
@@ -158,6 +162,9 @@ mod tests {
         }
         assert_eq!(r.history.len(), HISTORY);
         assert_eq!(Release::from_data(&r.to_data()).unwrap(), r);
+        r.activate_at = Some(1_700_000_000_123);
+        assert_eq!(Release::from_data(&r.to_data()).unwrap(), r);
+        assert_eq!(r.next(d('e')).unwrap().activate_at, None);
     }
 
     #[test]

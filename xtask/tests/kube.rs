@@ -631,6 +631,149 @@ fn a_pod_whose_store_traffic_is_dropped_says_so_and_recovers() {
     ns.x(&["hot-status", "demo"]).ok();
 }
 
+/// Three replicas: a hot-patch stages the release on all three, then they switch at one
+/// activation time (no pod before it, none dropping a request); when one replica cannot reach
+/// the store, the cutover is called off naming it, and no replica switches. `--no-barrier`
+/// then switches the two that can.
+#[test]
+#[ignore = "needs a real cluster: cargo xtask test --cluster"]
+fn three_replicas_switch_together_or_not_at_all() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || Command::new("iptables").arg("-V").output().is_err() {
+        return skip("cutting one replica off the store needs root and iptables");
+    }
+    let ns = Ns::new("cutover");
+    let url = ns
+        .x(&[
+            "deploy-sample",
+            "demo",
+            ns.app("v1").to_str().unwrap(),
+            "--replicas",
+            "3",
+        ])
+        .ok()
+        .last("url");
+    ns.wait_body(&url, "version: v1", Duration::from_secs(20));
+    assert_eq!(ns.pods().len(), 3);
+    let before = ns.shape();
+    let d2 = ns.upload("v2");
+    let p = ns
+        .x(&["hot-patch", "demo", &d2, "--wait", "60", "--json"])
+        .ok();
+    let out: serde_json::Value = serde_json::from_str(&p.stdout).unwrap();
+    assert_eq!(out["barrier"], true, "{}", p.all());
+    assert!(out["trace"]["spread_ms"].is_u64(), "{out}");
+    assert_eq!(out["trace"]["failed_requests"], 0, "{out}");
+    assert!(
+        p.stderr.contains("staging ") && p.stderr.contains("replicas switched within"),
+        "{}",
+        p.stderr
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&ns.x(&["hot-status", "demo", "--json"]).ok().stdout).unwrap();
+    assert_eq!(st["fleet"]["in_sync"], true, "{st}");
+    assert_eq!(st["fleet"]["serving_wanted"], 3, "{st}");
+    for pod in st["pods"].as_array().unwrap() {
+        let at = pod["activate_at_ms"].as_u64().expect("an activation time");
+        assert!(pod["published_at_ms"].as_u64().unwrap() >= at, "{pod}");
+        assert_eq!(pod["runner"]["digest"], d2.as_str());
+    }
+    let generation = st["desired"]["generation"].as_u64().unwrap();
+
+    // One replica cannot reach the store: nobody switches, and the command says who and why.
+    let victim = ns.pods()[0].0.clone();
+    let ip = ns
+        .k(&["get", "pod", &victim, "-o", "jsonpath={.status.podIP}"])
+        .ok()
+        .stdout;
+    let store: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(ns.project.path().join(".aether/local/store.json")).unwrap(),
+    )
+    .unwrap();
+    let port = store["port"].as_u64().unwrap().to_string();
+    let d3 = ns.upload("v3");
+    let rule = DropRule::insert(
+        &[
+            "INPUT",
+            "-s",
+            ip.trim(),
+            "-p",
+            "tcp",
+            "--dport",
+            &port,
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ]
+        .map(String::from),
+    );
+    let p = ns.x(&[
+        "hot-patch",
+        "demo",
+        &d3,
+        "--wait",
+        "60",
+        "--stage-timeout",
+        "10",
+    ]);
+    assert_ne!(p.code, 0, "{}", p.all());
+    assert!(
+        p.stderr.contains("called off")
+            && p.stderr.contains(&victim)
+            && p.stderr.contains("store_unreachable")
+            && p.stderr.contains("no pod switched"),
+        "{}",
+        p.stderr
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&ns.x(&["hot-status", "demo", "--json"]).stdout).unwrap();
+    assert_eq!(
+        st["desired"]["generation"].as_u64().unwrap(),
+        generation,
+        "{st}"
+    );
+    for pod in st["pods"].as_array().unwrap() {
+        assert_eq!(pod["runner"]["digest"], d2.as_str(), "{pod}");
+    }
+    for _ in 0..10 {
+        assert!(get(&url).unwrap().contains("version: v2"));
+    }
+
+    // Without the barrier the two replicas that can switch do; the third is named as skew.
+    let p = ns.x(&["hot-patch", "demo", &d3, "--no-barrier"]).ok();
+    assert!(!p.stderr.contains("staging"), "{}", p.stderr);
+    let t0 = Instant::now();
+    let skew = loop {
+        let st = ns.x(&["hot-status", "demo"]);
+        if st.stdout.contains("fleet: SKEW: 2 serve") {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", st.all());
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_ne!(skew.code, 0);
+    assert!(
+        skew.stdout.contains(&victim) && skew.stdout.contains("store_unreachable"),
+        "{}",
+        skew.stdout
+    );
+    drop(rule);
+    let t0 = Instant::now();
+    while ns.x(&["hot-status", "demo"]).code != 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the cut-off replica did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        ns.shape(),
+        before,
+        "a cutover restarted or rolled out something"
+    );
+}
+
 /// One request on a fresh connection to `http://host:port/`, as a load client makes it: the
 /// body on a 200, `None` on any failure (refused, reset, timeout, other status).
 fn raw_get(url: &str) -> Option<String> {

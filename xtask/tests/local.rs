@@ -343,7 +343,10 @@ fn dev_watch_mode_reloads_on_save() {
     let (line_tx, line_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        if let Some(Ok(l)) = std::io::BufReader::new(stdout).lines().next() {
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = line_tx.send(l);
         }
     });
@@ -366,14 +369,175 @@ fn dev_watch_mode_reloads_on_save() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let line = line_rx.recv_timeout(Duration::from_secs(15));
+    // One save, one cycle: the cycle's own reads of the files are not edits.
+    let another = line_rx.recv_timeout(Duration::from_millis(1500));
     let _ = dev.kill();
     let _ = dev.wait();
+    assert!(another.is_err(), "a cycle without an edit: {another:?}");
     assert!(served, "the saved edit was not served");
     let line = line.expect("dev printed no cycle line");
+    // The cycle's trace: the command's stages, then the pod's own, then the first answer.
+    for stage in [
+        "debounce",
+        "pack",
+        "upload",
+        "signal",
+        "seen",
+        "swap",
+        "app ready",
+        "first response",
+    ] {
+        assert!(line.contains(&format!("{stage} ")), "{stage}: {line}");
+    }
     assert!(
-        line.contains("save to served") && line.contains("pack"),
+        line.starts_with("trace ") && line.contains("0 of "),
         "{line}"
     );
+}
+
+/// The two-phase cutover on the local pod (`--barrier`; on a cluster it is the default with
+/// more than one pod): the release is staged and only goes live at the activation time, the
+/// trace names every stage, and a release the pod cannot stage is called off with nothing
+/// switched, the stage request withdrawn and the fleet healthy again.
+#[test]
+fn a_cutover_stages_first_and_a_release_a_pod_cannot_get_goes_nowhere() {
+    if !node_available() {
+        return skip("node is not installed");
+    }
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    let env = [("AETHER_TARGET", "local")];
+    let _down = Down(p);
+    let d1 = xtask(p, &env, &["deploy-sample", "demo"]).ok();
+    let url = d1.last("url");
+    let sample = p.join("examples/sample-node/server.js");
+    fs::write(
+        &sample,
+        fs::read_to_string(&sample)
+            .unwrap()
+            .replace("const VERSION = 'v1'", "const VERSION = 'staged'"),
+    )
+    .unwrap();
+    let dir = p.join("examples/sample-node");
+    let v2 = xtask(p, &env, &["hot-upload", "demo", dir.to_str().unwrap()])
+        .ok()
+        .last("digest");
+    let r = xtask(
+        p,
+        &env,
+        &[
+            "hot-patch",
+            "demo",
+            &v2,
+            "--barrier",
+            "--wait",
+            "30",
+            "--json",
+        ],
+    )
+    .ok();
+    assert!(get(&url).contains("version: staged"));
+    let out: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(out["barrier"], true, "{out}");
+    let stages: Vec<&str> = out["trace"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "stage signal",
+            "seen",
+            "download",
+            "verify+extract",
+            "activation signal",
+            "until activation",
+            "swap",
+            "app ready",
+            "first response"
+        ],
+        "{out}"
+    );
+    assert_eq!(out["trace"]["failed_requests"], 0, "{out}");
+    assert!(
+        r.stderr.contains("staging ") && r.stderr.contains("trace "),
+        "{}",
+        r.stderr
+    );
+    // It went live at the activation time, not before.
+    let st: serde_json::Value = serde_json::from_str(
+        &xtask(p, &env, &["hot-status", "demo", "--json"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    let pod0 = &st["pods"][0];
+    let at = pod0["activate_at_ms"].as_u64().expect("an activation time");
+    assert!(pod0["published_at_ms"].as_u64().unwrap() >= at, "{pod0}");
+    assert!(
+        pod0["runner"]["switched_at_ms"].as_u64().unwrap() >= at,
+        "{pod0}"
+    );
+    assert_eq!(pod0["fetch"]["digest"], v2.as_str());
+    assert_eq!(st["fleet"]["in_sync"], true, "{st}");
+    let generation = st["desired"]["generation"].as_u64().unwrap();
+
+    // A release the pod cannot stage (its bytes are not an artifact): called off, nothing
+    // published, the old release served throughout.
+    let fake = Digest::parse(&"c".repeat(64)).unwrap();
+    local_store(p)
+        .put_bytes(
+            &object_key(&AppName::parse("demo").unwrap(), &fake),
+            b"not an artifact",
+        )
+        .unwrap();
+    let r = xtask(
+        p,
+        &env,
+        &[
+            "hot-patch",
+            "demo",
+            &fake.to_string(),
+            "--barrier",
+            "--wait",
+            "30",
+        ],
+    );
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr.contains("called off")
+            && r.stderr.contains("local-")
+            && r.stderr.contains("archive_refused")
+            && r.stderr.contains("no pod switched"),
+        "{}",
+        r.stderr
+    );
+    assert!(get(&url).contains("version: staged"));
+    let annotations = fs::read_to_string(p.join(".aether/local/demo/podinfo/annotations")).unwrap();
+    assert!(
+        annotations.contains("aether.dev/stage=\"\"\n"),
+        "the stage request is withdrawn: {annotations}"
+    );
+    let mut healthy = None;
+    for _ in 0..100 {
+        let h = xtask(p, &env, &["hot-status", "demo", "--json"]);
+        if h.code == 0 {
+            healthy = Some(h);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st: serde_json::Value =
+        serde_json::from_str(&healthy.expect("hot-status healthy again").stdout).unwrap();
+    assert_eq!(
+        st["desired"]["generation"].as_u64().unwrap(),
+        generation,
+        "nothing published"
+    );
+    assert_eq!(st["pods"][0]["digest"], v2.as_str());
+    assert_eq!(st["pods"][0]["last_error"], serde_json::Value::Null, "{st}");
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {

@@ -12,8 +12,11 @@ pub mod release {
     pub const DIGEST: &str = "digest";
     pub const GENERATION: &str = "generation";
     pub const HISTORY: &str = "history";
+    /// Unix ms before which the release must not go live (a barrier's activation): a pod that
+    /// sees the ConfigMap before its annotations must not switch ahead of the others.
+    pub const ACTIVATE_AT: &str = "activate-at";
     /// Every key, in the order the ConfigMap lists them.
-    pub const KEYS: [&str; 3] = [DIGEST, GENERATION, HISTORY];
+    pub const KEYS: [&str; 4] = [DIGEST, GENERATION, HISTORY, ACTIVATE_AT];
 
     /// The ConfigMap's name for an app.
     pub fn configmap_name(app: &str) -> String {
@@ -158,6 +161,35 @@ pub struct Status {
     /// actually runs, its restarts and a failed start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner: Option<RunnerStatus>,
+    /// A release fetched, verified and extracted but not live (a cutover's first phase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged: Option<Digest>,
+    /// Unix ms when `staged` became ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_at_ms: Option<u64>,
+    /// The activation time the live release waited for (`activate-at`), when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activate_at_ms: Option<u64>,
+    /// Timings of the last release this fetcher downloaded (to stage it or to make it live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<FetchTrace>,
+}
+
+/// Where the time of one fetch went, from the fetcher's own clock.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FetchTrace {
+    pub digest: Digest,
+    /// Unix ms when the pass that fetched it started: the moment the new wanted (or staged)
+    /// state was seen.
+    pub seen_at_ms: u64,
+    /// Until the store's last byte arrived (app and dependency layers).
+    pub download_ms: u64,
+    /// After the last byte: the digest check, the end of extraction, linking the layer.
+    /// Download and extraction overlap (the archive is unpacked as it streams in).
+    pub verify_extract_ms: u64,
+    /// Unix ms when the release was complete on disk.
+    pub ready_at_ms: u64,
+    pub bytes: u64,
 }
 
 impl Status {

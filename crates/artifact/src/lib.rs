@@ -13,7 +13,9 @@ pub mod provenance;
 pub mod store;
 pub mod unpack;
 
-pub use contract::{release, trigger, Cause, FetcherEnv, RunState, RunnerStatus, Status};
+pub use contract::{
+    release, trigger, Cause, FetchTrace, FetcherEnv, RunState, RunnerStatus, Status,
+};
 pub use digest::{Digest, DigestError};
 pub use name::{AppName, NameError};
 
@@ -41,6 +43,12 @@ pub mod keys {
     pub const DIGEST: &str = "aether.dev/digest";
     pub const GENERATION: &str = "aether.dev/generation";
     pub const FETCH_INTERVAL: &str = "aether.dev/fetch-interval";
+    /// The first phase of a cutover across replicas: a digest to fetch, verify and extract
+    /// without making it live (empty: nothing to stage). Every publish clears it.
+    pub const STAGE: &str = "aether.dev/stage";
+    /// The second phase: unix ms before which the wanted release must not go live, so that
+    /// replicas that staged it switch together (empty: at once).
+    pub const ACTIVATE_AT: &str = "aether.dev/activate-at";
 }
 
 /// Layout of the volume shared by the fetcher and the app.

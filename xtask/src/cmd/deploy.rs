@@ -26,6 +26,10 @@ pub struct DeploySample {
     /// a node lacks the image.
     #[arg(long, env = "AETHER_IMAGE_IMPORT")]
     image_import: Option<String>,
+    /// Cluster targets: how many pods run the app [default: 1, or what the Deployment has].
+    /// With more than one, hot-patch, rollback and dev switch them together (a cutover).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    replicas: Option<u32>,
 }
 
 impl DeploySample {
@@ -38,6 +42,7 @@ impl DeploySample {
         let t = ctx.target();
         let opts = DeployOpts {
             image_import: self.image_import.clone(),
+            replicas: self.replicas,
             ..Default::default()
         };
         deploy(

@@ -8,8 +8,9 @@ use anyhow::{bail, Result};
 
 use super::upload::require_in_store;
 use super::Ctx;
+use crate::cutover::{self, CutoverArgs, Outcome, Reload};
 use crate::release::Release;
-use crate::target::{PodStatus, Published, Target};
+use crate::target::PodStatus;
 
 /// Make a running app switch to an uploaded digest, without restarting its pod.
 #[derive(clap::Args)]
@@ -17,12 +18,15 @@ pub struct HotPatch {
     app: AppName,
     #[arg(value_parser = crate::parse_digest)]
     digest: Digest,
-    /// Wait (up to this many seconds) until every pod serves the new version.
+    /// Wait (up to this many seconds) until every pod serves the new version, and print where
+    /// the time went.
     #[arg(long)]
     wait: Option<u64>,
     /// Print one JSON object (see the README's schema) instead of key=value lines.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    cutover: CutoverArgs,
 }
 
 impl HotPatch {
@@ -30,10 +34,16 @@ impl HotPatch {
         let t = ctx.target();
         // Refuse before anything changes: a digest the fetcher cannot fetch would only fail later.
         require_in_store(&t.store()?, &self.app, &self.digest)?;
-        let p = t.publish(&self.app, &mut |cur| {
+        let r = Reload {
+            app: &self.app,
+            digest: self.digest,
+            marks: vec![("start", cutover::now_ms())],
+            wait: self.wait.map(Duration::from_secs),
+        };
+        let o = cutover::roll(&*t, r, &self.cutover, &mut |cur| {
             Ok(cur.next_or_say(&self.app, self.digest))
         })?;
-        report(&*t, &self.app, p, self.wait, self.json)
+        report(&self.app, o, self.wait.is_some(), self.json)
     }
 }
 
@@ -44,12 +54,14 @@ pub struct Rollback {
     /// The digest to go back to; `--to` alone lists the recent releases with their provenance.
     #[arg(long, num_args = 0..=1, value_parser = crate::parse_digest)]
     to: Option<Option<Digest>>,
-    /// Wait (up to this many seconds) until every pod serves it.
+    /// Wait (up to this many seconds) until every pod serves it, and print where the time went.
     #[arg(long)]
     wait: Option<u64>,
     /// Print one JSON object (see the README's schema) instead of key=value lines.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    cutover: CutoverArgs,
 }
 
 /// One entry of `rollback --to`'s list.
@@ -107,25 +119,38 @@ impl Rollback {
             );
             return Ok(());
         }
-        let to = self.to.flatten();
-        let p = t.publish(&self.app, &mut |cur| {
-            let dest = cur.rollback_target(to)?;
-            require_in_store(&store, &self.app, &dest)?;
-            Ok(Some(cur.rollback_to(&self.app, dest)))
+        // The destination is settled first: a cutover stages it before anything is published.
+        let cur = t.release(&self.app)?.unwrap_or_default();
+        let dest = cur.rollback_target(self.to.flatten())?;
+        require_in_store(&store, &self.app, &dest)?;
+        eprintln!(
+            "rolling {} back from {} to {}",
+            self.app,
+            cur.digest.map(|d| d.short()).unwrap_or_default(),
+            dest.short()
+        );
+        let r = Reload {
+            app: &self.app,
+            digest: dest,
+            marks: vec![("start", cutover::now_ms())],
+            wait: self.wait.map(Duration::from_secs),
+        };
+        let o = cutover::roll(&*t, r, &self.cutover, &mut |cur| {
+            Ok(cur.next_or_say(&self.app, dest))
         })?;
-        report(&*t, &self.app, p, self.wait, self.json)
+        report(&self.app, o, self.wait.is_some(), self.json)
     }
 }
 
-/// Says whom a publish reached, waits when asked, prints `generation=` and `digest=`.
-fn report(
-    t: &dyn Target,
-    app: &AppName,
-    p: Option<Published>,
-    wait: Option<u64>,
-    json: bool,
-) -> Result<()> {
-    let Some(p) = p else {
+/// Says whom a publish reached and, when it waited, where the time went; prints `generation=`
+/// and `digest=`.
+fn report(app: &AppName, o: Option<Outcome>, wait: bool, json: bool) -> Result<()> {
+    let Some(Outcome {
+        published: p,
+        barrier,
+        trace,
+    }) = o
+    else {
         if json {
             println!(
                 "{}",
@@ -143,13 +168,14 @@ fn report(
         );
     } else {
         eprintln!(
-            "signalled {} pod(s) of {app}: {}",
+            "signalled {} pod(s) of {app}{}: {}",
             p.signalled.len(),
+            if barrier { " to activate together" } else { "" },
             p.signalled.join(", ")
         );
-        if let Some(w) = wait {
-            t.wait_served(app, &digest, Duration::from_secs(w))?;
+        if let Some(tr) = &trace {
             eprintln!("{app} is serving {} everywhere", digest.short());
+            eprintln!("{}", tr.line());
         }
     }
     if json {
@@ -161,7 +187,9 @@ fn report(
                 "digest": digest,
                 "generation": p.release.generation,
                 "signalled": p.signalled,
-                "waited": wait.is_some() && !p.signalled.is_empty(),
+                "barrier": barrier,
+                "waited": wait && !p.signalled.is_empty(),
+                "trace": trace,
             })
         );
         return Ok(());
@@ -207,6 +235,120 @@ struct StatusJson<'a> {
     /// The wanted release's provenance record, when it has one.
     provenance: Option<&'a aether_artifact::provenance::Provenance>,
     pods: &'a [PodStatus],
+    fleet: Fleet,
+}
+
+/// What runs where: the pods grouped by the release their app serves, and why a pod does not
+/// serve the wanted one.
+#[derive(Debug, serde::Serialize)]
+pub struct Fleet {
+    pub wanted: Option<Digest>,
+    pub pods: usize,
+    /// Pods whose app serves the wanted release.
+    pub serving_wanted: usize,
+    /// Every pod serves the wanted release (what the exit code says).
+    pub in_sync: bool,
+    /// Pods serve more than one release.
+    pub skew: bool,
+    pub versions: Vec<Version>,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Version {
+    /// `null`: nothing served (no release yet, or the status is unreadable).
+    pub digest: Option<Digest>,
+    pub wanted: bool,
+    pub pods: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Member {
+    pub pod: String,
+    pub serves: Option<Digest>,
+    pub generation: Option<u64>,
+    pub in_sync: bool,
+    /// Why it does not serve the wanted release.
+    pub reason: Option<String>,
+}
+
+impl Fleet {
+    pub fn of(desired: &Release, pods: &[PodStatus]) -> Fleet {
+        let members: Vec<Member> = pods
+            .iter()
+            .map(|p| {
+                let reason = match desired.digest {
+                    Some(w) => p.behind(&w),
+                    None => Some("no release is wanted".into()),
+                };
+                Member {
+                    pod: p.pod.clone(),
+                    serves: p.serves(),
+                    generation: p.status.as_ref().and_then(|s| s.generation),
+                    in_sync: reason.is_none(),
+                    reason,
+                }
+            })
+            .collect();
+        let mut versions: Vec<Version> = Vec::new();
+        for m in &members {
+            match versions.iter_mut().find(|v| v.digest == m.serves) {
+                Some(v) => v.pods.push(m.pod.clone()),
+                None => versions.push(Version {
+                    digest: m.serves,
+                    wanted: m.serves.is_some() && m.serves == desired.digest,
+                    pods: vec![m.pod.clone()],
+                }),
+            }
+        }
+        versions.sort_by_key(|v| (!v.wanted, std::cmp::Reverse(v.pods.len())));
+        let serving_wanted = members.iter().filter(|m| m.in_sync).count();
+        Fleet {
+            wanted: desired.digest,
+            pods: members.len(),
+            serving_wanted,
+            in_sync: !members.is_empty() && serving_wanted == members.len(),
+            skew: versions.len() > 1,
+            versions,
+            members,
+        }
+    }
+
+    /// One line: all in sync, or the skew and why each pod off the wanted release is there.
+    pub fn line(&self) -> String {
+        let short = |d: &Option<Digest>| d.map(|d| d.short()).unwrap_or_else(|| "nothing".into());
+        if self.in_sync {
+            return format!(
+                "fleet: all {} pod(s) serve {} (wanted)",
+                self.pods,
+                short(&self.wanted)
+            );
+        }
+        let groups: Vec<String> = self
+            .versions
+            .iter()
+            .map(|v| {
+                format!(
+                    "{} serve{} {}{}",
+                    v.pods.len(),
+                    if v.pods.len() == 1 { "s" } else { "" },
+                    short(&v.digest),
+                    if v.wanted { " (wanted)" } else { "" }
+                )
+            })
+            .collect();
+        let why: Vec<String> = self
+            .members
+            .iter()
+            .filter_map(|m| m.reason.clone())
+            .collect();
+        format!(
+            "fleet: {}{}: {}",
+            if self.skew { "SKEW: " } else { "" },
+            groups.join(", "),
+            why.join("; ")
+        )
+    }
 }
 
 /// Prints the wanted release and, per pod, what its fetcher reports. Fails (after printing)
@@ -219,6 +361,7 @@ fn print_status(
     pods: &[PodStatus],
     json: bool,
 ) -> Result<()> {
+    let fleet = Fleet::of(desired, pods);
     if json {
         let st = StatusJson {
             app: app.to_string(),
@@ -226,6 +369,7 @@ fn print_status(
             desired,
             provenance,
             pods,
+            fleet,
         };
         println!("{}", serde_json::to_string_pretty(&st)?);
         return out_of_sync(app, desired, pods);
@@ -256,7 +400,7 @@ fn print_status(
             .unwrap_or_else(|| "(none)".into());
         let in_sync = if live == d { "in sync" } else { "NOT in sync" };
         println!(
-            "  {}: live {}{} generation {} fetched {} ({in_sync}){}{}",
+            "  {}: live {}{} generation {} fetched {}{} ({in_sync}){}{}{}",
             p.pod,
             live,
             s.deps_digest
@@ -266,6 +410,18 @@ fn print_status(
                 .map(|g| g.to_string())
                 .unwrap_or_else(|| "-".into()),
             s.fetched_at.as_deref().unwrap_or("never"),
+            s.fetch
+                .as_ref()
+                .filter(|f| Some(f.digest) == s.digest)
+                .map(|f| format!(
+                    " in {} ms ({})",
+                    f.download_ms + f.verify_extract_ms,
+                    crate::package::human_bytes(f.bytes)
+                ))
+                .unwrap_or_default(),
+            s.staged
+                .map(|g| format!("; staged {} (not live)", g.short()))
+                .unwrap_or_default(),
             s.failing_since
                 .as_deref()
                 .map(|t| format!("; retrying since {t}"))
@@ -281,6 +437,9 @@ fn print_status(
         if let Some(r) = &s.runner {
             println!("    app: {}", runner_line(r));
         }
+    }
+    if !pods.is_empty() && desired.digest.is_some() {
+        println!("{}", fleet.line());
     }
     out_of_sync(app, desired, pods)
 }
@@ -406,5 +565,59 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("p3: status unreadable: exec failed"), "{e}");
+    }
+
+    /// The fleet view groups pods by what their app serves (aether-run's digest over the
+    /// fetcher's), and names the reason of each pod off the wanted release.
+    #[test]
+    fn the_fleet_view_flags_skew_with_reasons() {
+        let d = |c: char| Digest::parse(&c.to_string().repeat(64)).unwrap();
+        let want = Release::default().next(d('a')).unwrap();
+        let pod = |name: &str, live: char, runs: char| PodStatus {
+            pod: name.into(),
+            url: None,
+            status: Some(Status {
+                digest: Some(d(live)),
+                generation: Some(1),
+                runner: Some(aether_artifact::RunnerStatus {
+                    digest: Some(d(runs)),
+                    last_failure: (live != runs).then(|| "exited with status 3".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            error: None,
+        };
+        let all = [pod("p1", 'a', 'a'), pod("p2", 'a', 'a')];
+        let f = Fleet::of(&want, &all);
+        assert!(f.in_sync && !f.skew, "{f:?}");
+        assert_eq!(f.line(), "fleet: all 2 pod(s) serve aaaaaaaaaaaa (wanted)");
+        // p3 fetched the release but its app did not start it: it serves b.
+        let split = [
+            pod("p1", 'a', 'a'),
+            pod("p2", 'a', 'a'),
+            pod("p3", 'a', 'b'),
+        ];
+        let f = Fleet::of(&want, &split);
+        assert!(!f.in_sync && f.skew);
+        assert_eq!(f.serving_wanted, 2);
+        assert_eq!(f.versions[0].pods, ["p1", "p2"]);
+        assert_eq!(f.versions[1].digest, Some(d('b')));
+        let line = f.line();
+        assert!(
+            line.starts_with("fleet: SKEW: 2 serve aaaaaaaaaaaa (wanted), 1 serves bbbbbbbbbbbb: p3 fetched aaaaaaaaaaaa but its app still runs bbbbbbbbbbbb (exited with status 3)"),
+            "{line}"
+        );
+        let unreadable = [PodStatus::new(
+            "p4".into(),
+            None,
+            Err(anyhow::anyhow!("gone")),
+        )];
+        let f = Fleet::of(&want, &unreadable);
+        assert!(!f.in_sync && !f.skew, "one pod is no skew, only behind");
+        assert_eq!(
+            f.members[0].reason.as_deref(),
+            Some("p4: status unreadable: gone")
+        );
     }
 }

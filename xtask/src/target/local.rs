@@ -111,12 +111,26 @@ impl Local {
             .map(|(k, v)| (k, v.into_bytes()))
             .collect();
         write_atomic_volume(&self.app_dir(app).join("release"), &files)?;
+        self.annotate(app, r, None)
+    }
+
+    /// The "pod annotations" as the kubelet writes them: the release, its activation time, and
+    /// the release to stage (cleared by every publish, as on a cluster).
+    fn annotate(&self, app: &AppName, r: &Release, stage: Option<Digest>) -> Result<()> {
         let mut ann = BTreeMap::new();
         ann.insert(keys::APP.to_string(), app.to_string());
         if let Some(d) = r.digest {
             ann.insert(keys::DIGEST.to_string(), d.to_string());
         }
         ann.insert(keys::GENERATION.to_string(), r.generation.to_string());
+        ann.insert(
+            keys::ACTIVATE_AT.to_string(),
+            r.activate_at.map(|t| t.to_string()).unwrap_or_default(),
+        );
+        ann.insert(
+            keys::STAGE.to_string(),
+            stage.map(|d| d.to_string()).unwrap_or_default(),
+        );
         // The kubelet adds its own keys; so do we, so the fetcher parses a realistic file.
         ann.insert("kubernetes.io/config.source".into(), "api".into());
         let files = [(
@@ -284,6 +298,17 @@ impl Local {
         Ok(was)
     }
 
+    /// The app's release lock, held until the file is dropped.
+    fn lock(&self, app: &AppName) -> Result<fs::File> {
+        fs::create_dir_all(self.app_dir(app))?;
+        let path = self.app_dir(app).join("release.lock");
+        let lock =
+            fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        lock.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+        Ok(lock)
+    }
+
     pub fn log_path(&self, app: &AppName, fetcher: bool) -> PathBuf {
         self.app_dir(app)
             .join("logs")
@@ -313,12 +338,7 @@ impl Target for Local {
         app: &AppName,
         next_of: &mut dyn FnMut(&Release) -> Result<Option<Release>>,
     ) -> Result<Option<Published>> {
-        fs::create_dir_all(self.app_dir(app))?;
-        let lock_path = self.app_dir(app).join("release.lock");
-        let lock = fs::File::create(&lock_path)
-            .with_context(|| format!("creating {}", lock_path.display()))?;
-        lock.lock()
-            .with_context(|| format!("locking {}", lock_path.display()))?;
+        let _lock = self.lock(app)?;
         let current = self.read_release(app)?;
         let Some(next) = next_of(&current)? else {
             return Ok(None);
@@ -335,6 +355,9 @@ impl Target for Local {
     }
 
     fn ensure_running(&self, app: &AppName, first: &Release, opts: &DeployOpts) -> Result<Running> {
+        if opts.replicas.is_some_and(|r| r > 1) {
+            bail!("the local target runs one pod: --replicas needs a cluster target (--target kube or microk8s)");
+        }
         check_node(&Shell::new()?, opts.runtime.node_major)?;
         if self.release(app)?.is_none() {
             self.set_release(app, first)?;
@@ -392,6 +415,28 @@ impl Target for Local {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Under the release lock, so a concurrent publish does not overwrite the stage request
+    /// with a stale release (or the reverse).
+    fn stage(&self, app: &AppName, digest: Option<Digest>) -> Result<Vec<String>> {
+        let _lock = self.lock(app)?;
+        let current = self.read_release(app)?;
+        self.annotate(app, &current, digest)?;
+        self.pods(app)
+    }
+
+    fn pods(&self, app: &AppName) -> Result<Vec<String>> {
+        Ok(self
+            .pod(app)
+            .map(|p| vec![format!("local-{}", p.fetcher_pid)])
+            .unwrap_or_default())
+    }
+
+    fn url(&self, app: &AppName) -> Result<Option<String>> {
+        Ok(self
+            .pod(app)
+            .map(|p| format!("http://127.0.0.1:{}/", p.app_port)))
     }
 
     fn statuses(&self, app: &AppName) -> Result<Vec<PodStatus>> {

@@ -43,8 +43,19 @@ pub trait Target {
     /// at `first`. Returns where it answers.
     fn ensure_running(&self, app: &AppName, first: &Release, opts: &DeployOpts) -> Result<Running>;
 
+    /// The first phase of a cutover: tells every live pod to fetch, verify and extract `digest`
+    /// without making it live (`None`: stage nothing). Returns the pods told. Every
+    /// [`Target::publish`] clears it.
+    fn stage(&self, app: &AppName, digest: Option<Digest>) -> Result<Vec<String>>;
+
+    /// Where the app answers on this machine, when it does.
+    fn url(&self, app: &AppName) -> Result<Option<String>>;
+
     /// Waits until every live pod serves `digest` (fetched, published, the app answering).
     fn wait_served(&self, app: &AppName, digest: &Digest, timeout: Duration) -> Result<()>;
+
+    /// The live pods' names (cheaper than [`Target::statuses`]).
+    fn pods(&self, app: &AppName) -> Result<Vec<String>>;
 
     /// Each live pod's fetcher status, or why it could not be read.
     fn statuses(&self, app: &AppName) -> Result<Vec<PodStatus>>;
@@ -74,6 +85,9 @@ pub struct DeployOpts {
     pub image_import: Option<String>,
     /// What the app needs to run, from its release record.
     pub runtime: Runtime,
+    /// Pods to run (cluster targets; the local target runs one): `None` keeps what the
+    /// Deployment has, 1 for a new one.
+    pub replicas: Option<u32>,
 }
 
 /// The Node.js an app needs: its major (`engines.node`), and glibc when it has native addons.
@@ -156,6 +170,16 @@ impl PodStatus {
                 )),
                 _ => None,
             },
+        }
+    }
+
+    /// The release this pod's app serves: what `aether-run` runs when it reports, else what the
+    /// fetcher has live.
+    pub fn serves(&self) -> Option<Digest> {
+        let s = self.status.as_ref()?;
+        match &s.runner {
+            Some(r) => r.digest,
+            None => s.digest,
         }
     }
 

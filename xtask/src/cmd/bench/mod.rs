@@ -238,6 +238,7 @@ fn edit_cycles(
             app,
             dir,
             Instant::now(),
+            &Default::default(),
         )?);
         std::thread::sleep(supervisor::PAUSE);
     }

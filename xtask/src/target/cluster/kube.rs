@@ -393,13 +393,37 @@ impl<'a> Kube<'a> {
         }
     }
 
-    pub fn fetcher_status(&self, pod: &str) -> Result<aether_artifact::Status> {
-        let out = self.run(
-            self.cmd_fetcher_status(pod),
-            &format!("reading the fetcher status of {pod}"),
-            None,
-        )?;
-        serde_json::from_str(&out).context("parsing `aether-fetcher status`")
+    /// Every pod's fetcher status at once: one `kubectl exec` per pod, run side by side, so a
+    /// cutover polling three pods waits for one exec, not three.
+    pub fn fetcher_statuses(&self, pods: &[String]) -> Vec<Result<aether_artifact::Status>> {
+        use std::process::{Command, Stdio};
+        let children: Vec<_> = pods
+            .iter()
+            .map(|pod| {
+                let c = self.cmd_fetcher_status(pod);
+                let line = c.to_string();
+                let child = Command::from(c)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn();
+                (pod, line, child)
+            })
+            .collect();
+        children
+            .into_iter()
+            .map(|(pod, line, child)| {
+                let what = format!("reading the fetcher status of {pod}");
+                let out = child.and_then(|c| c.wait_with_output()).with_context(|| {
+                    format!("{what}: running `{line}`: is it installed and on PATH?")
+                })?;
+                if !out.status.success() {
+                    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                    bail!("{what} failed: `{line}` said: {err}\n{}", hint(&err));
+                }
+                serde_json::from_slice(&out.stdout).context("parsing `aether-fetcher status`")
+            })
+            .collect()
     }
 
     /// What a user needs when a pod does not come up: phase, container states, events, and the

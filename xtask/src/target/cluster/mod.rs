@@ -429,11 +429,18 @@ fn release_of(objs: &AppObjects) -> Result<Option<Release>> {
     ))
 }
 
+/// What a publish sets on every live pod: the wanted release, its activation time, and no
+/// staged release (a publish ends any cutover's first phase).
 fn pod_annotations(r: &Release) -> BTreeMap<String, String> {
     let digest = r.digest.expect("a release names a digest");
     [
         (keys::DIGEST.to_string(), digest.to_string()),
         (keys::GENERATION.to_string(), r.generation.to_string()),
+        (
+            keys::ACTIVATE_AT.to_string(),
+            r.activate_at.map(|t| t.to_string()).unwrap_or_default(),
+        ),
+        (keys::STAGE.to_string(), String::new()),
     ]
     .into_iter()
     .collect()
@@ -490,6 +497,17 @@ impl Target for Cluster<'_> {
             pods_endpoint,
         )?;
         values.node_image = opts.runtime.node_image();
+        // Applying the template must not undo a `kubectl scale` the user made.
+        values.replicas = opts
+            .replicas
+            .or_else(|| {
+                let d = objs.deployment.as_ref()?;
+                d.spec
+                    .as_ref()?
+                    .replicas
+                    .and_then(|r| u32::try_from(r).ok())
+            })
+            .unwrap_or(1);
         self.kube
             .apply(&manifests::render_app(&values, release.is_none())?)?;
         Ok(Running {
@@ -514,16 +532,38 @@ impl Target for Cluster<'_> {
             })
     }
 
-    fn statuses(&self, app: &AppName) -> Result<Vec<PodStatus>> {
-        let objs = self.kube.app_objects(app.as_str())?;
-        Ok(objs
+    fn stage(&self, app: &AppName, digest: Option<Digest>) -> Result<Vec<String>> {
+        let pods = self.pods(app)?;
+        let names: Vec<&str> = pods.iter().map(String::as_str).collect();
+        let value = digest.map(|d| d.to_string()).unwrap_or_default();
+        self.kube.annotate(
+            &names,
+            &[(keys::STAGE.to_string(), value)].into_iter().collect(),
+        )?;
+        Ok(pods)
+    }
+
+    fn pods(&self, app: &AppName) -> Result<Vec<String>> {
+        Ok(self
+            .kube
+            .app_objects(app.as_str())?
             .live_pods()
             .into_iter()
             .filter_map(|p| p.metadata.name.clone())
-            .map(|name| {
-                let st = self.kube.fetcher_status(&name);
-                PodStatus::new(name, None, st)
-            })
+            .collect())
+    }
+
+    fn url(&self, app: &AppName) -> Result<Option<String>> {
+        Cluster::url(self, app)
+    }
+
+    fn statuses(&self, app: &AppName) -> Result<Vec<PodStatus>> {
+        let names = self.pods(app)?;
+        let statuses = self.kube.fetcher_statuses(&names);
+        Ok(names
+            .into_iter()
+            .zip(statuses)
+            .map(|(name, st)| PodStatus::new(name, None, st))
             .collect())
     }
 
