@@ -56,18 +56,17 @@ pub fn read(annotations_file: &Path, release_dir: &Path) -> Desired {
                     )),
                 }
             }
-            match v
+            if let Some(s) = v
                 .get(keys::STAGE)
                 .map(|s| s.trim())
                 .filter(|s| !s.is_empty())
             {
-                Some(s) => match Digest::parse(s) {
+                match Digest::parse(s) {
                     Ok(dg) => d.stage = Some(dg),
                     Err(e) => d
                         .warnings
                         .push(format!("annotation {} ignored: {e}", keys::STAGE)),
-                },
-                None => {}
+                }
             }
             match source(
                 "annotations",

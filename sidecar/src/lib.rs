@@ -250,10 +250,21 @@ impl Fetcher {
         };
         let current = self.status.lock().unwrap().digest;
         if current == Some(wanted.digest) {
-            if let Some(stage) = desired.stage.filter(|d| Some(*d) != current) {
-                if self.status.lock().unwrap().staged != Some(stage) {
+            match desired.stage.filter(|d| Some(*d) != current) {
+                Some(stage) if self.status.lock().unwrap().staged != Some(stage) => {
                     let app = self.app_name(desired.app.clone())?;
                     self.stage(&app, stage)?;
+                }
+                Some(_) => {}
+                // A cutover that was called off: the staged release is an old one like any
+                // other now, for GC to remove in its time.
+                None => {
+                    let mut s = self.status.lock().unwrap();
+                    if s.staged.take().is_some() {
+                        s.staged_at_ms = None;
+                        drop(s);
+                        self.save();
+                    }
                 }
             }
             let mut s = self.status.lock().unwrap();
@@ -618,7 +629,9 @@ impl Fetcher {
             let Ok(d) = Digest::parse(&e.file_name().to_string_lossy()) else {
                 continue;
             };
-            if Some(d) == s.digest {
+            // The staged release is about to go live: removing it would make the activation
+            // fetch it again, late.
+            if Some(d) == s.digest || Some(d) == s.staged {
                 continue;
             }
             // A release we never saw retire (from before a restart) counts from our start.

@@ -739,6 +739,22 @@ fn three_replicas_switch_together_or_not_at_all() {
     for _ in 0..10 {
         assert!(get(&url).unwrap().contains("version: v2"));
     }
+    // The replicas that had staged v3 drop it once the request is withdrawn.
+    let t0 = Instant::now();
+    loop {
+        let st: serde_json::Value =
+            serde_json::from_str(&ns.x(&["hot-status", "demo", "--json"]).stdout).unwrap();
+        if st["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["staged"].is_null())
+        {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "{st}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 
     // Without the barrier the two replicas that can switch do; the third is named as skew.
     let p = ns.x(&["hot-patch", "demo", &d3, "--no-barrier"]).ok();

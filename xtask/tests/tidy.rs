@@ -76,6 +76,8 @@ fn contract_strings() -> Vec<String> {
         keys::DIGEST,
         keys::GENERATION,
         keys::FETCH_INTERVAL,
+        keys::STAGE,
+        keys::ACTIVATE_AT,
         volume::STATE_FILE,
         volume::RELOAD_TRIGGER,
         volume::RUNNER,

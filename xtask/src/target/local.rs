@@ -419,11 +419,10 @@ impl Target for Local {
 
     /// Under the release lock, so a concurrent publish does not overwrite the stage request
     /// with a stale release (or the reverse).
-    fn stage(&self, app: &AppName, digest: Option<Digest>) -> Result<Vec<String>> {
+    fn stage(&self, app: &AppName, digest: Option<Digest>, _pods: &[String]) -> Result<()> {
         let _lock = self.lock(app)?;
         let current = self.read_release(app)?;
-        self.annotate(app, &current, digest)?;
-        self.pods(app)
+        self.annotate(app, &current, digest)
     }
 
     fn pods(&self, app: &AppName) -> Result<Vec<String>> {

@@ -43,10 +43,10 @@ pub trait Target {
     /// at `first`. Returns where it answers.
     fn ensure_running(&self, app: &AppName, first: &Release, opts: &DeployOpts) -> Result<Running>;
 
-    /// The first phase of a cutover: tells every live pod to fetch, verify and extract `digest`
-    /// without making it live (`None`: stage nothing). Returns the pods told. Every
+    /// The first phase of a cutover: tells `pods` (from [`Target::pods`]) to fetch, verify and
+    /// extract `digest` without making it live (`None`: stage nothing). Every
     /// [`Target::publish`] clears it.
-    fn stage(&self, app: &AppName, digest: Option<Digest>) -> Result<Vec<String>>;
+    fn stage(&self, app: &AppName, digest: Option<Digest>, pods: &[String]) -> Result<()>;
 
     /// Where the app answers on this machine, when it does.
     fn url(&self, app: &AppName) -> Result<Option<String>>;

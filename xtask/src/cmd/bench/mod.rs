@@ -9,6 +9,7 @@ use aether_artifact::unpack::{unpack_verified, Limits};
 use anyhow::{Context, Result};
 use xshell::{cmd, Shell};
 
+mod cutover;
 mod supervisor;
 
 /// Print packing and unpacking figures next to tar+gzip, and edit-to-served times, on the same
@@ -316,8 +317,8 @@ fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
     crate::sample::ensure(&dir)?;
     let ns = format!("aether-bench-{}", std::process::id());
     let exe = std::env::current_exe()?;
-    let x = |args: &[&str]| -> Result<String> {
-        let out = std::process::Command::new(&exe)
+    let run_x = |args: &[&str]| -> Result<std::process::Output> {
+        Ok(std::process::Command::new(&exe)
             .args(args)
             .env("AETHER_PROJECT_DIR", &project)
             .env("AETHER_NAMESPACE", &ns)
@@ -326,7 +327,10 @@ fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
                 std::env::var("AETHER_TARGET").unwrap_or_else(|_| "kube".into()),
             )
             .env_remove(aether_artifact::store::ENV_ENDPOINT)
-            .output()?;
+            .output()?)
+    };
+    let x = |args: &[&str]| -> Result<String> {
+        let out = run_x(args)?;
         anyhow::ensure!(
             out.status.success(),
             "xtask {} failed: {}",
@@ -407,6 +411,9 @@ fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
         }
         Ok(out)
     })();
+    let cut = result
+        .is_ok()
+        .then(|| cutover::measure(&run_x, &dir, &project, &ns, cycles));
     let _ = x(&["down", "demo"]);
     let _ = cmd!(sh, "kubectl delete namespace {ns} --wait=false")
         .quiet()
@@ -451,6 +458,9 @@ fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
         "  floor in the same run: one `kubectl get` {:.0} ms",
         secs(kubectl_floor) * 1000.0
     );
+    if let Some(cut) = cut {
+        cut?.print();
+    }
     Ok(())
 }
 

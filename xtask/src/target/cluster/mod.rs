@@ -532,15 +532,13 @@ impl Target for Cluster<'_> {
             })
     }
 
-    fn stage(&self, app: &AppName, digest: Option<Digest>) -> Result<Vec<String>> {
-        let pods = self.pods(app)?;
+    fn stage(&self, _app: &AppName, digest: Option<Digest>, pods: &[String]) -> Result<()> {
         let names: Vec<&str> = pods.iter().map(String::as_str).collect();
         let value = digest.map(|d| d.to_string()).unwrap_or_default();
         self.kube.annotate(
             &names,
             &[(keys::STAGE.to_string(), value)].into_iter().collect(),
-        )?;
-        Ok(pods)
+        )
     }
 
     fn pods(&self, app: &AppName) -> Result<Vec<String>> {
