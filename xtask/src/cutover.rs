@@ -100,25 +100,7 @@ pub fn roll(
                 return Err(e);
             }
         };
-        let fetched: Vec<_> = staged
-            .iter()
-            .filter_map(|p| p.status.as_ref()?.fetch.clone())
-            .filter(|f| f.digest == digest)
-            .collect();
-        let seen = fetched.iter().map(|f| f.seen_at_ms).max();
-        if let Some(seen) = seen {
-            marks.push(("seen", seen));
-            push_max(
-                &mut marks,
-                "download",
-                fetched.iter().map(|f| f.seen_at_ms + f.download_ms),
-            );
-            push_max(
-                &mut marks,
-                "verify+extract",
-                fetched.iter().map(|f| f.ready_at_ms),
-            );
-        }
+        let seen = fetch_marks(&mut marks, &staged, &digest, None);
         let propagation = seen.map_or(100, |s| s.saturating_sub(asked));
         lead = Some(
             args.activate_lead_ms
@@ -188,6 +170,36 @@ pub fn roll(
         barrier,
         trace,
     }))
+}
+
+/// The stages of the pods' fetch of `digest`: "seen" (the latest of their fetches' and
+/// `seen`), "download", "verify+extract". Returns that "seen".
+fn fetch_marks(
+    marks: &mut Vec<(&'static str, u64)>,
+    pods: &[PodStatus],
+    digest: &Digest,
+    seen: Option<u64>,
+) -> Option<u64> {
+    let fetched: Vec<_> = pods
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.fetch.clone())
+        .filter(|f| f.digest == *digest)
+        .collect();
+    let seen = fetched.iter().map(|f| f.seen_at_ms).chain(seen).max();
+    if let Some(s) = seen {
+        marks.push(("seen", s));
+    }
+    push_max(
+        marks,
+        "download",
+        fetched.iter().map(|f| f.seen_at_ms + f.download_ms),
+    );
+    push_max(
+        marks,
+        "verify+extract",
+        fetched.iter().map(|f| f.ready_at_ms),
+    );
+    seen
 }
 
 fn push_max(
@@ -412,27 +424,10 @@ impl Trace {
             })
             .collect();
         if !barrier {
-            // Without a barrier the pass that made it live also fetched it.
-            let fetched: Vec<_> = pods
-                .iter()
-                .filter_map(|p| p.status.as_ref()?.fetch.clone())
-                .filter(|f| f.digest == digest)
-                .collect();
-            push_max(
-                &mut marks,
-                "seen",
-                per_pod.iter().filter_map(|p| p.seen_at_ms),
-            );
-            push_max(
-                &mut marks,
-                "download",
-                fetched.iter().map(|f| f.seen_at_ms + f.download_ms),
-            );
-            push_max(
-                &mut marks,
-                "verify+extract",
-                fetched.iter().map(|f| f.ready_at_ms),
-            );
+            // Without a barrier the pass that made it live also fetched it (or found it on
+            // disk: a rollback).
+            let seen = per_pod.iter().filter_map(|p| p.seen_at_ms).max();
+            fetch_marks(&mut marks, pods, &digest, seen);
         }
         push_max(
             &mut marks,

@@ -36,16 +36,7 @@ pub fn measure(
     ns: &str,
     cycles: usize,
 ) -> Result<Figures> {
-    let ok = |args: &[&str]| -> Result<String> {
-        let out = x(args)?;
-        anyhow::ensure!(
-            out.status.success(),
-            "xtask {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let ok = |args: &[&str]| super::succeeded(args, x(args)?);
     let replicas = REPLICAS.to_string();
     ok(&[
         "deploy-sample",

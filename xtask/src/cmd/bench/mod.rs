@@ -329,16 +329,7 @@ fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
             .env_remove(aether_artifact::store::ENV_ENDPOINT)
             .output()?)
     };
-    let x = |args: &[&str]| -> Result<String> {
-        let out = run_x(args)?;
-        anyhow::ensure!(
-            out.status.success(),
-            "xtask {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let x = |args: &[&str]| succeeded(args, run_x(args)?);
     let last = |out: &str, key: &str| -> Result<String> {
         out.lines()
             .rev()
@@ -462,6 +453,17 @@ fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
         cut?.print();
     }
     Ok(())
+}
+
+/// The stdout of an xtask run that must have succeeded.
+fn succeeded(args: &[&str], out: std::process::Output) -> Result<String> {
+    anyhow::ensure!(
+        out.status.success(),
+        "xtask {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The baseline `tar -cf - . | gzip -6 > out`, as two processes joined by a pipe (no shell).
