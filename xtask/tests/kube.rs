@@ -633,8 +633,8 @@ fn a_pod_whose_store_traffic_is_dropped_says_so_and_recovers() {
 
 /// Three replicas: a hot-patch stages the release on all three, then they switch at one
 /// activation time (no pod before it, none dropping a request); when one replica cannot reach
-/// the store, the cutover is called off naming it, and no replica switches. `--no-barrier`
-/// then switches the two that can.
+/// the store, the cutover is called off naming it, and no replica switches; a pod started
+/// meanwhile takes the live release. `--no-barrier` then switches the replicas that can.
 #[test]
 #[ignore = "needs a real cluster: cargo xtask test --cluster"]
 fn three_replicas_switch_together_or_not_at_all() {
@@ -655,7 +655,6 @@ fn three_replicas_switch_together_or_not_at_all() {
         .last("url");
     ns.wait_body(&url, "version: v1", Duration::from_secs(20));
     assert_eq!(ns.pods().len(), 3);
-    let before = ns.shape();
     let d2 = ns.upload("v2");
     let p = ns
         .x(&["hot-patch", "demo", &d2, "--wait", "60", "--json"])
@@ -708,16 +707,30 @@ fn three_replicas_switch_together_or_not_at_all() {
         ]
         .map(String::from),
     );
-    let p = ns.x(&[
-        "hot-patch",
-        "demo",
-        &d3,
-        "--wait",
-        "60",
-        "--stage-timeout",
-        "10",
-    ]);
+    // A fourth pod starts while the pods are staging: it is not part of this cutover, and it
+    // starts from the ConfigMap, i.e. the release that is live everywhere.
+    let p = std::thread::scope(|sc| {
+        let patch = sc.spawn(|| {
+            ns.x(&[
+                "hot-patch",
+                "demo",
+                &d3,
+                "--wait",
+                "60",
+                "--stage-timeout",
+                "10",
+            ])
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        ns.k(&["scale", "deployment/demo", "--replicas=4"]).ok();
+        patch.join().unwrap()
+    });
     assert_ne!(p.code, 0, "{}", p.all());
+    assert!(p.stderr.contains("of 3 pod(s)"), "{}", p.stderr);
+    ns.k(&["rollout", "status", "deployment/demo", "--timeout=60s"])
+        .ok();
+    assert_eq!(ns.pods().len(), 4);
+    let before = ns.shape();
     assert!(
         p.stderr.contains("called off")
             && p.stderr.contains(&victim)
@@ -762,7 +775,7 @@ fn three_replicas_switch_together_or_not_at_all() {
     let t0 = Instant::now();
     let skew = loop {
         let st = ns.x(&["hot-status", "demo"]);
-        if st.stdout.contains("fleet: SKEW: 2 serve") {
+        if st.stdout.contains("fleet: SKEW: 3 serve") {
             break st;
         }
         assert!(t0.elapsed() < Duration::from_secs(30), "{}", st.all());
