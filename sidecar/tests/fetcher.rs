@@ -226,12 +226,11 @@ fn first_sync_change_rollback_status_and_probes() {
     pod.release(&v1.to_string(), 1);
     pod.wait_for("v1 live", || pod.live().as_deref() == Some("v1"));
     pod.wait_for("ready", || pod.get("/readyz").0 == 200);
-    assert!(
+    // The line follows the saved status.
+    pod.wait_for("the new-digest line", || {
         pod.log()
-            .contains(&format!("[fetcher] new digest {v1} generation 1 in ")),
-        "{}",
-        pod.log()
-    );
+            .contains(&format!("[fetcher] new digest {v1} generation 1 in "))
+    });
     assert_eq!(
         fs::read_link(pod.root().join("current")).unwrap(),
         Path::new(".releases").join(v1.to_string())
@@ -515,7 +514,9 @@ fn readers_never_see_a_mix_during_100_swaps() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let reads = reader.join().expect("reader saw a mix or a missing file");
     assert!(reads > 100, "reader ran {reads} times");
-    assert_eq!(pod.status()["syncs"], 101);
+    // The status is saved after the swap, the trigger and the flush that makes the swap
+    // durable: wait for it rather than read it the moment `current` moved.
+    pod.wait_for("101 syncs in the status", || pod.status()["syncs"] == 101);
 }
 
 /// A fetcher pointed at `endpoint` (a fault, not a store), wanting one digest.
