@@ -46,6 +46,13 @@ pub struct PodState {
     pub fetcher_port: u16,
 }
 
+impl PodState {
+    /// The local pod's name in `hot-status`, traces and messages.
+    fn name(&self) -> String {
+        format!("local-{}", self.fetcher_pid)
+    }
+}
+
 impl Local {
     pub fn new(global: &Global) -> Local {
         Local {
@@ -344,10 +351,7 @@ impl Target for Local {
             return Ok(None);
         };
         self.set_release(app, &next)?;
-        let signalled = self
-            .pod(app)
-            .map(|p| vec![format!("local-{}", p.fetcher_pid)])
-            .unwrap_or_default();
+        let signalled = self.pods(app)?;
         Ok(Some(Published {
             release: next,
             signalled,
@@ -391,7 +395,7 @@ impl Target for Local {
             )
         };
         loop {
-            let st = PodStatus::new(format!("local-{}", p.fetcher_pid), None, self.status(app));
+            let st = PodStatus::new(p.name(), None, self.status(app));
             if let Some(why) = st.failed(digest) {
                 bail!(
                     "{app} cannot serve {}: {why}; fix the app and hot-patch again\n{}",
@@ -426,10 +430,7 @@ impl Target for Local {
     }
 
     fn pods(&self, app: &AppName) -> Result<Vec<String>> {
-        Ok(self
-            .pod(app)
-            .map(|p| vec![format!("local-{}", p.fetcher_pid)])
-            .unwrap_or_default())
+        Ok(self.pod(app).map(|p| vec![p.name()]).unwrap_or_default())
     }
 
     fn url(&self, app: &AppName) -> Result<Option<String>> {
@@ -443,7 +444,7 @@ impl Target for Local {
             .pod(app)
             .map(|p| {
                 PodStatus::new(
-                    format!("local-{}", p.fetcher_pid),
+                    p.name(),
                     Some(format!("http://127.0.0.1:{}/", p.app_port)),
                     self.status(app),
                 )
