@@ -166,6 +166,36 @@ impl Ns {
     }
 }
 
+impl Ns {
+    /// Firewalls what `pod` sends to this test's embedded store (`jump`: the iptables target
+    /// and its options) until the rule is dropped. Returns the rule and the store's port.
+    fn cut_off_store(&self, pod: &str, jump: &[&str]) -> (DropRule, String) {
+        let ip = self
+            .k(&["get", "pod", pod, "-o", "jsonpath={.status.podIP}"])
+            .ok()
+            .stdout;
+        let store: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.project.path().join(".aether/local/store.json")).unwrap(),
+        )
+        .unwrap();
+        let port = store["port"].as_u64().unwrap().to_string();
+        let mut spec: Vec<String> = [
+            "INPUT",
+            "-s",
+            ip.trim(),
+            "-p",
+            "tcp",
+            "--dport",
+            &port,
+            "-j",
+        ]
+        .map(String::from)
+        .to_vec();
+        spec.extend(jump.iter().map(|j| j.to_string()));
+        (DropRule::insert(&spec), port)
+    }
+}
+
 impl Drop for Ns {
     fn drop(&mut self) {
         // The embedded store this test's project started (a process group of its own).
@@ -572,31 +602,9 @@ fn a_pod_whose_store_traffic_is_dropped_says_so_and_recovers() {
     let ns = Ns::new("drop");
     let url = ns.deploy_v1();
     let pod = ns.pods()[0].0.clone();
-    let ip = ns
-        .k(&["get", "pod", &pod, "-o", "jsonpath={.status.podIP}"])
-        .ok()
-        .stdout;
-    let store: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(ns.project.path().join(".aether/local/store.json")).unwrap(),
-    )
-    .unwrap();
-    let port = store["port"].as_u64().unwrap().to_string();
     let d2 = ns.upload("v2");
     // A firewall DROP (not a reset) of everything the pod sends to the store.
-    let rule = DropRule::insert(
-        &[
-            "INPUT",
-            "-s",
-            ip.trim(),
-            "-p",
-            "tcp",
-            "--dport",
-            &port,
-            "-j",
-            "DROP",
-        ]
-        .map(String::from),
-    );
+    let (rule, port) = ns.cut_off_store(&pod, &["DROP"]);
     let p = ns.x(&["hot-patch", "demo", &d2, "--wait", "15"]);
     assert_ne!(
         p.code, 0,
@@ -681,32 +689,8 @@ fn three_replicas_switch_together_or_not_at_all() {
 
     // One replica cannot reach the store: nobody switches, and the command says who and why.
     let victim = ns.pods()[0].0.clone();
-    let ip = ns
-        .k(&["get", "pod", &victim, "-o", "jsonpath={.status.podIP}"])
-        .ok()
-        .stdout;
-    let store: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(ns.project.path().join(".aether/local/store.json")).unwrap(),
-    )
-    .unwrap();
-    let port = store["port"].as_u64().unwrap().to_string();
     let d3 = ns.upload("v3");
-    let rule = DropRule::insert(
-        &[
-            "INPUT",
-            "-s",
-            ip.trim(),
-            "-p",
-            "tcp",
-            "--dport",
-            &port,
-            "-j",
-            "REJECT",
-            "--reject-with",
-            "tcp-reset",
-        ]
-        .map(String::from),
-    );
+    let (rule, _) = ns.cut_off_store(&victim, &["REJECT", "--reject-with", "tcp-reset"]);
     // A fourth pod starts while the pods are staging: it is not part of this cutover, and it
     // starts from the ConfigMap, i.e. the release that is live everywhere.
     let p = std::thread::scope(|sc| {
