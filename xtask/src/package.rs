@@ -7,11 +7,13 @@ use std::path::Path;
 use aether_artifact::pack::{self, Layout, Packed};
 use anyhow::{Context, Result};
 
-/// Whether to draw progress: on a terminal only, never when stderr is piped or under
-/// `CI=true` (a CI log would fill with redraws).
+/// Whether to draw progress: on a terminal only, never when stderr is piped or under CI (a
+/// CI log would fill with redraws). CI means what it means to the test suites
+/// (`aether_testkit::in_ci`): `CI` set to anything but empty, `0` or `false`.
 pub fn show_progress() -> bool {
     use std::io::IsTerminal;
-    std::io::stderr().is_terminal() && std::env::var("CI").map_or(true, |v| v != "true")
+    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"));
+    std::io::stderr().is_terminal() && !ci
 }
 
 /// Packs `dir` into `out`; with `progress`, draws bytes and files read, rate and ETA on stderr.

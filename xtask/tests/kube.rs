@@ -150,19 +150,50 @@ impl Ns {
     /// The body each pod serves, read from inside the cluster through the pod IPs would need a
     /// client image; the NodePort is what a user curls, so that is what is checked.
     fn wait_body(&self, url: &str, want: &str, timeout: Duration) -> String {
-        let t0 = Instant::now();
-        loop {
-            let body = get(url).unwrap_or_default();
-            if body.contains(want) {
-                return body;
-            }
-            assert!(
-                t0.elapsed() < timeout,
-                "{url} did not serve {want:?} within {timeout:?}; last body {body:?}\n{}",
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_until(&format!("{url} to serve {want:?}"), timeout, || {
+                let body = get(url).unwrap_or_default();
+                if body.contains(want) {
+                    Ok(body)
+                } else {
+                    Err(body)
+                }
+            })
+        }));
+        r.unwrap_or_else(|e| {
+            panic!(
+                "{}\n{}",
+                e.downcast_ref::<String>().map_or("", |s| s.as_str()),
                 self.x(&["hot-status", "demo"]).all()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            )
+        })
+    }
+
+    /// Polls `hot-status` (with `args`) until `ok` holds for its output; returns that run.
+    fn wait_status(&self, what: &str, args: &[&str], ok: impl Fn(&Run) -> bool) -> Run {
+        let mut full = vec!["hot-status", "demo"];
+        full.extend_from_slice(args);
+        wait_until(what, PATIENCE * 2, || {
+            let st = self.x(&full);
+            if ok(&st) {
+                Ok(st)
+            } else {
+                Err(st.all())
+            }
+        })
+    }
+
+    /// Waits for the fetcher log of the app's pods to contain `line` (the fetcher logs a pass
+    /// after it saved the status that `--wait` and `hot-status` read).
+    fn wait_fetcher_log(&self, line: &str) -> String {
+        wait_until(&format!("{line:?} in the fetcher log"), PATIENCE, || {
+            let logs = self.x(&["logs", "demo", "--fetcher"]).ok().stdout;
+            if logs.contains(line) {
+                Ok(logs)
+            } else {
+                Err(logs)
+            }
+        })
     }
 }
 
@@ -250,12 +281,7 @@ fn deploy_patch_rollback_without_a_rollout() {
     let p = ns.x(&["hot-patch", "demo", &d2]).ok();
     assert_eq!(p.last("generation"), "2");
     ns.wait_body(&url, "version: v2", Duration::from_secs(20));
-    let logs = ns.x(&["logs", "demo", "--fetcher"]).ok();
-    assert!(
-        logs.stdout.contains(&format!("[fetcher] new digest {d2}")),
-        "{}",
-        logs.stdout
-    );
+    ns.wait_fetcher_log(&format!("[fetcher] new digest {d2}"));
     assert_eq!(ns.shape(), before, "hot-patch rolled something out");
 
     // Rollback: the previous digest as a new generation, again without a rollout.
@@ -295,14 +321,9 @@ fn deploy_patch_rollback_without_a_rollout() {
         .expect("the v3 object on the embedded store's disk");
     std::fs::write(&obj, b"not a gzip stream").unwrap();
     ns.x(&["hot-patch", "demo", &d3]).ok();
-    let t0 = Instant::now();
-    let st = loop {
-        let st = ns.x(&["hot-status", "demo"]);
-        if st.all().contains("last error") || t0.elapsed() > Duration::from_secs(20) {
-            break st;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let st = ns.wait_status("the pod to report the corrupt artifact", &[], |st| {
+        st.all().contains("last error")
+    });
     assert_ne!(st.code, 0, "{}", st.all());
     assert!(st.stderr.contains("do not serve"), "{}", st.stderr);
     assert!(
@@ -354,15 +375,7 @@ fn replicas_and_replacement_pods_serve_the_wanted_digest() {
     let pods = ns.pods();
     assert_eq!(pods.len(), 2);
     assert!(pods.iter().all(|p| p.0 != victim));
-    let t0 = Instant::now();
-    loop {
-        let st = ns.x(&["hot-status", "demo"]);
-        if st.code == 0 {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(30), "{}", st.all());
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    ns.wait_status("the replacement pod in sync", &[], |st| st.code == 0);
 }
 
 #[test]
@@ -390,25 +403,21 @@ fn deploy_down_deploy_and_a_prompt_stop() {
     assert_ne!(new[0].1, old[0].1, "the old pod survived down");
     // The pod stops within 2 s of SIGTERM (aether-run); measured through the API server, so
     // the bound here leaves room for kubectl and the kubelet's own polling.
-    let t0 = Instant::now();
+    // Without aether-run the app (no SIGTERM handler) would hold the pod for the full 30 s
+    // grace period; the bound tells the two apart with room for a busy machine.
     ns.x(&["down", "demo"]).ok();
-    loop {
-        if ns.pods().is_empty()
-            && ns
-                .k(&["get", "pods", "-l", "aether.dev/app=demo", "-o", "name"])
+    wait_for(
+        "the pod to stop after down",
+        Duration::from_secs(20),
+        || {
+            ns.k(&["get", "pods", "-l", "aether.dev/app=demo", "-o", "name"])
                 .ok()
                 .stdout
                 .trim()
                 .is_empty()
-        {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "the pod did not stop within 10 s of down"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        },
+        || ns.pods(),
+    );
 }
 
 #[test]
@@ -627,11 +636,8 @@ fn a_pod_whose_store_traffic_is_dropped_says_so_and_recovers() {
         get(&url).unwrap().contains("version: v1"),
         "the old version keeps serving"
     );
-    let logs = ns.x(&["logs", "demo", "--fetcher"]).ok().stdout;
-    assert!(
-        logs.contains("failing since") && logs.contains(&format!(":{port}")),
-        "{logs}"
-    );
+    let logs = ns.wait_fetcher_log("failing since");
+    assert!(logs.contains(&format!(":{port}")), "{logs}");
     // The network comes back: the next retry fetches, without a restart.
     drop(rule);
     ns.wait_body(&url, "version: v2", Duration::from_secs(60));
@@ -705,7 +711,26 @@ fn three_replicas_switch_together_or_not_at_all() {
                 "10",
             ])
         });
-        std::thread::sleep(Duration::from_secs(2));
+        // Scaled up once the three pods carry the stage request, i.e. while they stage.
+        let stage = d3.clone();
+        wait_for(
+            "the stage request on every pod",
+            PATIENCE,
+            || {
+                let a = ns
+                    .k(&[
+                        "get",
+                        "pods",
+                        "-l",
+                        "aether.dev/app=demo",
+                        "-o",
+                        "jsonpath={range .items[*]}{.metadata.annotations.aether\\.dev/stage}{\"\\n\"}{end}",
+                    ])
+                    .stdout;
+                a.lines().filter(|l| l.trim() == stage).count() == 3
+            },
+            || ns.k(&["get", "pods", "-o", "yaml"]).stdout,
+        );
         ns.k(&["scale", "deployment/demo", "--replicas=4"]).ok();
         patch.join().unwrap()
     });
@@ -737,34 +762,22 @@ fn three_replicas_switch_together_or_not_at_all() {
         assert!(get(&url).unwrap().contains("version: v2"));
     }
     // The replicas that had staged v3 drop it once the request is withdrawn.
-    let t0 = Instant::now();
-    loop {
-        let st: serde_json::Value =
-            serde_json::from_str(&ns.x(&["hot-status", "demo", "--json"]).stdout).unwrap();
-        if st["pods"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|p| p["staged"].is_null())
-        {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "{st}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    ns.wait_status("every pod to drop the staged release", &["--json"], |st| {
+        serde_json::from_str::<serde_json::Value>(&st.stdout).is_ok_and(|st| {
+            st["pods"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["staged"].is_null())
+        })
+    });
 
     // Without the barrier the two replicas that can switch do; the third is named as skew.
     let p = ns.x(&["hot-patch", "demo", &d3, "--no-barrier"]).ok();
     assert!(!p.stderr.contains("staging"), "{}", p.stderr);
-    let t0 = Instant::now();
-    let skew = loop {
-        let st = ns.x(&["hot-status", "demo"]);
-        if st.stdout.contains("fleet: SKEW: 3 serve") {
-            break st;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(30), "{}", st.all());
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let skew = ns.wait_status("the skew of the cut-off replica", &[], |st| {
+        st.stdout.contains("fleet: SKEW: 3 serve")
+    });
     assert_ne!(skew.code, 0);
     assert!(
         skew.stdout.contains(&victim) && skew.stdout.contains("store_unreachable"),
@@ -772,14 +785,7 @@ fn three_replicas_switch_together_or_not_at_all() {
         skew.stdout
     );
     drop(rule);
-    let t0 = Instant::now();
-    while ns.x(&["hot-status", "demo"]).code != 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the cut-off replica did not catch up"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    ns.wait_status("the cut-off replica to catch up", &[], |st| st.code == 0);
     assert_eq!(
         ns.shape(),
         before,
@@ -806,7 +812,7 @@ fn raw_get(url: &str) -> Option<String> {
 #[test]
 #[ignore = "needs a real cluster: cargo xtask test --cluster"]
 fn hot_patches_drop_no_request_through_the_service() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     let ns = Ns::new("nodrop");
     let url = ns.deploy_v1();
@@ -814,8 +820,9 @@ fn hot_patches_drop_no_request_through_the_service() {
     let before = ns.shape();
     let digests: Vec<String> = (2..=6).map(|i| ns.upload(&format!("v{i}"))).collect();
     let stop = Arc::new(AtomicBool::new(false));
+    let made = Arc::new(AtomicUsize::new(0));
     let client = {
-        let (url, stop) = (url.clone(), stop.clone());
+        let (url, stop, made) = (url.clone(), stop.clone(), made.clone());
         std::thread::spawn(move || {
             let (mut ok, mut failed) = (0, 0);
             while !stop.load(Ordering::Relaxed) {
@@ -823,7 +830,8 @@ fn hot_patches_drop_no_request_through_the_service() {
                     Some(_) => ok += 1,
                     None => failed += 1,
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                made.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5)); // pace: a request every 5 ms
             }
             (ok, failed)
         })
@@ -836,7 +844,14 @@ fn hot_patches_drop_no_request_through_the_service() {
             Duration::from_secs(20),
         );
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // Some requests after the last switch too.
+    let after = made.load(Ordering::Relaxed) + 10;
+    wait_for(
+        "10 more requests after the last hot-patch",
+        PATIENCE,
+        || made.load(Ordering::Relaxed) >= after,
+        || made.load(Ordering::Relaxed),
+    );
     stop.store(true, Ordering::Relaxed);
     let (ok, failed) = client.join().unwrap();
     assert_eq!(

@@ -131,11 +131,16 @@ fn deploy_edit_hot_patch_rollback_and_down() {
     let patch = xtask(p, &env, &["hot-patch", "demo", &v2, "--wait", "30"]).ok();
     assert_eq!(patch.last("generation"), "2");
     assert!(get(&url).contains("version: v2"), "{}", get(&url));
-    let flog = xtask(p, &env, &["logs", "demo", "--fetcher"]).ok().stdout;
-    assert!(
-        flog.contains(&format!("[fetcher] new digest {v2} generation 2 in ")),
-        "{flog}"
-    );
+    // The fetcher logs the line after it saved the status `--wait` read: wait for it.
+    let line = format!("[fetcher] new digest {v2} generation 2 in ");
+    wait_until("the fetcher's new-digest line", PATIENCE, || {
+        let flog = xtask(p, &env, &["logs", "demo", "--fetcher"]).ok().stdout;
+        if flog.contains(&line) {
+            Ok(())
+        } else {
+            Err(flog)
+        }
+    });
     assert_eq!(pod(p)["fetcher_pid"].as_u64().unwrap(), fetcher_pid);
     assert!(group_pids(fetcher_pid).contains(&fetcher_pid));
 
@@ -229,23 +234,22 @@ fn deploy_edit_hot_patch_rollback_and_down() {
         )
         .unwrap();
     xtask(p, &env, &["hot-patch", "demo", &fake.to_string()]).ok();
-    let mut seen_error = false;
-    for _ in 0..100 {
+    let st = wait_until("the fetcher to report the corrupt artifact", PATIENCE, || {
         // Out of sync, so hot-status exits 1 here; its JSON is printed all the same.
         let st: serde_json::Value =
             serde_json::from_str(&xtask(p, &env, &["hot-status", "demo", "--json"]).stdout)
                 .unwrap();
         // Refused as corrupt (not a gzip) before the digest is even complete.
-        if st["pods"][0]["last_error"].as_str().is_some_and(|e| {
+        let refused = st["pods"][0]["last_error"].as_str().is_some_and(|e| {
             e.contains(&format!("verifying {}", fake.short())) && e.contains("corrupt")
-        }) {
-            assert_eq!(st["pods"][0]["last_error_cause"], "archive_refused", "{st}");
-            seen_error = true;
-            break;
+        });
+        if refused {
+            Ok(st)
+        } else {
+            Err(st)
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(seen_error, "the fetcher did not report the mismatch");
+    });
+    assert_eq!(st["pods"][0]["last_error_cause"], "archive_refused", "{st}");
     assert!(
         get(&url).contains("version: v1"),
         "still serving the last good version"
@@ -334,10 +338,12 @@ fn dev_watch_mode_reloads_on_save() {
         .env("AETHER_APP_PORT", "0")
         .env_remove("AETHER_S3_ENDPOINT")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = dev.stdout.take().unwrap();
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    aether_testkit::capture(dev.stderr.take().unwrap(), stderr.clone());
     // The cycle line comes after the app already answers with the edit: read it on a thread
     // and wait for it before stopping `dev`, or the kill can race the print.
     let (line_tx, line_rx) = std::sync::mpsc::channel();
@@ -350,8 +356,13 @@ fn dev_watch_mode_reloads_on_save() {
             let _ = line_tx.send(l);
         }
     });
-    // Give the watcher a moment to start, then save an edit.
-    std::thread::sleep(Duration::from_millis(500));
+    // `dev` says "watching" once its watch is in place: an edit before that could be missed.
+    wait_for(
+        "dev to watch the app",
+        PATIENCE,
+        || stderr.lock().unwrap().contains("watching "),
+        || stderr.lock().unwrap().clone(),
+    );
     let sample = p.join("examples/sample-node/server.js");
     fs::write(
         &sample,
@@ -360,21 +371,19 @@ fn dev_watch_mode_reloads_on_save() {
             .replace("const VERSION = 'v1'", "const VERSION = 'watched'"),
     )
     .unwrap();
-    let mut served = false;
-    for _ in 0..150 {
-        if get(&url).contains("version: watched") {
-            served = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let line = line_rx.recv_timeout(Duration::from_secs(15));
-    // One save, one cycle: the cycle's own reads of the files are not edits.
-    let another = line_rx.recv_timeout(Duration::from_millis(1500));
+    wait_for(
+        "the saved edit to be served",
+        PATIENCE,
+        || get(&url).contains("version: watched"),
+        || stderr.lock().unwrap().clone(),
+    );
+    let line = line_rx.recv_timeout(PATIENCE);
+    // One save, one cycle: the cycle's own reads of the files are not edits. (A window that
+    // observes an absence; it orders nothing.)
+    let another = line_rx.recv_timeout(Duration::from_millis(1500)); // window: no second cycle
     let _ = dev.kill();
     let _ = dev.wait();
     assert!(another.is_err(), "a cycle without an edit: {another:?}");
-    assert!(served, "the saved edit was not served");
     let line = line.expect("dev printed no cycle line");
     // The cycle's trace: the command's stages, then the pod's own, then the first answer.
     for stage in [
@@ -520,17 +529,15 @@ fn a_cutover_stages_first_and_a_release_a_pod_cannot_get_goes_nowhere() {
         annotations.contains("aether.dev/stage=\"\"\n"),
         "the stage request is withdrawn: {annotations}"
     );
-    let mut healthy = None;
-    for _ in 0..100 {
+    let healthy = wait_until("hot-status healthy again", PATIENCE, || {
         let h = xtask(p, &env, &["hot-status", "demo", "--json"]);
         if h.code == 0 {
-            healthy = Some(h);
-            break;
+            Ok(h)
+        } else {
+            Err(h.all())
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let st: serde_json::Value =
-        serde_json::from_str(&healthy.expect("hot-status healthy again").stdout).unwrap();
+    });
+    let st: serde_json::Value = serde_json::from_str(&healthy.stdout).unwrap();
     assert_eq!(
         st["desired"]["generation"].as_u64().unwrap(),
         generation,
@@ -716,17 +723,16 @@ fn signed_uploads_provenance_and_json_for_ci() {
     assert!(up3["provenance"]["signature"].is_null());
     let d3 = up3["digest"].as_str().unwrap().to_string();
     xtask(p, &verify_only, &["hot-patch", "demo", &d3, "--json"]).ok();
-    let mut refused = serde_json::Value::Null;
-    for _ in 0..100 {
+    let refused = wait_until("the fetcher to refuse the unsigned release", PATIENCE, || {
         let r = xtask(p, &verify_only, &["hot-status", "demo", "--json"]);
         let st = json(&r);
         if st["pods"][0]["last_error_cause"] == "bad_signature" {
             assert_ne!(r.code, 0, "out of sync must exit 1");
-            refused = st;
-            break;
+            Ok(st)
+        } else {
+            Err(st)
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     assert!(
         refused["pods"][0]["last_error"]
             .as_str()

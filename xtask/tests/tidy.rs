@@ -1,7 +1,12 @@
 //! The project's own rules, checked on its source (as rust-analyzer's `tidy.rs` does):
 //! - every name shared by the xtask, the fetcher and the templates has one home, the
 //!   `aether-artifact` crate; no other source file or template spells one;
-//! - the xtask's modules form no import cycle (a module may use its own submodules).
+//! - the xtask's modules form no import cycle (a module may use its own submodules);
+//! - tests wait on conditions, never on the clock: a sleep or timed receive in a test is either
+//!   a request loop's pace (`// pace:`) or a window that observes an absence (`// window:`),
+//!   said on its line; everything else waits through `aether-testkit`;
+//! - one rule for "this is CI", in `aether-testkit` (and the one line the xtask needs for
+//!   progress output): no test reads `CI` itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -289,4 +294,68 @@ fn xtask_modules_form_no_cycle() {
             );
         }
     }
+}
+
+/// Every test source of the workspace: integration tests and the test-support crate.
+fn test_sources() -> Vec<PathBuf> {
+    let root = root();
+    let mut v = Vec::new();
+    for d in ["xtask/tests", "sidecar/tests", "crates/artifact/tests", "crates/s3local/tests"] {
+        if root.join(d).is_dir() {
+            v.extend(files(&root.join(d), "rs"));
+        }
+    }
+    v
+}
+
+#[test]
+fn tests_wait_on_conditions_not_on_the_clock() {
+    let mut bad = Vec::new();
+    // This file names the patterns it looks for.
+    for f in test_sources().into_iter().filter(|f| !f.ends_with("tidy.rs")) {
+        let text = fs::read_to_string(&f).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let timed = line.contains("sleep(") || line.contains("recv_timeout(");
+            // The named patience of a wait is a deadline, not an order.
+            let deadline = line.contains("recv_timeout(PATIENCE");
+            let said = line.contains("// pace:") || line.contains("// window:");
+            if timed && !deadline && !said && !line.trim_start().starts_with("//") {
+                bad.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "a sleep orders nothing on a busy machine: wait for the condition with \
+         aether_testkit::wait_until, or mark a request pace (`// pace:`) or an absence window \
+         (`// window:`):\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn one_rule_says_what_ci_is() {
+    let mut bad = Vec::new();
+    let mut sources: Vec<PathBuf> = test_sources()
+        .into_iter()
+        .filter(|f| !f.ends_with("tidy.rs"))
+        .collect();
+    sources.extend(files(&root().join("xtask/src"), "rs"));
+    sources.extend(files(&root().join("sidecar/src"), "rs"));
+    for f in sources {
+        let text = fs::read_to_string(&f).unwrap();
+        for (n, line) in code_lines(&text, "//") {
+            // Setting CI for a child (the CI examples, the progress test) is not reading it.
+            let reads = line.contains("var(\"CI\")") || line.contains("var_os(\"CI\")");
+            let progress = f.ends_with("xtask/src/package.rs");
+            if reads && !progress {
+                bad.push(format!("{}:{n}: {}", f.display(), line.trim()));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "read CI through aether_testkit::in_ci (skip, require), the one rule:\n{}",
+        bad.join("\n")
+    );
 }

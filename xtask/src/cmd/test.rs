@@ -1,6 +1,12 @@
 //! `cargo xtask test`: installs what the tests need on a fresh machine, then runs every test.
 //! CI's `.ci/run` calls exactly this, so a missing install step fails CI rather than hiding
-//! behind something a developer installed by hand.
+//! behind something a developer installed by hand. `--repeat` and `--under-load` run the suite
+//! the way a busy CI machine does, so a test that reads state before it is there fails here
+//! first.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
@@ -28,6 +34,13 @@ pub struct Test {
     /// Run the real-cluster suite instead, against the cluster KUBECONFIG names.
     #[arg(long)]
     cluster: bool,
+    /// Run the suite this many times in a row, stopping at the first failure.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+    /// Keep every core busy with a CPU hog while the tests run (the build runs first, without
+    /// them), as a loaded CI machine would.
+    #[arg(long)]
+    under_load: bool,
     /// Passed on to `cargo test`.
     #[arg(last = true)]
     extra: Vec<String>,
@@ -35,11 +48,12 @@ pub struct Test {
 
 impl Test {
     pub fn run(self, ctx: &super::Ctx) -> Result<()> {
-        run(ctx.sh, self.no_install, self.cluster, &self.extra)
+        run(ctx.sh, &self)
     }
 }
 
-fn run(sh: &Shell, no_install: bool, cluster: bool, extra: &[String]) -> Result<()> {
+fn run(sh: &Shell, t: &Test) -> Result<()> {
+    let (no_install, cluster, extra) = (t.no_install, t.cluster, &t.extra);
     let missing: Vec<&str> = TOOLS
         .iter()
         .filter(|(t, _)| !has(sh, t))
@@ -55,18 +69,88 @@ fn run(sh: &Shell, no_install: bool, cluster: bool, extra: &[String]) -> Result<
             install(sh, &missing)?;
         }
     }
-    if cluster {
-        return run_cluster(sh, extra);
+    let suite = if cluster {
+        cluster_suite(sh, extra)?
+    } else {
+        cmd!(sh, "cargo test --workspace --locked {extra...}")
+    };
+    if t.repeat == 1 && !t.under_load {
+        suite.run()?;
+        return Ok(());
     }
-    cmd!(sh, "cargo test --workspace --locked {extra...}").run()?;
+    // Build first, unloaded: the hogs are there for the tests, not the compiler.
+    let build_args = extra.split(|a| a == "--").next().unwrap_or_default();
+    let build = if cluster {
+        cmd!(sh, "cargo test --locked -p xtask --test kube --no-run {build_args...}")
+    } else {
+        cmd!(sh, "cargo test --workspace --locked --no-run {build_args...}")
+    };
+    build.run()?;
+    let _hogs = t.under_load.then(Hogs::start);
+    let mut times = Vec::new();
+    for i in 1..=t.repeat {
+        let t0 = Instant::now();
+        let r = suite.run();
+        let took = t0.elapsed().as_secs_f64();
+        if let Err(e) = r {
+            bail!(
+                "run {i} of {} failed after {took:.0} s{}: {e}",
+                t.repeat,
+                if t.under_load { " under load" } else { "" }
+            );
+        }
+        times.push(format!("{took:.0} s"));
+        eprintln!("test run {i} of {} passed in {took:.0} s", t.repeat);
+    }
+    eprintln!(
+        "{} run(s) passed{}: {}",
+        t.repeat,
+        if t.under_load { " under load" } else { "" },
+        times.join(", ")
+    );
     Ok(())
+}
+
+/// One busy thread per core for as long as it lives: the load a shared CI runner puts beside
+/// the tests (what `stress-ng --cpu N` does, without installing it).
+struct Hogs {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Hogs {
+    fn start() -> Hogs {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        eprintln!("under load: {n} CPU hog(s), one per core, beside the tests");
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        Hogs { stop, threads }
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The real-cluster suite (`xtask/tests/kube.rs`) against the cluster `KUBECONFIG` names. The
 /// fetcher image is built first; with `../shared/k8s-local` beside the project its
 /// `import-image` loads it (users of kind or minikube set `AETHER_IMAGE_IMPORT` themselves;
 /// MicroK8s imports on its own with `AETHER_TEST_TARGET=microk8s`).
-fn run_cluster(sh: &Shell, extra: &[String]) -> Result<()> {
+fn cluster_suite<'a>(sh: &'a Shell, extra: &[String]) -> Result<xshell::Cmd<'a>> {
     if !has(sh, "kubectl") {
         bail!("kubectl is not installed: the cluster suite drives a real cluster through it");
     }
@@ -77,19 +161,17 @@ fn run_cluster(sh: &Shell, extra: &[String]) -> Result<()> {
         .context("no reachable cluster: start one (`../shared/k8s-local/up`, `microk8s start`) and set KUBECONFIG")?;
     crate::image::run(sh, None)?;
     let shared = crate::project_root().join("../shared/k8s-local/import-image");
-    let _import =
-        (std::env::var_os("AETHER_IMAGE_IMPORT").is_none() && shared.exists()).then(|| {
-            sh.push_env(
-                "AETHER_IMAGE_IMPORT",
-                format!("{} {{archive}}", shared.display()),
-            )
-        });
-    cmd!(
+    let mut suite = cmd!(
         sh,
         "cargo test --locked -p xtask --test kube {extra...} -- --ignored --test-threads=1"
-    )
-    .run()?;
-    Ok(())
+    );
+    if std::env::var_os("AETHER_IMAGE_IMPORT").is_none() && shared.exists() {
+        suite = suite.env(
+            "AETHER_IMAGE_IMPORT",
+            format!("{} {{archive}}", shared.display()),
+        );
+    }
+    Ok(suite)
 }
 
 /// Whether `tool` is an executable file in a directory of PATH.

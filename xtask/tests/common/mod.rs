@@ -165,22 +165,9 @@ impl Shim {
 
 pub const SERVICE: &str = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"demo","namespace":"aether-system"},"spec":{"type":"NodePort","clusterIP":"10.152.183.20","selector":{"aether.dev/app":"demo"},"ports":[{"name":"http","port":80,"protocol":"TCP","targetPort":"http","nodePort":31234}]}}"#;
 
-/// A test that cannot run here says so and passes, except under `CI=true`: there a skipped
-/// test would hide a missing install step, so it fails instead.
-pub fn skip(why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true and this test cannot run: {why}; `cargo xtask test` must install it");
-    }
-    eprintln!("SKIPPED: {why} (run `cargo xtask test`, which installs what is missing)");
-}
-
-/// Whether `node` runs here (`cargo xtask test` installs it; a bare `cargo test` may lack it).
-pub fn node_available() -> bool {
-    std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+// The one skip rule, the one wait and the rest every suite shares.
+#[allow(unused_imports)]
+pub use aether_testkit::{node_available, skip, wait_for, wait_until, PATIENCE};
 
 /// Every file under `dir`, recursively (e.g. the objects on an S3 server's disk).
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
