@@ -1,19 +1,13 @@
 //! `cargo xtask`: the Aether developer loop. This file parses flags and dispatches; each
-//! command is an argument struct in `cmd/` that owns its `run`.
+//! command is an argument struct in `cli/` that owns its `run`.
 
-mod cmd;
+mod cli;
 mod config;
-mod cutover;
-mod deps;
 mod embedded;
-mod image;
 mod manifests;
-mod package;
+mod ops;
 mod proc;
-mod release;
-mod sample;
-mod signing;
-mod target;
+mod targets;
 
 use aether_artifact::Digest;
 use clap::{Parser, Subcommand};
@@ -28,7 +22,7 @@ struct Cli {
     #[command(flatten)]
     global: config::Global,
     #[command(flatten)]
-    target: target::TargetArgs,
+    target: targets::TargetArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -36,50 +30,50 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Package a directory as a deterministic tar.gz and print its digest.
-    Package(cmd::package::Package),
+    Package(cli::package::Package),
     /// Package a directory and upload it, content-addressed, to the store.
-    HotUpload(cmd::upload::HotUpload),
+    HotUpload(cli::hot_upload::HotUpload),
     /// Deploy an app (the generated sample when no path is given) and wait until it serves.
-    DeploySample(cmd::deploy::DeploySample),
+    DeploySample(cli::deploy_sample::DeploySample),
     /// Make a running app switch to an uploaded digest, without restarting its pod.
-    HotPatch(cmd::hot::HotPatch),
+    HotPatch(cli::hot::HotPatch),
     /// Go back to the previous digest (or --to one), as a new generation.
-    Rollback(cmd::hot::Rollback),
+    Rollback(cli::hot::Rollback),
     /// The wanted release and what each pod's fetcher reports (exit 1 unless all serve it).
-    HotStatus(cmd::hot::HotStatus),
+    HotStatus(cli::hot::HotStatus),
     /// Print the app's (or with --fetcher the fetcher's) log.
-    Logs(cmd::hot::Logs),
+    Logs(cli::hot::Logs),
     /// Print the Kubernetes manifests of an app (credentials as placeholders), for review or GitOps.
-    Render(cmd::cluster::Render),
+    Render(cli::cluster::Render),
     /// Check every prerequisite and service; print what is missing and the command that fixes it.
-    Doctor(cmd::platform::Doctor),
+    Doctor(cli::platform::Doctor),
     /// Install or start what is missing: MicroK8s, its addons, the namespace, MinIO and Postgres.
-    Bootstrap(cmd::platform::Bootstrap),
+    Bootstrap(cli::platform::Bootstrap),
     /// Ensure MicroK8s is running and ready, addons dns and hostpath-storage are on, and the
     /// namespace exists. Changes nothing when all is in place.
-    K8sStart(cmd::cluster::K8sStart),
+    K8sStart(cli::cluster::K8sStart),
     /// Stop the app (locally with the embedded store after the last app; on a cluster its
     /// Deployment, Service and release ConfigMap).
-    Down(cmd::hot::Down),
+    Down(cli::hot::Down),
     /// Watch a directory and hot-reload the app on every save.
-    Dev(cmd::dev::Dev),
+    Dev(cli::dev::Dev),
     /// (internal) Run the embedded S3 store.
     #[command(hide = true)]
-    LocalStore(cmd::LocalStore),
+    LocalStore(cli::LocalStore),
     /// Make an Ed25519 (minisign) key pair for signing uploads; the secret key is never printed.
-    Keygen(cmd::keygen::Keygen),
+    Keygen(cli::keygen::Keygen),
     /// Build the fetcher as a static binary and write its OCI image archive (no Docker needed).
-    SidecarImage(cmd::image::SidecarImage),
+    SidecarImage(cli::image::SidecarImage),
     /// Install what the tests need (apt, when missing) and run every test in the workspace.
-    Test(cmd::test::Test),
+    Test(cli::test::Test),
     /// Print packing and unpacking figures next to tar+gzip on the same machine.
-    Bench(cmd::bench::Bench),
+    Bench(cli::bench::Bench),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = Shell::new().map_err(anyhow::Error::from).and_then(|sh| {
-        let ctx = cmd::Ctx {
+        let ctx = cli::Ctx {
             sh: &sh,
             global: cli.global,
             target: cli.target,

@@ -216,7 +216,7 @@ pub fn example_values(app: &str, digest: &str) -> AppValues {
         app: app.into(),
         replicas: 1,
         fetcher_image: FETCHER_IMAGE.into(),
-        node_image: crate::target::Runtime::default().node_image(),
+        node_image: crate::targets::Runtime::default().node_image(),
         store: StoreValues {
             endpoint: "http://minio.aether-system.svc.cluster.local:9000".into(),
             region: "us-east-1".into(),

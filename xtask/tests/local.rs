@@ -592,7 +592,7 @@ fn signed_uploads_provenance_and_json_for_ci() {
     fs::create_dir_all(&src).unwrap();
     let sample = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../examples/sample-node/server.js"
+        "/templates/sample-node/server.js"
     );
     fs::copy(sample, src.join("server.js")).unwrap();
     git(&p.join("repo"), &["init", "-q"]);

@@ -1,16 +1,16 @@
-//! `cargo xtask hot-upload <app> <dir>`: package, then upload to the content-addressed key,
-//! skipping the upload when the object is already there.
+//! Upload: pack an app directory (its app layer, and its dependency layer by lockfile) and make
+//! sure the store holds both under their content-addressed keys, with provenance. Shared by
+//! `hot-upload`, `deploy-sample`, `dev` and `package`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aether_artifact::store::Store;
 use aether_artifact::{object_key, AppName, Digest};
 use anyhow::{bail, Context, Result};
 
-use super::Ctx;
 use crate::config::Global;
-use crate::package::{human_bytes, pack_layout_to_file};
+use crate::ops::packing::{human_bytes, pack_layout_to_file};
 
 #[derive(Debug, serde::Serialize)]
 pub struct Uploaded {
@@ -28,73 +28,9 @@ pub struct Uploaded {
     pub entry: String,
     pub node_major: u32,
     /// The dependency layer (`node_modules`), when the app has one.
-    pub deps: Option<crate::deps::Layer>,
+    pub deps: Option<crate::ops::deps::Layer>,
     /// Where the provenance record (and its signature, when signed) is.
-    pub provenance: crate::signing::Recorded,
-}
-
-/// Package a directory and upload it, content-addressed, to the target's store.
-#[derive(clap::Args)]
-pub struct HotUpload {
-    app: AppName,
-    dir: PathBuf,
-    /// Print one JSON object instead of key=value lines.
-    #[arg(long)]
-    json: bool,
-    /// Validity of the presigned URL, in seconds (at most 7 days).
-    #[arg(long, default_value_t = 3600)]
-    url_expiry: u64,
-}
-
-impl HotUpload {
-    pub fn run(self, ctx: &Ctx) -> Result<()> {
-        aether_artifact::pack::check_root(&self.dir)?;
-        // The target's store: the configured one, else the embedded store it brings.
-        let store = ctx.target().store()?;
-        let up = upload(
-            &store,
-            &ctx.global,
-            &self.app,
-            &self.dir,
-            self.url_expiry,
-            !self.json,
-        )?;
-        if self.json {
-            println!("{}", serde_json::to_string(&up)?);
-            return Ok(());
-        }
-        if let Some(line) = up.deps_line() {
-            eprintln!("{line}");
-        }
-        if up.uploaded {
-            eprintln!(
-                "uploaded {} in {} ms (packed in {} ms)",
-                human_bytes(up.bytes),
-                up.upload_ms,
-                up.pack_ms
-            );
-        } else {
-            eprintln!(
-                "already in the store: skipped the upload (packed in {} ms)",
-                up.pack_ms
-            );
-        }
-        eprintln!("presigned URL valid for {} s", up.url_expires_in_secs);
-        match &up.provenance.signature {
-            Some(s) => eprintln!("provenance {} signed ({s})", up.provenance.provenance),
-            None => eprintln!(
-                "provenance {} (unsigned: set AETHER_SIGNING_KEY to sign)",
-                up.provenance.provenance
-            ),
-        }
-        println!("s3={}", up.s3);
-        println!("url={}", up.url);
-        if let Some(d) = &up.deps {
-            println!("deps={}", d.deps.digest);
-        }
-        println!("digest={}", up.digest);
-        Ok(())
-    }
+    pub provenance: crate::ops::signing::Recorded,
 }
 
 impl Uploaded {
@@ -129,8 +65,7 @@ impl Uploaded {
     }
 }
 
-/// Packs `dir` and makes sure the store holds it. Shared by `hot-upload`, `deploy-sample`
-/// and `dev`.
+/// Packs `dir` and makes sure the store holds it.
 pub fn upload(
     store: &Store,
     global: &Global,
@@ -143,9 +78,9 @@ pub fn upload(
     for w in &start.warnings {
         eprintln!("warning: {w}");
     }
-    let progress = progress && crate::package::show_progress();
+    let progress = progress && crate::ops::packing::show_progress();
     store.ensure_bucket()?;
-    let deps = crate::deps::ensure(store, global, app, dir, start.node_major, progress)?;
+    let deps = crate::ops::deps::ensure(store, global, app, dir, start.node_major, progress)?;
     let (record, layout) = app_layout(&start, deps.as_ref().map(|d| d.deps.clone()));
     let t_pack = Instant::now();
     let tmp_dir = global.state_dir().join("tmp");
@@ -182,9 +117,9 @@ pub fn upload(
         }
         true
     };
-    let provenance = crate::signing::publish(
+    let provenance = crate::ops::signing::publish(
         store,
-        &crate::signing::record(app, dir, &packed, &record, deps.as_ref()),
+        &crate::ops::signing::record(app, dir, &packed, &record, deps.as_ref()),
     )?;
     let upload_ms = t1.elapsed().as_millis() as u64;
     let url = store.presign_get(&key, Duration::from_secs(url_expiry))?;

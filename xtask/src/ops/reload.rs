@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use aether_artifact::{AppName, Cause, Digest};
 use anyhow::{bail, Result};
 
-use crate::release::Release;
-use crate::target::{PodStatus, Published, Target};
+use crate::ops::release::Release;
+use crate::targets::{PodStatus, Published, Target};
 
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct CutoverArgs {

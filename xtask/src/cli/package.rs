@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::Ctx;
-use crate::package::{
+use crate::ops::packing::{
     human_bytes, pack_layout_to_file, pack_layout_with_progress, pack_with_progress, show_progress,
 };
 
@@ -33,7 +33,7 @@ impl Package {
             eprintln!("warning: {w}");
         }
         let deps = self.deps(start.node_major)?;
-        let (_, layout) = super::upload::app_layout(&start, deps.clone());
+        let (_, layout) = crate::ops::upload::app_layout(&start, deps.clone());
         let packed = match &self.output {
             Some(out) => pack_layout_to_file(&self.dir, out, progress, &layout)?,
             None => pack_layout_with_progress(&self.dir, io::sink(), progress, &layout)?,

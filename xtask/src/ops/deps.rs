@@ -89,7 +89,7 @@ pub fn ensure(
     if progress {
         eprintln!("packing the dependency layer ({})", modules.display());
     }
-    let packed = crate::package::pack_to_file_with(&modules, tmp.path(), progress)?;
+    let packed = crate::ops::packing::pack_to_file_with(&modules, tmp.path(), progress)?;
     let native = app::has_native_addons(&modules);
     let layer = app::layer_key(app, &packed.digest);
     let uploaded = !store.exists(&layer)?;

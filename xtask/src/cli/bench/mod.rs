@@ -55,7 +55,7 @@ fn run(sh: &Shell, files: usize, runs: usize, cycles: usize) -> Result<()> {
     let ours_tgz = work.path().join("ours.tar.gz");
     let mut packed = None;
     let ours = min_time(runs, || {
-        packed = Some(crate::package::pack_to_file(&tree, &ours_tgz)?);
+        packed = Some(crate::ops::packing::pack_to_file(&tree, &ours_tgz)?);
         Ok(())
     })?;
     let packed = packed.expect("ran at least once");
@@ -149,7 +149,7 @@ fn run(sh: &Shell, files: usize, runs: usize, cycles: usize) -> Result<()> {
     if cycles > 0 {
         supervisor::run(sh, work.path(), 10)?;
         edit_to_served(sh, work.path(), cycles)?;
-        with_node_modules(work.path(), &tree, cycles, ours, packed.bytes)?;
+        with_node_modules(sh, work.path(), &tree, cycles, ours, packed.bytes)?;
     }
     Ok(())
 }
@@ -159,7 +159,7 @@ fn run(sh: &Shell, files: usize, runs: usize, cycles: usize) -> Result<()> {
 /// listens). The floor is a node start.
 fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
     use crate::config::Global;
-    use crate::target::{local::Local, DeployOpts, Target};
+    use crate::targets::DeployOpts;
     use aether_artifact::AppName;
     let global = Global {
         project_dir: Some(work.join("project")),
@@ -167,10 +167,10 @@ fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
     };
     let app = AppName::parse("bench")?;
     let dir = work.join("project/app");
-    crate::sample::ensure(&dir)?;
-    let local = Local::new(&global);
-    super::deploy::deploy(
-        &local,
+    crate::ops::sample::ensure(&dir)?;
+    let local = local_target(sh, &global);
+    crate::ops::deploy::deploy(
+        &*local,
         &global,
         &app,
         &dir,
@@ -178,14 +178,14 @@ fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
         &DeployOpts::default(),
     )?;
     let store = local.store()?;
-    let result = edit_cycles(&local, &store, &global, &app, &dir, cycles);
-    Target::down(&local, &app)?;
+    let result = edit_cycles(&*local, &store, &global, &app, &dir, cycles);
+    local.down(&app)?;
     let mut cs = result?;
     let node_floor = min_time(5, || Ok(cmd!(sh, "node -e 0").quiet().run()?))?;
     cs.sort_by_key(|c| c.total);
     let totals: Vec<Duration> = cs.iter().map(|c| c.total).collect();
     let sum =
-        |f: fn(&super::dev::Cycle) -> Duration| cs.iter().map(f).sum::<Duration>().as_secs_f64();
+        |f: fn(&crate::ops::cycle::Cycle) -> Duration| cs.iter().map(f).sum::<Duration>().as_secs_f64();
     let all = sum(|c| c.total);
     println!();
     println!(
@@ -214,13 +214,13 @@ fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
 /// `cycles` one-line edits of the sample's VERSION in `dir`, each through the cycle `dev` runs,
 /// a developer's pause apart.
 fn edit_cycles(
-    local: &crate::target::local::Local,
+    local: &dyn crate::targets::Target,
     store: &aether_artifact::store::Store,
     global: &crate::config::Global,
     app: &aether_artifact::AppName,
     dir: &Path,
     cycles: usize,
-) -> Result<Vec<super::dev::Cycle>> {
+) -> Result<Vec<crate::ops::cycle::Cycle>> {
     let src = dir.join("server.js");
     let original = fs::read_to_string(&src)?;
     let mut out = Vec::new();
@@ -232,7 +232,7 @@ fn edit_cycles(
                 &format!("const VERSION = 'bench-{i}'"),
             ),
         )?;
-        out.push(super::dev::cycle(
+        out.push(crate::ops::cycle::cycle(
             local,
             store,
             global,
@@ -249,6 +249,7 @@ fn edit_cycles(
 /// A one-line edit in an app whose `node_modules` is the generated tree: what one edit uploads
 /// and how soon it is served, against re-packing the whole tree (measured above) per edit.
 fn with_node_modules(
+    sh: &Shell,
     work: &Path,
     tree: &Path,
     cycles: usize,
@@ -256,7 +257,7 @@ fn with_node_modules(
     whole_bytes: u64,
 ) -> Result<()> {
     use crate::config::Global;
-    use crate::target::{local::Local, DeployOpts, Target};
+    use crate::targets::DeployOpts;
     use aether_artifact::AppName;
     let global = Global {
         project_dir: Some(work.join("project-deps")),
@@ -264,13 +265,13 @@ fn with_node_modules(
     };
     let app = AppName::parse("bench-deps")?;
     let dir = work.join("project-deps/app");
-    crate::sample::ensure(&dir)?;
+    crate::ops::sample::ensure(&dir)?;
     fs::write(dir.join("package-lock.json"), "{\"lockfileVersion\": 3}\n")?;
     fs::rename(tree, dir.join(aether_artifact::app::DEPS_DIR))?;
-    let local = Local::new(&global);
+    let local = local_target(sh, &global);
     let t0 = Instant::now();
-    super::deploy::deploy(
-        &local,
+    crate::ops::deploy::deploy(
+        &*local,
         &global,
         &app,
         &dir,
@@ -279,8 +280,8 @@ fn with_node_modules(
     )?;
     let first = t0.elapsed();
     let store = local.store()?;
-    let result = edit_cycles(&local, &store, &global, &app, &dir, cycles);
-    Target::down(&local, &app)?;
+    let result = edit_cycles(&*local, &store, &global, &app, &dir, cycles);
+    local.down(&app)?;
     let mut cs = result?;
     cs.sort_by_key(|c| c.total);
     let totals: Vec<Duration> = cs.iter().map(|c| c.total).collect();
@@ -293,9 +294,9 @@ fn with_node_modules(
     );
     println!(
         "  uploaded per edit: p50 {}, max {} (goal ≤ 64 KiB); re-packing the whole app would upload {} and pack for {:.2} s per edit",
-        crate::package::human_bytes(up[up.len() / 2]),
-        crate::package::human_bytes(*up.last().unwrap_or(&0)),
-        crate::package::human_bytes(whole_bytes),
+        crate::ops::packing::human_bytes(up[up.len() / 2]),
+        crate::ops::packing::human_bytes(*up.last().unwrap_or(&0)),
+        crate::ops::packing::human_bytes(whole_bytes),
         secs(whole_pack)
     );
     println!("  save → served: {} (goal p50 ≤ 0.5 s)", p50_p95(&totals));
@@ -314,7 +315,7 @@ fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
     let work = tempfile::Builder::new().prefix("aether-bench-").tempdir()?;
     let project = work.path().join("project");
     let dir = project.join("app");
-    crate::sample::ensure(&dir)?;
+    crate::ops::sample::ensure(&dir)?;
     let ns = format!("aether-bench-{}", std::process::id());
     let exe = std::env::current_exe()?;
     let run_x = |args: &[&str]| -> Result<std::process::Output> {
@@ -489,7 +490,7 @@ fn tar_gzip(tree: &Path, out: &Path) -> Result<()> {
 /// local target builds for itself.
 fn release_fetcher(sh: &Shell) -> Result<()> {
     if std::env::var_os("AETHER_FETCHER_BIN").is_none() {
-        let bin = crate::target::local::build_fetcher(sh, true)?;
+        let bin = crate::targets::local::build_fetcher(sh, true)?;
         std::env::set_var("AETHER_FETCHER_BIN", bin);
     }
     Ok(())
@@ -635,4 +636,14 @@ pub fn generate_tree(root: &Path, files: usize) -> Result<(usize, u64)> {
         pkg += 1;
     }
     Ok((made, total))
+}
+
+/// The local target with the bench's own project, whatever the user's default target is.
+fn local_target<'a>(sh: &'a xshell::Shell, global: &crate::config::Global) -> Box<dyn crate::targets::Target + 'a> {
+    let args = crate::targets::TargetArgs {
+        target: Some(crate::targets::Kind::Local),
+        context: None,
+        namespace: crate::manifests::NAMESPACE.into(),
+    };
+    args.open_kind(sh, global, crate::targets::Kind::Local)
 }

@@ -2,17 +2,17 @@
 //! publish → wait until served, one line per cycle with each stage's time. The same on every
 //! target.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use aether_artifact::store::Store;
 use aether_artifact::AppName;
 use anyhow::{Context, Result};
 
 use super::Ctx;
-use crate::config::Global;
-use crate::cutover::{self, CutoverArgs, Reload, Trace};
-use crate::target::{DeployOpts, Target};
+use crate::ops::cycle::cycle;
+use crate::ops::deploy::{deploy, sample_dir};
+use crate::ops::reload::{CutoverArgs, Trace};
+use crate::targets::DeployOpts;
 
 /// Watch a directory and hot-reload the app on every save.
 #[derive(clap::Args)]
@@ -34,7 +34,7 @@ impl Dev {
         let app = &self.app;
         let dir: PathBuf = match &self.dir {
             Some(d) => d.clone(),
-            None => super::deploy::sample_dir(&ctx.global)?,
+            None => sample_dir(&ctx.global)?,
         };
         let t = ctx.target();
         if t.statuses(app)?.is_empty() {
@@ -43,7 +43,7 @@ impl Dev {
                 image_import: std::env::var("AETHER_IMAGE_IMPORT").ok(),
                 ..Default::default()
             };
-            super::deploy::deploy(&*t, &ctx.global, app, &dir, Duration::from_secs(60), &opts)?;
+            deploy(&*t, &ctx.global, app, &dir, Duration::from_secs(60), &opts)?;
         }
         let store = t.store()?;
         let debounce = Duration::from_millis(self.debounce_ms);
@@ -90,91 +90,4 @@ impl Dev {
         }
         Ok(())
     }
-}
-
-/// Times of one edit-to-served cycle.
-#[derive(Debug, Clone)]
-pub struct Cycle {
-    pub pack: Duration,
-    pub upload: Duration,
-    pub patch: Duration,
-    /// From the patch until the fetchers published and the app, switched to it, answered.
-    pub served: Duration,
-    pub total: Duration,
-    /// Bytes sent to the store: the app layer when it was new, and a new dependency layer.
-    pub uploaded: u64,
-    /// Per stage, from the pods' own timestamps (`None` when nothing changed).
-    pub trace: Option<Trace>,
-}
-
-impl Cycle {
-    pub fn line(&self) -> String {
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        format!(
-            "pack {:.0} ms | upload {:.0} ms | patch {:.0} ms | fetch+switch+first response {:.0} ms | save to served {:.0} ms",
-            ms(self.pack),
-            ms(self.upload),
-            ms(self.patch),
-            ms(self.served),
-            ms(self.total)
-        )
-    }
-}
-
-/// One cycle: package and upload `dir`, make it the wanted release (through the barrier when
-/// it applies), wait until every pod serves it. `saved` is when the edit happened.
-pub fn cycle(
-    t: &dyn Target,
-    store: &Store,
-    global: &Global,
-    app: &AppName,
-    dir: &Path,
-    saved: Instant,
-    args: &CutoverArgs,
-) -> Result<Cycle> {
-    let saved_ms = cutover::now_ms() - saved.elapsed().as_millis() as u64;
-    let up_ms = cutover::now_ms();
-    let up = super::upload::upload(store, global, app, dir, 3600, false)?;
-    let t_patch = Instant::now();
-    let r = Reload {
-        app,
-        digest: up.digest,
-        marks: vec![
-            ("save", saved_ms),
-            ("debounce", up_ms),
-            ("pack", up_ms + up.pack_ms),
-            ("upload", up_ms + up.pack_ms + up.upload_ms),
-        ],
-        wait: Some(Duration::from_secs(30)),
-    };
-    let o = cutover::roll(t, r, args, &mut |cur| Ok(cur.next(up.digest)))?;
-    let end = Instant::now();
-    let trace = o.and_then(|o| o.trace);
-    let served = trace
-        .as_ref()
-        .map(|tr| {
-            Duration::from_millis(
-                tr.stages
-                    .iter()
-                    .skip_while(|s| s.stage != "signal" && s.stage != "stage signal")
-                    .skip(1)
-                    .map(|s| s.ms)
-                    .sum(),
-            )
-        })
-        .unwrap_or_default();
-    Ok(Cycle {
-        pack: Duration::from_millis(up.pack_ms),
-        upload: Duration::from_millis(up.upload_ms),
-        patch: trace
-            .as_ref()
-            .and_then(|tr| tr.stages.iter().find(|s| s.stage.ends_with("signal")))
-            .map_or(end - t_patch, |s| Duration::from_millis(s.ms)),
-        served,
-        total: trace
-            .as_ref()
-            .map_or(end - saved, |tr| Duration::from_millis(tr.total_ms)),
-        uploaded: if up.uploaded { up.bytes } else { 0 } + up.deps.as_ref().map_or(0, |d| d.bytes),
-        trace,
-    })
 }

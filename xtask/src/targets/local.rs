@@ -27,8 +27,8 @@ use xshell::{cmd, Shell};
 
 use crate::config::Global;
 use crate::proc::{alive, kill_group, port_open, wait_until};
-use crate::release::Release;
-use crate::target::{DeployOpts, PodStatus, Published, Running, Target};
+use crate::ops::release::Release;
+use crate::targets::{DeployOpts, PodStatus, Published, Running, Target};
 
 pub struct Local {
     dir: PathBuf,
@@ -54,7 +54,7 @@ impl PodState {
 }
 
 impl Local {
-    pub fn new(global: &Global) -> Local {
+    pub(super) fn new(global: &Global) -> Local {
         Local {
             dir: global.state_dir().join("local"),
             global: global.clone(),
@@ -211,7 +211,7 @@ impl Local {
             http_bind: Some(format!("127.0.0.1:{fetcher_port}")),
         };
         let mut f = Command::new(&fetcher);
-        if let Some(k) = crate::signing::verify_key()? {
+        if let Some(k) = crate::ops::signing::verify_key()? {
             f.env(FetcherEnv::PUBLIC_KEY, k);
         }
         let f = f

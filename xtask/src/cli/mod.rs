@@ -1,17 +1,17 @@
 //! One module per command; each argument struct owns its `run`, written once against the
-//! [`crate::target::Target`] trait.
+//! [`crate::targets::Target`] trait.
 
 pub mod bench;
 pub mod cluster;
-pub mod deploy;
+pub mod deploy_sample;
 pub mod dev;
 pub mod hot;
+pub mod hot_upload;
 pub mod image;
 pub mod keygen;
 pub mod package;
 pub mod platform;
 pub mod test;
-pub mod upload;
 
 use std::path::PathBuf;
 
@@ -19,7 +19,7 @@ use anyhow::Result;
 use xshell::Shell;
 
 use crate::config::Global;
-use crate::target::{Target, TargetArgs};
+use crate::targets::{Target, TargetArgs};
 
 /// What every command gets: the shell, the global flags and the target flags.
 pub struct Ctx<'a> {

@@ -4,8 +4,7 @@ use aether_artifact::{AppName, Digest};
 use anyhow::{bail, Result};
 
 use super::Ctx;
-use crate::target::cluster::Cluster;
-use crate::target::Kind;
+use crate::targets::Kind;
 
 /// Print the Kubernetes manifests of an app (credentials as placeholders), for review or GitOps.
 #[derive(clap::Args)]
@@ -27,10 +26,10 @@ impl Render {
             Some(Kind::Kube) => Kind::Kube,
             _ => Kind::Microk8s,
         };
-        let c = Cluster::new(ctx.sh, &ctx.global, &ctx.target, kind);
+        let c = ctx.target.open_cluster(ctx.sh, &ctx.global, kind);
         let mut yaml = c.render(&self.app, self.digest)?;
         if self.platform {
-            yaml.push_str(&super::platform::render(&ctx.target.namespace)?);
+            yaml.push_str(&crate::ops::platform::render(&ctx.target.namespace)?);
         }
         if self.json {
             println!(
@@ -76,6 +75,6 @@ impl K8sStart {
             Some(Kind::Local) => bail!("k8s-start is for the microk8s and kube targets"),
             _ => Kind::Microk8s,
         };
-        Cluster::new(ctx.sh, &ctx.global, &ctx.target, kind).start()
+        ctx.target.open_cluster(ctx.sh, &ctx.global, kind).start()
     }
 }

@@ -11,10 +11,10 @@ use std::time::Duration;
 use aether_artifact::store::{Store, StoreConfig};
 use aether_artifact::{AppName, Digest, Status};
 use anyhow::Result;
-use xshell::{cmd, Shell};
+use xshell::Shell;
 
 use crate::config::Global;
-use crate::release::Release;
+use crate::ops::release::Release;
 
 pub trait Target {
     /// For people and `--json`: `local` or `cluster`.
@@ -239,7 +239,7 @@ impl TargetArgs {
     pub fn resolve(&self, sh: &Shell) -> Kind {
         let (t, why) = match self.target {
             Some(t) => (t, "chosen"),
-            None if microk8s_running(sh) => (Kind::Microk8s, "microk8s is installed and running"),
+            None if cluster::kube::host::microk8s_running(sh) => (Kind::Microk8s, "microk8s is installed and running"),
             None => (
                 Kind::Local,
                 "no running microk8s found; pass --target kube for another cluster",
@@ -251,17 +251,21 @@ impl TargetArgs {
 
     /// The resolver: the one place that maps a kind to its implementation.
     pub fn open<'a>(&self, sh: &'a Shell, global: &Global) -> Box<dyn Target + 'a> {
-        match self.resolve(sh) {
+        self.open_kind(sh, global, self.resolve(sh))
+    }
+
+    /// A target of a kind chosen by the caller rather than the flags (the bench measures the
+    /// local target whatever the user's default is).
+    pub fn open_kind<'a>(&self, sh: &'a Shell, global: &Global, kind: Kind) -> Box<dyn Target + 'a> {
+        match kind {
             Kind::Local => Box::new(local::Local::new(global)),
-            k => Box::new(cluster::Cluster::new(sh, global, self, k)),
+            k => Box::new(self.open_cluster(sh, global, k)),
         }
     }
-}
 
-fn microk8s_running(sh: &Shell) -> bool {
-    cmd!(sh, "microk8s status --format short")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .is_ok_and(|s| !s.contains("not running"))
+    /// The cluster itself, for what only a cluster has (`render`, `k8s-start`, `doctor`,
+    /// `bootstrap`): its kubectl, namespace and manifests beyond the [`Target`] trait.
+    pub fn open_cluster<'a>(&self, sh: &'a Shell, global: &Global, kind: Kind) -> cluster::Cluster<'a> {
+        cluster::Cluster::new(sh, global, self, kind)
+    }
 }

@@ -1,12 +1,18 @@
-//! The one place that calls `kubectl` and `microk8s`. Typed functions build the command lines
-//! (unit-tested as data through `Cmd::to_string`), JSON output is parsed into the Kubernetes
-//! types, manifests and secrets go in on stdin, and failures quote kubectl and say what to do.
+//! The one place that calls `kubectl` and `microk8s` (this folder: `host` for the MicroK8s
+//! installation itself, `objects` for what the JSON means). Typed functions build the command
+//! lines (unit-tested as data through `Cmd::to_string`), JSON output is parsed into the
+//! Kubernetes types, manifests and secrets go in on stdin, and failures quote kubectl and say
+//! what to do.
+
+pub mod host;
+mod objects;
+
+pub use objects::{describe_pod, AppObjects};
 
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use serde::de::DeserializeOwned;
 use xshell::{cmd, Cmd, Shell};
 
@@ -34,85 +40,6 @@ pub struct List<T> {
 
 /// Field manager of every server-side apply: one owner for everything the tool writes.
 pub const FIELD_MANAGER: &str = "aether-dev";
-
-/// Everything of one app that the commands read, from a single `kubectl get`: each kubectl
-/// process costs ~0.2 s, which is most of a hot reload's time on a cluster.
-#[derive(Debug, Default)]
-pub struct AppObjects {
-    pub deployment: Option<Deployment>,
-    pub replicasets: Vec<ReplicaSet>,
-    pub pods: Vec<Pod>,
-    pub release: Option<ConfigMap>,
-}
-
-impl AppObjects {
-    /// Parses the mixed list of `kubectl get deployments,replicasets,pods,configmaps -o json`.
-    pub fn parse(json: &str, release_name: &str) -> Result<AppObjects> {
-        let list: List<serde_json::Value> =
-            serde_json::from_str(json).context("parsing `kubectl get … -o json`")?;
-        let mut o = AppObjects::default();
-        for item in list.items {
-            let kind = item["kind"].as_str().unwrap_or_default().to_string();
-            match kind.as_str() {
-                "Deployment" => o.deployment = Some(serde_json::from_value(item)?),
-                "ReplicaSet" => o.replicasets.push(serde_json::from_value(item)?),
-                "Pod" => o.pods.push(serde_json::from_value(item)?),
-                "ConfigMap" if item["metadata"]["name"] == release_name => {
-                    o.release = Some(serde_json::from_value(item)?)
-                }
-                _ => {}
-            }
-        }
-        Ok(o)
-    }
-
-    /// ReplicaSets owned by the current Deployment, newest revision first.
-    fn owned_replicasets(&self) -> Vec<&ReplicaSet> {
-        let Some(uid) = self
-            .deployment
-            .as_ref()
-            .and_then(|d| d.metadata.uid.as_deref())
-        else {
-            return Vec::new();
-        };
-        let mut rs: Vec<&ReplicaSet> = self
-            .replicasets
-            .iter()
-            .filter(|r| owned_by(&r.metadata, uid))
-            .collect();
-        rs.sort_by_key(|r| std::cmp::Reverse(revision(r)));
-        rs
-    }
-
-    /// Pods of the current Deployment (through any of its ReplicaSets) that are not being
-    /// deleted. A pod left over from an earlier Deployment of the same name (`down` then
-    /// `deploy-sample`) carries the same labels but belongs to none of these.
-    pub fn live_pods(&self) -> Vec<&Pod> {
-        let owners: Vec<&str> = self
-            .owned_replicasets()
-            .iter()
-            .filter_map(|r| r.metadata.uid.as_deref())
-            .collect();
-        self.pods
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| owners.iter().any(|uid| owned_by(&p.metadata, uid)))
-            .collect()
-    }
-}
-
-fn owned_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, uid: &str) -> bool {
-    meta.owner_references.iter().flatten().any(|o| o.uid == uid)
-}
-
-fn revision(rs: &ReplicaSet) -> u64 {
-    rs.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get("deployment.kubernetes.io/revision"))
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0)
-}
 
 /// Why an apply failed, where the caller acts on it.
 #[derive(Debug, thiserror::Error)]
@@ -524,51 +451,6 @@ impl<'a> Kube<'a> {
     }
 }
 
-/// One line per pod, then one per container: what `kubectl describe` would make you look for.
-pub fn describe_pod(p: &Pod) -> String {
-    let name = p.metadata.name.as_deref().unwrap_or("?");
-    let st = p.status.as_ref();
-    let phase = st.and_then(|s| s.phase.as_deref()).unwrap_or("Unknown");
-    let mut out = format!("pod {name}: {phase}\n");
-    let statuses = st
-        .map(|s| {
-            s.init_container_statuses
-                .iter()
-                .flatten()
-                .chain(s.container_statuses.iter().flatten())
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    for c in statuses {
-        let state = c.state.as_ref();
-        let desc = if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
-            format!(
-                "waiting: {} {}",
-                w.reason.as_deref().unwrap_or(""),
-                w.message.as_deref().unwrap_or("")
-            )
-        } else if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
-            format!(
-                "terminated: {} (exit {})",
-                t.reason.as_deref().unwrap_or(""),
-                t.exit_code
-            )
-        } else if state.and_then(|s| s.running.as_ref()).is_some() {
-            "running".to_string()
-        } else {
-            "unknown".to_string()
-        };
-        out.push_str(&format!(
-            "  container {}: {} ready={} restarts={}\n",
-            c.name,
-            desc.trim(),
-            c.ready,
-            c.restart_count
-        ));
-    }
-    out
-}
-
 fn hint(stderr: &str) -> &'static str {
     if stderr.contains("connection refused")
         || stderr.contains("Unable to connect")
@@ -657,7 +539,7 @@ mod tests {
 
     /// Shapes of real `kubectl get pods -o json` output (trimmed): a running pod with a native
     /// sidecar, and one stuck pulling its image.
-    const PODS: &str = include_str!("../../../tests/data/pods.json");
+    const PODS: &str = include_str!("../../../../tests/data/pods.json");
 
     #[test]
     fn parses_pod_lists_and_describes_them() {

@@ -68,7 +68,7 @@ pub fn record(
     dir: &Path,
     packed: &Packed,
     release: &aether_artifact::app::Release,
-    deps: Option<&crate::deps::Layer>,
+    deps: Option<&crate::ops::deps::Layer>,
 ) -> Provenance {
     let mut layers = vec![Layer {
         name: "app".into(),

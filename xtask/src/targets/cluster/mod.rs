@@ -15,8 +15,8 @@ use crate::config::Global;
 pub mod kube;
 
 use crate::manifests::{self, AppValues, StoreValues};
-use crate::release::Release;
-use crate::target::{DeployOpts, Kind, PodStatus, Published, Running, Target, TargetArgs};
+use crate::ops::release::Release;
+use crate::targets::{DeployOpts, Kind, PodStatus, Published, Running, Target, TargetArgs};
 use kube::{AppObjects, ApplyError, Flavor, Kube};
 
 /// Host side of the MinIO that `bootstrap` deploys (its NodePort).
@@ -36,9 +36,9 @@ pub fn fetcher_image() -> Result<String> {
     {
         return Ok(i);
     }
-    let archive = crate::image::image_archive();
+    let archive = crate::ops::oci_image::image_archive();
     if archive.exists() {
-        return crate::image::reference_in(&archive);
+        return crate::ops::oci_image::reference_in(&archive);
     }
     Ok(manifests::FETCHER_IMAGE.into())
 }
@@ -49,7 +49,7 @@ pub struct Cluster<'a> {
 }
 
 impl<'a> Cluster<'a> {
-    pub fn new(sh: &'a Shell, global: &Global, target: &TargetArgs, t: Kind) -> Cluster<'a> {
+    pub(super) fn new(sh: &'a Shell, global: &Global, target: &TargetArgs, t: Kind) -> Cluster<'a> {
         let flavor = match t {
             Kind::Microk8s => Flavor::Microk8s,
             _ => Flavor::Kube {
@@ -146,7 +146,7 @@ impl<'a> Cluster<'a> {
             app: app.to_string(),
             replicas: 1,
             fetcher_image: fetcher_image()?,
-            node_image: crate::target::Runtime::default().node_image(),
+            node_image: crate::targets::Runtime::default().node_image(),
             store: StoreValues {
                 endpoint: pods_endpoint,
                 region: store.region.clone(),
@@ -161,7 +161,7 @@ impl<'a> Cluster<'a> {
                 },
             },
             release: release.to_data(),
-            verify_key: crate::signing::verify_key()?,
+            verify_key: crate::ops::signing::verify_key()?,
         })
     }
 
@@ -297,7 +297,7 @@ impl<'a> Cluster<'a> {
     /// Makes sure every node can run the fetcher image: MicroK8s imports the archive itself;
     /// any other cluster runs the user's import command (`--image-import`).
     fn ensure_image(&self, image: &str, import: Option<&str>) -> Result<()> {
-        let archive = crate::image::image_archive();
+        let archive = crate::ops::oci_image::image_archive();
         let present = if self.kube.flavor == Flavor::Microk8s {
             self.kube.images()?.iter().any(|i| i == image)
         } else {

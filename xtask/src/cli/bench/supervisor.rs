@@ -24,7 +24,7 @@ use super::{p50_p95, secs};
 use crate::proc::kill_group;
 
 pub fn run(sh: &Shell, work: &Path, swaps: usize) -> Result<()> {
-    let fetcher = crate::target::local::fetcher_bin(sh)?;
+    let fetcher = crate::targets::local::fetcher_bin(sh)?;
     let vol = Volume::new(&work.join("supervisor"))?;
     vol.publish("v0", 0)?;
 

@@ -1,0 +1,365 @@
+//! `doctor`: every prerequisite and service checked, with what is missing and the command
+//! that fixes it. Changes nothing.
+
+use std::time::Duration;
+
+use aether_artifact::store::{PartialStore, Secret, Store};
+use anyhow::{bail, Result};
+use xshell::Shell;
+
+use crate::config::Global;
+use crate::manifests::{self};
+use crate::targets::cluster::kube::Flavor;
+use crate::targets::{Kind, TargetArgs};
+
+use super::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Missing,
+    Broken,
+    Skipped,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    pub fix: Option<String>,
+    pub required: bool,
+}
+
+pub fn doctor(sh: &Shell, global: &Global, targs: &TargetArgs, json: bool) -> Result<()> {
+    let t = targs.resolve(sh);
+    let cluster = t != Kind::Local;
+    let mut checks = Vec::new();
+    let mut tool = |name: &'static str, program: &str, args: &[&str], required: bool, fix: &str| {
+        let c = match version_of(sh, program, args) {
+            Some(v) => Check {
+                name,
+                status: Status::Ok,
+                detail: v,
+                fix: None,
+                required,
+            },
+            None => Check {
+                name,
+                status: Status::Missing,
+                detail: "not found on PATH".into(),
+                fix: Some(fix.into()),
+                required,
+            },
+        };
+        checks.push(c);
+    };
+    tool(
+        "cargo",
+        "cargo",
+        &["--version"],
+        true,
+        "install Rust with rustup: https://rustup.rs",
+    );
+    tool(
+        "rustup",
+        "rustup",
+        &["--version"],
+        false,
+        "install rustup to manage toolchains (optional)",
+    );
+    tool("kubectl", "kubectl", &["version", "--client"], t == Kind::Kube, "install kubectl (e.g. `sudo snap install kubectl --classic`); MicroK8s users can use `microk8s kubectl`");
+    tool(
+        "docker",
+        "docker",
+        &["--version"],
+        false,
+        "optional: not needed (sidecar-image writes OCI archives itself)",
+    );
+
+    // node: the local target runs the app with it.
+    checks.push(match version_of(sh, "node", &["--version"]) {
+        Some(v) => {
+            let major = crate::targets::local::node_major(&v);
+            if major >= 18 {
+                Check {
+                    name: "node",
+                    status: Status::Ok,
+                    detail: v,
+                    fix: None,
+                    required: !cluster,
+                }
+            } else {
+                Check {
+                    name: "node",
+                    status: Status::Broken,
+                    detail: format!("{v} is older than 18"),
+                    fix: Some("install Node.js 20 (e.g. `sudo apt-get install nodejs`)".into()),
+                    required: !cluster,
+                }
+            }
+        }
+        None => Check {
+            name: "node",
+            status: Status::Missing,
+            detail: "not found on PATH".into(),
+            fix: Some("install Node.js 20 (e.g. `sudo apt-get install nodejs`)".into()),
+            required: !cluster,
+        },
+    });
+
+    let mk_required = t == Kind::Microk8s;
+    checks.push(match crate::targets::cluster::kube::host::microk8s_version(sh) {
+        None => Check {
+            name: "microk8s",
+            status: Status::Missing,
+            detail: "not installed".into(),
+            fix: Some(format!("sudo snap install microk8s --classic --channel={MICROK8S_CHANNEL} (or `cargo xtask bootstrap`)")),
+            required: mk_required,
+        },
+        Some(v) => match parse_microk8s_version(&v) {
+            Some(mm) if mm >= MIN_MICROK8S => Check { name: "microk8s", status: Status::Ok, detail: v, fix: None, required: mk_required },
+            _ => Check {
+                name: "microk8s",
+                status: Status::Broken,
+                detail: format!("{v}: native sidecars need 1.29 or newer"),
+                fix: Some(format!("sudo snap refresh microk8s --channel={MICROK8S_CHANNEL}")),
+                required: mk_required,
+            },
+        },
+    });
+
+    checks.push(store_check(global, t)?);
+    checks.push(database_check(global)?);
+    if cluster {
+        checks.extend(cluster_checks(sh, global, targs, t));
+    } else {
+        checks.push(Check {
+            name: "cluster",
+            status: Status::Skipped,
+            detail: "local target: no cluster needed".into(),
+            fix: None,
+            required: false,
+        });
+    }
+
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.required && matches!(c.status, Status::Missing | Status::Broken))
+        .map(|c| c.name)
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        for c in &checks {
+            let status = format!("{:?}", c.status).to_lowercase();
+            let req = if c.required { "" } else { " (optional)" };
+            println!("{status:<8} {:<10} {}{req}", c.name, c.detail);
+            if let (Some(fix), false) = (&c.fix, c.status == Status::Ok) {
+                println!("{:<8} {:<10} fix: {fix}", "", "");
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("required pieces missing or broken: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn store_check(global: &Global, t: Kind) -> Result<Check> {
+    let layers = global.store_layers()?;
+    if t == Kind::Local && layers.endpoint.is_none() {
+        return Ok(Check {
+            name: "store",
+            status: Status::Ok,
+            detail: "embedded S3 store (started on demand by the local target)".into(),
+            fix: None,
+            required: false,
+        });
+    }
+    let layers = layers.or(PartialStore {
+        endpoint: Some(crate::targets::cluster::DEFAULT_HOST_ENDPOINT.into()),
+        ..Default::default()
+    });
+    let cfg = match layers.finish() {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(Check {
+                name: "store",
+                status: Status::Missing,
+                detail: e,
+                fix: Some("cargo xtask bootstrap".into()),
+                required: t != Kind::Local,
+            })
+        }
+    };
+    let endpoint = cfg.endpoint.clone();
+    let bucket = cfg.bucket.clone();
+    let store = Store::with_timeout(cfg, Duration::from_secs(5))?;
+    Ok(match store.bucket_exists() {
+        Ok(true) => Check {
+            name: "store",
+            status: Status::Ok,
+            detail: format!("{endpoint}, bucket {bucket} present, credentials valid"),
+            fix: None,
+            required: t != Kind::Local,
+        },
+        Ok(false) => Check {
+            name: "store",
+            status: Status::Broken,
+            detail: format!("{endpoint}: credentials valid, bucket {bucket} missing"),
+            fix: Some("`cargo xtask hot-upload` creates it (or `cargo xtask bootstrap`)".into()),
+            required: t != Kind::Local,
+        },
+        Err(e) => Check {
+            name: "store",
+            status: if e.kind == aether_artifact::store::ErrorKind::Unreachable {
+                Status::Missing
+            } else {
+                Status::Broken
+            },
+            detail: format!("{e}"),
+            fix: Some("cargo xtask bootstrap".into()),
+            required: t != Kind::Local,
+        },
+    })
+}
+
+/// The database as this machine reaches it: `AETHER_DATABASE_URL`, else the config file.
+/// host:port of a postgres:// URL, without its credentials.
+fn url_host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url.split_once("://")?.1;
+    let hostpart = rest.split('/').next()?;
+    let hostpart = hostpart.rsplit_once('@').map_or(hostpart, |(_, h)| h);
+    let (host, port) = match hostpart.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse().ok()?),
+        None => (hostpart.to_string(), 5432),
+    };
+    Some((host, port))
+}
+
+pub(super) fn database_reachable(url: &Secret) -> Result<String, String> {
+    use std::net::ToSocketAddrs;
+    let (host, port) = url_host_port(url.expose()).ok_or("the database URL does not parse")?;
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{host}:{port}: {e}"))?
+        .next()
+        .ok_or("no address")?;
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("{host}:{port}: {e}"))?;
+    Ok(format!("{host}:{port} reachable"))
+}
+
+fn database_check(global: &Global) -> Result<Check> {
+    Ok(match global.database_url()? {
+        None => Check {
+            name: "database",
+            status: Status::Missing,
+            detail: "no database configured".into(),
+            fix: Some("cargo xtask bootstrap (or set AETHER_DATABASE_URL)".into()),
+            required: false,
+        },
+        Some(url) => match database_reachable(&url) {
+            Ok(d) => Check {
+                name: "database",
+                status: Status::Ok,
+                detail: d,
+                fix: None,
+                required: false,
+            },
+            Err(e) => Check {
+                name: "database",
+                status: Status::Broken,
+                detail: e,
+                fix: Some("cargo xtask bootstrap (starts Postgres in the cluster)".into()),
+                required: false,
+            },
+        },
+    })
+}
+
+fn cluster_checks(sh: &Shell, global: &Global, targs: &TargetArgs, t: Kind) -> Vec<Check> {
+    let c = targs.open_cluster(sh, global, t);
+    let ns = c.kube.namespace.clone();
+    let mut out = Vec::new();
+    match c.kube.get::<serde_json::Value>("namespace", &ns) {
+        Ok(Some(_)) => out.push(Check {
+            name: "cluster",
+            status: Status::Ok,
+            detail: format!("reachable, namespace {ns} present"),
+            fix: None,
+            required: true,
+        }),
+        Ok(None) => out.push(Check {
+            name: "cluster",
+            status: Status::Broken,
+            detail: format!("reachable, namespace {ns} missing"),
+            fix: Some("cargo xtask k8s-start".into()),
+            required: true,
+        }),
+        Err(e) => {
+            let first = format!("{e:#}")
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            out.push(Check {
+                name: "cluster",
+                status: Status::Missing,
+                detail: first,
+                fix: Some("cargo xtask k8s-start (or check your kubeconfig context)".into()),
+                required: true,
+            });
+            return out;
+        }
+    }
+    if c.kube.flavor == Flavor::Microk8s {
+        out.push(match c.kube.images() {
+            Ok(i) if i.iter().any(|x| x == manifests::FETCHER_IMAGE) => Check {
+                name: "sidecar",
+                status: Status::Ok,
+                detail: format!("{} present", manifests::FETCHER_IMAGE),
+                fix: None,
+                required: false,
+            },
+            Ok(_) => Check {
+                name: "sidecar",
+                status: Status::Missing,
+                detail: format!("{} not imported", manifests::FETCHER_IMAGE),
+                fix: Some("cargo xtask sidecar-image (deploy-sample imports it)".into()),
+                required: false,
+            },
+            Err(e) => Check {
+                name: "sidecar",
+                status: Status::Broken,
+                detail: format!("{e:#}").lines().next().unwrap_or_default().into(),
+                fix: None,
+                required: false,
+            },
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            url_host_port("postgres://u:p@127.0.0.1:30432/db"),
+            Some(("127.0.0.1".into(), 30432))
+        );
+        assert_eq!(
+            url_host_port("postgres://db.example/x"),
+            Some(("db.example".into(), 5432))
+        );
+        assert_eq!(
+            url_host_port("postgres://u:p:w@h:1/x"),
+            Some(("h".into(), 1))
+        );
+    }
+}
