@@ -4,9 +4,12 @@
 mod cli;
 mod config;
 mod embedded;
+mod fetcher_image;
+mod keys;
 mod manifests;
 mod ops;
 mod proc;
+mod release;
 mod targets;
 
 use aether_artifact::Digest;
@@ -63,7 +66,7 @@ enum Cmd {
     /// Make an Ed25519 (minisign) key pair for signing uploads; the secret key is never printed.
     Keygen(cli::keygen::Keygen),
     /// Build the fetcher as a static binary and write its OCI image archive (no Docker needed).
-    SidecarImage(cli::image::SidecarImage),
+    SidecarImage(cli::sidecar_image::SidecarImage),
     /// Install what the tests need (apt, when missing) and run every test in the workspace.
     Test(cli::test::Test),
     /// Print packing and unpacking figures next to tar+gzip on the same machine.

@@ -189,6 +189,35 @@ pub fn render_app(v: &AppValues, with_release: bool) -> Result<String> {
     Ok(out)
 }
 
+/// The Node.js an app needs: its major (`engines.node`), and glibc when it has native addons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Runtime {
+    pub node_major: u32,
+    pub glibc: bool,
+}
+
+impl Default for Runtime {
+    fn default() -> Runtime {
+        Runtime {
+            node_major: aether_artifact::app::DEFAULT_NODE_MAJOR,
+            glibc: false,
+        }
+    }
+}
+
+impl Runtime {
+    /// The stock node image: Alpine (small), or Debian's slim image when native addons need
+    /// glibc (addons built on a glibc host do not load against musl).
+    pub fn node_image(&self) -> String {
+        let flavour = if self.glibc {
+            "bookworm-slim"
+        } else {
+            "alpine"
+        };
+        format!("docker.io/library/node:{}-{flavour}", self.node_major)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,7 +245,7 @@ pub fn example_values(app: &str, digest: &str) -> AppValues {
         app: app.into(),
         replicas: 1,
         fetcher_image: FETCHER_IMAGE.into(),
-        node_image: crate::targets::Runtime::default().node_image(),
+        node_image: Runtime::default().node_image(),
         store: StoreValues {
             endpoint: "http://minio.aether-system.svc.cluster.local:9000".into(),
             region: "us-east-1".into(),

@@ -6,7 +6,13 @@
 //!   a request loop's pace (`// pace:`) or a window that observes an absence (`// window:`),
 //!   said on its line; everything else waits through `aether-testkit`;
 //! - one rule for "this is CI", in `aether-testkit` (and the one line the xtask needs for
-//!   progress output): no test reads `CI` itself.
+//!   progress output): no test reads `CI` itself;
+//! - the xtask's layers point down: a command (`cli/x`) imports no other command, workflows
+//!   (`ops/`) import no command, targets (`targets/`) neither, and the foundation at the crate
+//!   root (config, manifests, release, keys, …) none of the three;
+//! - only `targets/cluster/kube/` runs `kubectl` or `microk8s` (the bench and the test runner,
+//!   which drive a cluster the way a user does, excepted);
+//! - no two source files share a name, and none has more than 500 lines before its tests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -174,8 +180,8 @@ fn contracts_have_one_home() {
     );
 }
 
-/// The module a file under `xtask/src` is: `cmd/hot.rs` → `cmd::hot`, `target/mod.rs` →
-/// `target`, `main.rs` → the crate root (empty).
+/// The module a file under `xtask/src` is: `cli/hot.rs` → `cli::hot`, `targets/mod.rs` →
+/// `targets`, `main.rs` → the crate root (empty).
 fn module_of(src: &Path, f: &Path) -> String {
     let rel = f.strip_prefix(src).unwrap().with_extension("");
     let mut parts: Vec<String> = rel
@@ -254,11 +260,11 @@ fn xtask_modules_form_no_cycle() {
     }
     // Sanity: the parser sees the real structure.
     assert!(
-        edges["cmd::hot"].contains("target"),
+        edges["cli::hot"].contains("targets"),
         "{:?}",
-        edges["cmd::hot"]
+        edges["cli::hot"]
     );
-    assert!(edges["cmd::hot"].contains("cmd"), "{:?}", edges["cmd::hot"]);
+    assert!(edges["cli::hot"].contains("cli"), "{:?}", edges["cli::hot"]);
 
     // Depth-first search for a back edge; report the cycle.
     fn visit(
@@ -347,7 +353,7 @@ fn one_rule_says_what_ci_is() {
         for (n, line) in code_lines(&text, "//") {
             // Setting CI for a child (the CI examples, the progress test) is not reading it.
             let reads = line.contains("var(\"CI\")") || line.contains("var_os(\"CI\")");
-            let progress = f.ends_with("xtask/src/package.rs");
+            let progress = f.ends_with("xtask/src/ops/packing.rs");
             if reads && !progress {
                 bad.push(format!("{}:{n}: {}", f.display(), line.trim()));
             }
@@ -358,4 +364,115 @@ fn one_rule_says_what_ci_is() {
         "read CI through aether_testkit::in_ci (skip, require), the one rule:\n{}",
         bad.join("\n")
     );
+}
+
+/// Every module of the xtask and the modules it refers to (itself and its submodules aside).
+fn xtask_edges() -> BTreeMap<String, BTreeSet<String>> {
+    let src = root().join("xtask/src");
+    let fs_files = files(&src, "rs");
+    let known: BTreeSet<String> = fs_files.iter().map(|f| module_of(&src, f)).collect();
+    fs_files
+        .iter()
+        .map(|f| (module_of(&src, f), fs::read_to_string(f).unwrap()))
+        .filter(|(m, _)| !m.is_empty())
+        .map(|(m, text)| {
+            let refs = references(&m, &text, &known)
+                .into_iter()
+                .filter(|r| !r.is_empty() && r != &m && !r.starts_with(&format!("{m}::")))
+                .collect();
+            (m, refs)
+        })
+        .collect()
+}
+
+#[test]
+fn the_layers_point_down() {
+    let layer = |m: &str| m.split("::").next().unwrap_or("").to_string();
+    let mut bad = Vec::new();
+    for (m, refs) in xtask_edges() {
+        for r in refs {
+            let (lm, lr) = (layer(&m), layer(&r));
+            let wrong = match lm.as_str() {
+                // A command may use the CLI's root (`Ctx`) and its own submodules only.
+                "cli" => {
+                    let own = m.split("::").nth(1).unwrap_or("");
+                    lr == "cli" && r != "cli" && r.split("::").nth(1) != Some(own)
+                }
+                "ops" => lr == "cli",
+                "targets" => lr == "cli" || lr == "ops",
+                _ => ["cli", "ops", "targets"].contains(&lr.as_str()),
+            };
+            if wrong {
+                bad.push(format!("{m} uses {r}"));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "a layer imports one above it or a sibling command: move the shared part down (a \
+         workflow into ops/, a model into the crate root):\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn only_kube_runs_kubectl_or_microk8s() {
+    let src = root().join("xtask/src");
+    let mut bad = Vec::new();
+    for f in files(&src, "rs") {
+        let rel = f.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+        // The transport itself; the bench measures kubectl's own cost and the test runner
+        // checks a cluster answers, both as a user's shell would.
+        if rel.starts_with("targets/cluster/kube/") || rel.starts_with("cli/bench/") || rel == "cli/test.rs" {
+            continue;
+        }
+        let text = fs::read_to_string(&f).unwrap();
+        let text = text.split("#[cfg(test)]").next().unwrap();
+        for (n, line) in code_lines(text, "//") {
+            // An xshell command line whose program (after any `sudo`) is one of them.
+            let program = line
+                .split_once("cmd!(")
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map(|(_, lit)| lit.trim_start_matches("sudo ").split(' ').next().unwrap_or(""));
+            let spawns = matches!(program, Some("kubectl" | "microk8s" | "snap"))
+                || line.contains("Command::new(\"kubectl\")")
+                || line.contains("Command::new(\"microk8s\")");
+            if spawns {
+                bad.push(format!("{rel}:{n}: {}", line.trim()));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "run kubectl and microk8s through targets::cluster::kube (Kube, kube::host):\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn source_files_have_one_name_and_one_screenful_of_jobs() {
+    let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut long = Vec::new();
+    for dir in ["xtask/src", "sidecar/src", "crates/artifact/src", "crates/s3local/src", "crates/testkit/src"] {
+        let base = root().join(dir);
+        for f in files(&base, "rs") {
+            let rel = f.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            if dir == "xtask/src" && !["mod.rs", "main.rs", "lib.rs"].contains(&name.as_str()) {
+                names.entry(name).or_default().push(rel.clone());
+            }
+            let text = fs::read_to_string(&f).unwrap();
+            let before_tests = text.split("#[cfg(test)]").next().unwrap().lines().count();
+            if before_tests > 500 {
+                long.push(format!("{rel}: {before_tests} lines before its tests"));
+            }
+        }
+    }
+    let dups: Vec<String> = names
+        .into_iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(n, v)| format!("{n}: {}", v.join(", ")))
+        .collect();
+    assert!(dups.is_empty(), "one name, one file (name them by their job):\n{}", dups.join("\n"));
+    assert!(long.is_empty(), "split these by job:\n{}", long.join("\n"));
 }

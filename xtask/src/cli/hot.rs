@@ -10,7 +10,7 @@ use crate::ops::upload::require_in_store;
 use super::Ctx;
 use crate::ops::reload::{self, CutoverArgs, Outcome, Reload};
 use crate::ops::fleet::Fleet;
-use crate::ops::release::Release;
+use crate::release::Release;
 use crate::targets::PodStatus;
 
 /// Make a running app switch to an uploaded digest, without restarting its pod.

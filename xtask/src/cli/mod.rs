@@ -7,7 +7,7 @@ pub mod deploy_sample;
 pub mod dev;
 pub mod hot;
 pub mod hot_upload;
-pub mod image;
+pub mod sidecar_image;
 pub mod keygen;
 pub mod package;
 pub mod platform;

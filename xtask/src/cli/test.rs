@@ -159,7 +159,7 @@ fn cluster_suite<'a>(sh: &'a Shell, extra: &[String]) -> Result<xshell::Cmd<'a>>
         .ignore_stdout()
         .run()
         .context("no reachable cluster: start one (`../shared/k8s-local/up`, `microk8s start`) and set KUBECONFIG")?;
-    crate::ops::oci_image::run(sh, None)?;
+    crate::fetcher_image::run(sh, None)?;
     let shared = crate::project_root().join("../shared/k8s-local/import-image");
     let mut suite = cmd!(
         sh,

@@ -9,7 +9,7 @@ use aether_artifact::AppName;
 use anyhow::Result;
 
 use crate::config::Global;
-use crate::ops::release::Release;
+use crate::release::Release;
 use crate::ops::upload::upload;
 use crate::targets::{DeployOpts, Running, Target};
 

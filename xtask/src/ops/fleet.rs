@@ -3,7 +3,7 @@
 
 use aether_artifact::Digest;
 
-use crate::ops::release::Release;
+use crate::release::Release;
 use crate::targets::PodStatus;
 
 /// What runs where: the pods grouped by the release their app serves, and why a pod does not

@@ -1,15 +1,14 @@
-//! The workflows commands compose: each is written once, against the [`crate::targets::Target`]
-//! trait where it touches a running app, and used by every command that needs it. Nothing here
-//! parses arguments or decides how to print; that is the CLI's job (`crate::cli`).
+//! The workflows commands compose (the middle layer): each is written once, against the
+//! [`crate::targets::Target`] trait where it touches a running app, and used by every command
+//! that needs it. Nothing here parses arguments; that is the job of the commands in `cli/`, and
+//! nothing here imports it (`xtask/tests/tidy.rs`).
 
 pub mod cycle;
 pub mod deploy;
 pub mod deps;
 pub mod fleet;
-pub mod oci_image;
 pub mod packing;
 pub mod platform;
-pub mod release;
 pub mod reload;
 pub mod sample;
 pub mod signing;

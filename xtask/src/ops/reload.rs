@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use aether_artifact::{AppName, Cause, Digest};
 use anyhow::{bail, Result};
 
-use crate::ops::release::Release;
+use crate::release::Release;
 use crate::targets::{PodStatus, Published, Target};
 
 #[derive(clap::Args, Clone, Debug, Default)]

@@ -1,65 +1,13 @@
 //! Provenance records and their minisign signatures, on the upload side. The format and the
 //! verification live in `aether_artifact::provenance`; this makes and signs the records.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use aether_artifact::pack::Packed;
 use aether_artifact::provenance::{self, Git, Layer, Provenance, Source, Tool};
 use aether_artifact::store::Store;
 use aether_artifact::{AppName, Digest};
-use anyhow::{Context, Result};
-
-/// The secret key that signs uploads: `AETHER_SIGNING_KEY`, a path to a minisign secret key
-/// file or (for CI secrets) the key file's contents.
-pub const ENV_SIGNING_KEY: &str = "AETHER_SIGNING_KEY";
-/// The public key the fetchers require signatures from: `AETHER_VERIFY_KEY`, a path to the
-/// `.pub` file, its contents, or the bare base64 key.
-pub const ENV_VERIFY_KEY: &str = "AETHER_VERIFY_KEY";
-
-/// Reads a key setting: a file path, or the key itself.
-fn read_key_setting(var: &str) -> Result<Option<String>> {
-    let Some(v) = std::env::var(var).ok().filter(|v| !v.trim().is_empty()) else {
-        return Ok(None);
-    };
-    let p = PathBuf::from(v.trim());
-    if !v.contains('\n') && p.is_file() {
-        return Ok(Some(
-            std::fs::read_to_string(&p)
-                .with_context(|| format!("reading {} ({var})", p.display()))?,
-        ));
-    }
-    Ok(Some(v))
-}
-
-/// The public key fetchers must check, as the bare base64 key, if one is configured.
-pub fn verify_key() -> Result<Option<String>> {
-    let Some(k) = read_key_setting(ENV_VERIFY_KEY)? else {
-        return Ok(None);
-    };
-    let b64 = k
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
-        .unwrap_or_default()
-        .to_string();
-    minisign::PublicKey::from_base64(&b64)
-        .map_err(|e| anyhow::anyhow!("{ENV_VERIFY_KEY} is not a minisign public key: {e}"))?;
-    Ok(Some(b64))
-}
-
-fn signing_key() -> Result<Option<minisign::SecretKey>> {
-    let Some(k) = read_key_setting(ENV_SIGNING_KEY)? else {
-        return Ok(None);
-    };
-    let sk = minisign::SecretKeyBox::from_string(&k)
-        .and_then(|b| b.into_unencrypted_secret_key())
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{ENV_SIGNING_KEY} is not an unencrypted minisign secret key ({e}): make one with `cargo xtask keygen`"
-            )
-        })?;
-    Ok(Some(sk))
-}
+use anyhow::Result;
 
 /// The provenance of `dir` packed as `packed`, with the release record it carries and its
 /// dependency layer.
@@ -158,7 +106,7 @@ pub fn publish(store: &Store, p: &Provenance) -> Result<Recorded> {
     let app = AppName::parse(&p.app)?;
     let key = provenance::key(&app, &p.digest);
     let sig_key = provenance::signature_key(&app, &p.digest);
-    let sk = signing_key()?;
+    let sk = crate::keys::signing_key()?;
     let have_record = store.exists(&key)?;
     let have_sig = store.exists(&sig_key)?;
     if have_record && (have_sig || sk.is_none()) {

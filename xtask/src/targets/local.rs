@@ -27,7 +27,7 @@ use xshell::{cmd, Shell};
 
 use crate::config::Global;
 use crate::proc::{alive, kill_group, port_open, wait_until};
-use crate::ops::release::Release;
+use crate::release::Release;
 use crate::targets::{DeployOpts, PodStatus, Published, Running, Target};
 
 pub struct Local {
@@ -211,7 +211,7 @@ impl Local {
             http_bind: Some(format!("127.0.0.1:{fetcher_port}")),
         };
         let mut f = Command::new(&fetcher);
-        if let Some(k) = crate::ops::signing::verify_key()? {
+        if let Some(k) = crate::keys::verify_key()? {
             f.env(FetcherEnv::PUBLIC_KEY, k);
         }
         let f = f

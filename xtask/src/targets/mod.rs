@@ -14,7 +14,8 @@ use anyhow::Result;
 use xshell::Shell;
 
 use crate::config::Global;
-use crate::ops::release::Release;
+pub use crate::manifests::Runtime;
+use crate::release::Release;
 
 pub trait Target {
     /// For people and `--json`: `local` or `cluster`.
@@ -88,35 +89,6 @@ pub struct DeployOpts {
     /// Pods to run (cluster targets; the local target runs one): `None` keeps what the
     /// Deployment has, 1 for a new one.
     pub replicas: Option<u32>,
-}
-
-/// The Node.js an app needs: its major (`engines.node`), and glibc when it has native addons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Runtime {
-    pub node_major: u32,
-    pub glibc: bool,
-}
-
-impl Default for Runtime {
-    fn default() -> Runtime {
-        Runtime {
-            node_major: aether_artifact::app::DEFAULT_NODE_MAJOR,
-            glibc: false,
-        }
-    }
-}
-
-impl Runtime {
-    /// The stock node image: Alpine (small), or Debian's slim image when native addons need
-    /// glibc (addons built on a glibc host do not load against musl).
-    pub fn node_image(&self) -> String {
-        let flavour = if self.glibc {
-            "bookworm-slim"
-        } else {
-            "alpine"
-        };
-        format!("docker.io/library/node:{}-{flavour}", self.node_major)
-    }
 }
 
 /// One pod's fetcher as `hot-status` shows it.

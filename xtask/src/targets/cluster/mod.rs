@@ -15,7 +15,7 @@ use crate::config::Global;
 pub mod kube;
 
 use crate::manifests::{self, AppValues, StoreValues};
-use crate::ops::release::Release;
+use crate::release::Release;
 use crate::targets::{DeployOpts, Kind, PodStatus, Published, Running, Target, TargetArgs};
 use kube::{AppObjects, ApplyError, Flavor, Kube};
 
@@ -36,9 +36,9 @@ pub fn fetcher_image() -> Result<String> {
     {
         return Ok(i);
     }
-    let archive = crate::ops::oci_image::image_archive();
+    let archive = crate::fetcher_image::image_archive();
     if archive.exists() {
-        return crate::ops::oci_image::reference_in(&archive);
+        return crate::fetcher_image::reference_in(&archive);
     }
     Ok(manifests::FETCHER_IMAGE.into())
 }
@@ -161,7 +161,7 @@ impl<'a> Cluster<'a> {
                 },
             },
             release: release.to_data(),
-            verify_key: crate::ops::signing::verify_key()?,
+            verify_key: crate::keys::verify_key()?,
         })
     }
 
@@ -297,7 +297,7 @@ impl<'a> Cluster<'a> {
     /// Makes sure every node can run the fetcher image: MicroK8s imports the archive itself;
     /// any other cluster runs the user's import command (`--image-import`).
     fn ensure_image(&self, image: &str, import: Option<&str>) -> Result<()> {
-        let archive = crate::ops::oci_image::image_archive();
+        let archive = crate::fetcher_image::image_archive();
         let present = if self.kube.flavor == Flavor::Microk8s {
             self.kube.images()?.iter().any(|i| i == image)
         } else {

@@ -16,6 +16,6 @@ pub struct SidecarImage {
 
 impl SidecarImage {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        crate::ops::oci_image::run(ctx.sh, self.output.as_deref())
+        crate::fetcher_image::run(ctx.sh, self.output.as_deref())
     }
 }

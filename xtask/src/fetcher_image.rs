@@ -34,8 +34,8 @@ pub fn run(sh: &Shell, out: Option<&Path>) -> Result<()> {
     eprintln!(
         "wrote {} ({} archive, binary {}): {}",
         info.archive.display(),
-        crate::ops::packing::human_bytes(info.archive_bytes),
-        crate::ops::packing::human_bytes(info.binary_bytes),
+        aether_artifact::human_bytes(info.archive_bytes),
+        aether_artifact::human_bytes(info.binary_bytes),
         info.reference
     );
     eprintln!(
