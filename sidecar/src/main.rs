@@ -177,7 +177,7 @@ fn main() -> ExitCode {
         return run_mode(args);
     }
     if let Some(Cmd::Status) = cli.cmd {
-        return match aether_fetcher::state::read(&cli.root) {
+        return match aether_fetcher::fetcher::status::read(&cli.root) {
             Ok(s) => {
                 let s = s.with_runner(&cli.run_status);
                 println!(

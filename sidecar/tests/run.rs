@@ -339,16 +339,22 @@ fn a_standby_node_runs_the_app_as_its_main_module() {
         // nothing.
         use std::os::unix::fs::MetadataExt as _;
         let inode = || fs::metadata(r.status_path()).unwrap().ino();
-        wait_until("an idle aether-run to stop rewriting its status", PATIENCE, || {
-            let before = inode();
-            thread::sleep(Duration::from_millis(500)); // window: an absence is observed
-            let after = inode();
-            if after == before {
-                Ok(())
-            } else {
-                Err(format!("status replaced within 500 ms (inode {before} -> {after})"))
-            }
-        });
+        wait_until(
+            "an idle aether-run to stop rewriting its status",
+            PATIENCE,
+            || {
+                let before = inode();
+                thread::sleep(Duration::from_millis(500)); // window: an absence is observed
+                let after = inode();
+                if after == before {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "status replaced within 500 ms (inode {before} -> {after})"
+                    ))
+                }
+            },
+        );
     }
 }
 
@@ -395,7 +401,11 @@ fn a_release_that_crashes_on_start_leaves_the_old_one_serving() {
     );
     let s = r.status();
     assert_eq!((s.last_failure, s.failed_digest), (None, None));
-    assert_eq!(r.mark("started-v2").as_deref(), Some("x\n"), "v2 was retried");
+    assert_eq!(
+        r.mark("started-v2").as_deref(),
+        Some("x\n"),
+        "v2 was retried"
+    );
 }
 
 #[test]
@@ -423,7 +433,10 @@ fn a_request_in_flight_completes_on_the_old_release_across_a_switch() {
         };
         let port = r.port;
         let slow = thread::spawn(move || get(port, "/slow"));
-        r.wait_for(|r| r.mark("slow-v1").is_some(), "v1 to have the slow request");
+        r.wait_for(
+            |r| r.mark("slow-v1").is_some(),
+            "v1 to have the slow request",
+        );
         r.publish("v2", &app("v2", 0, false));
         r.wait_for(|r| r.get("/").as_deref() == Some("v2"), "v2 served");
         assert_eq!(
@@ -478,9 +491,11 @@ fn reaps_orphans_and_stops_after_the_grace_period_on_sigterm() {
     if let Some((ppid, _)) = parent(orphan) {
         assert_eq!(ppid, r.pid(), "the orphan was not reparented to aether-run");
     }
-    wait_until("the orphan to be reaped", PATIENCE, || match parent(orphan) {
-        None => Ok(()),
-        Some(seen) => Err(seen),
+    wait_until("the orphan to be reaped", PATIENCE, || {
+        match parent(orphan) {
+            None => Ok(()),
+            Some(seen) => Err(seen),
+        }
     });
     let node = r.status().pid.unwrap();
     let t0 = Instant::now();
@@ -492,7 +507,10 @@ fn reaps_orphans_and_stops_after_the_grace_period_on_sigterm() {
         child.try_wait().unwrap().ok_or("still running")
     });
     let took = t0.elapsed();
-    assert!(took >= Duration::from_secs(1), "the grace period was skipped: {took:?}");
+    assert!(
+        took >= Duration::from_secs(1),
+        "the grace period was skipped: {took:?}"
+    );
     assert!(!status.success(), "killed app: {status:?}");
     assert!(
         !Path::new(&format!("/proc/{node}")).exists(),

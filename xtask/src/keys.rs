@@ -57,4 +57,3 @@ pub fn signing_key() -> Result<Option<minisign::SecretKey>> {
         })?;
     Ok(Some(sk))
 }
-

@@ -234,21 +234,25 @@ fn deploy_edit_hot_patch_rollback_and_down() {
         )
         .unwrap();
     xtask(p, &env, &["hot-patch", "demo", &fake.to_string()]).ok();
-    let st = wait_until("the fetcher to report the corrupt artifact", PATIENCE, || {
-        // Out of sync, so hot-status exits 1 here; its JSON is printed all the same.
-        let st: serde_json::Value =
-            serde_json::from_str(&xtask(p, &env, &["hot-status", "demo", "--json"]).stdout)
-                .unwrap();
-        // Refused as corrupt (not a gzip) before the digest is even complete.
-        let refused = st["pods"][0]["last_error"].as_str().is_some_and(|e| {
-            e.contains(&format!("verifying {}", fake.short())) && e.contains("corrupt")
-        });
-        if refused {
-            Ok(st)
-        } else {
-            Err(st)
-        }
-    });
+    let st = wait_until(
+        "the fetcher to report the corrupt artifact",
+        PATIENCE,
+        || {
+            // Out of sync, so hot-status exits 1 here; its JSON is printed all the same.
+            let st: serde_json::Value =
+                serde_json::from_str(&xtask(p, &env, &["hot-status", "demo", "--json"]).stdout)
+                    .unwrap();
+            // Refused as corrupt (not a gzip) before the digest is even complete.
+            let refused = st["pods"][0]["last_error"].as_str().is_some_and(|e| {
+                e.contains(&format!("verifying {}", fake.short())) && e.contains("corrupt")
+            });
+            if refused {
+                Ok(st)
+            } else {
+                Err(st)
+            }
+        },
+    );
     assert_eq!(st["pods"][0]["last_error_cause"], "archive_refused", "{st}");
     assert!(
         get(&url).contains("version: v1"),
@@ -723,16 +727,20 @@ fn signed_uploads_provenance_and_json_for_ci() {
     assert!(up3["provenance"]["signature"].is_null());
     let d3 = up3["digest"].as_str().unwrap().to_string();
     xtask(p, &verify_only, &["hot-patch", "demo", &d3, "--json"]).ok();
-    let refused = wait_until("the fetcher to refuse the unsigned release", PATIENCE, || {
-        let r = xtask(p, &verify_only, &["hot-status", "demo", "--json"]);
-        let st = json(&r);
-        if st["pods"][0]["last_error_cause"] == "bad_signature" {
-            assert_ne!(r.code, 0, "out of sync must exit 1");
-            Ok(st)
-        } else {
-            Err(st)
-        }
-    });
+    let refused = wait_until(
+        "the fetcher to refuse the unsigned release",
+        PATIENCE,
+        || {
+            let r = xtask(p, &verify_only, &["hot-status", "demo", "--json"]);
+            let st = json(&r);
+            if st["pods"][0]["last_error_cause"] == "bad_signature" {
+                assert_ne!(r.code, 0, "out of sync must exit 1");
+                Ok(st)
+            } else {
+                Err(st)
+            }
+        },
+    );
     assert!(
         refused["pods"][0]["last_error"]
             .as_str()

@@ -306,7 +306,12 @@ fn xtask_modules_form_no_cycle() {
 fn test_sources() -> Vec<PathBuf> {
     let root = root();
     let mut v = Vec::new();
-    for d in ["xtask/tests", "sidecar/tests", "crates/artifact/tests", "crates/s3local/tests"] {
+    for d in [
+        "xtask/tests",
+        "sidecar/tests",
+        "crates/artifact/tests",
+        "crates/s3local/tests",
+    ] {
         if root.join(d).is_dir() {
             v.extend(files(&root.join(d), "rs"));
         }
@@ -318,7 +323,10 @@ fn test_sources() -> Vec<PathBuf> {
 fn tests_wait_on_conditions_not_on_the_clock() {
     let mut bad = Vec::new();
     // This file names the patterns it looks for.
-    for f in test_sources().into_iter().filter(|f| !f.ends_with("tidy.rs")) {
+    for f in test_sources()
+        .into_iter()
+        .filter(|f| !f.ends_with("tidy.rs"))
+    {
         let text = fs::read_to_string(&f).unwrap();
         for (i, line) in text.lines().enumerate() {
             let timed = line.contains("sleep(") || line.contains("recv_timeout(");
@@ -423,7 +431,10 @@ fn only_kube_runs_kubectl_or_microk8s() {
         let rel = f.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
         // The transport itself; the bench measures kubectl's own cost and the test runner
         // checks a cluster answers, both as a user's shell would.
-        if rel.starts_with("targets/cluster/kube/") || rel.starts_with("cli/bench/") || rel == "cli/test.rs" {
+        if rel.starts_with("targets/cluster/kube/")
+            || rel.starts_with("cli/bench/")
+            || rel == "cli/test.rs"
+        {
             continue;
         }
         let text = fs::read_to_string(&f).unwrap();
@@ -433,7 +444,12 @@ fn only_kube_runs_kubectl_or_microk8s() {
             let program = line
                 .split_once("cmd!(")
                 .and_then(|(_, rest)| rest.split_once('"'))
-                .map(|(_, lit)| lit.trim_start_matches("sudo ").split(' ').next().unwrap_or(""));
+                .map(|(_, lit)| {
+                    lit.trim_start_matches("sudo ")
+                        .split(' ')
+                        .next()
+                        .unwrap_or("")
+                });
             let spawns = matches!(program, Some("kubectl" | "microk8s" | "snap"))
                 || line.contains("Command::new(\"kubectl\")")
                 || line.contains("Command::new(\"microk8s\")");
@@ -453,10 +469,20 @@ fn only_kube_runs_kubectl_or_microk8s() {
 fn source_files_have_one_name_and_one_screenful_of_jobs() {
     let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut long = Vec::new();
-    for dir in ["xtask/src", "sidecar/src", "crates/artifact/src", "crates/s3local/src", "crates/testkit/src"] {
+    for dir in [
+        "xtask/src",
+        "sidecar/src",
+        "crates/artifact/src",
+        "crates/s3local/src",
+        "crates/testkit/src",
+    ] {
         let base = root().join(dir);
         for f in files(&base, "rs") {
-            let rel = f.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
+            let rel = f
+                .strip_prefix(root())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let name = f.file_name().unwrap().to_string_lossy().into_owned();
             if dir == "xtask/src" && !["mod.rs", "main.rs", "lib.rs"].contains(&name.as_str()) {
                 names.entry(name).or_default().push(rel.clone());
@@ -473,6 +499,10 @@ fn source_files_have_one_name_and_one_screenful_of_jobs() {
         .filter(|(_, v)| v.len() > 1)
         .map(|(n, v)| format!("{n}: {}", v.join(", ")))
         .collect();
-    assert!(dups.is_empty(), "one name, one file (name them by their job):\n{}", dups.join("\n"));
+    assert!(
+        dups.is_empty(),
+        "one name, one file (name them by their job):\n{}",
+        dups.join("\n")
+    );
     assert!(long.is_empty(), "split these by job:\n{}", long.join("\n"));
 }

@@ -168,6 +168,9 @@ mod tests {
         })
         .unwrap_err();
         let msg = err.downcast_ref::<String>().unwrap();
-        assert!(msg.contains("waiting for nothing") && msg.contains("the log"), "{msg}");
+        assert!(
+            msg.contains("waiting for nothing") && msg.contains("the log"),
+            "{msg}"
+        );
     }
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 use aether_artifact::{AppName, Digest};
 use anyhow::{bail, Result};
 
-use crate::ops::upload::require_in_store;
 use super::Ctx;
-use crate::ops::reload::{self, CutoverArgs, Outcome, Reload};
 use crate::ops::fleet::Fleet;
+use crate::ops::reload::{self, CutoverArgs, Outcome, Reload};
+use crate::ops::upload::require_in_store;
 use crate::release::Release;
 use crate::targets::PodStatus;
 

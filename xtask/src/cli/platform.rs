@@ -34,4 +34,3 @@ impl Bootstrap {
         bootstrap(ctx.sh, &ctx.global, &ctx.target, self.yes, self.dry_run)
     }
 }
-

@@ -81,9 +81,15 @@ fn run(sh: &Shell, t: &Test) -> Result<()> {
     // Build first, unloaded: the hogs are there for the tests, not the compiler.
     let build_args = extra.split(|a| a == "--").next().unwrap_or_default();
     let build = if cluster {
-        cmd!(sh, "cargo test --locked -p xtask --test kube --no-run {build_args...}")
+        cmd!(
+            sh,
+            "cargo test --locked -p xtask --test kube --no-run {build_args...}"
+        )
     } else {
-        cmd!(sh, "cargo test --workspace --locked --no-run {build_args...}")
+        cmd!(
+            sh,
+            "cargo test --workspace --locked --no-run {build_args...}"
+        )
     };
     build.run()?;
     let _hogs = t.under_load.then(Hogs::start);

@@ -9,8 +9,8 @@ use aether_artifact::AppName;
 use anyhow::Result;
 
 use crate::config::Global;
-use crate::release::Release;
 use crate::ops::upload::upload;
+use crate::release::Release;
 use crate::targets::{DeployOpts, Running, Target};
 
 /// `examples/sample-node`, generated when missing.

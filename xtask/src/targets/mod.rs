@@ -211,7 +211,9 @@ impl TargetArgs {
     pub fn resolve(&self, sh: &Shell) -> Kind {
         let (t, why) = match self.target {
             Some(t) => (t, "chosen"),
-            None if cluster::kube::host::microk8s_running(sh) => (Kind::Microk8s, "microk8s is installed and running"),
+            None if cluster::kube::host::microk8s_running(sh) => {
+                (Kind::Microk8s, "microk8s is installed and running")
+            }
             None => (
                 Kind::Local,
                 "no running microk8s found; pass --target kube for another cluster",
@@ -228,7 +230,12 @@ impl TargetArgs {
 
     /// A target of a kind chosen by the caller rather than the flags (the bench measures the
     /// local target whatever the user's default is).
-    pub fn open_kind<'a>(&self, sh: &'a Shell, global: &Global, kind: Kind) -> Box<dyn Target + 'a> {
+    pub fn open_kind<'a>(
+        &self,
+        sh: &'a Shell,
+        global: &Global,
+        kind: Kind,
+    ) -> Box<dyn Target + 'a> {
         match kind {
             Kind::Local => Box::new(local::Local::new(global)),
             k => Box::new(self.open_cluster(sh, global, k)),
@@ -237,7 +244,12 @@ impl TargetArgs {
 
     /// The cluster itself, for what only a cluster has (`render`, `k8s-start`, `doctor`,
     /// `bootstrap`): its kubectl, namespace and manifests beyond the [`Target`] trait.
-    pub fn open_cluster<'a>(&self, sh: &'a Shell, global: &Global, kind: Kind) -> cluster::Cluster<'a> {
+    pub fn open_cluster<'a>(
+        &self,
+        sh: &'a Shell,
+        global: &Global,
+        kind: Kind,
+    ) -> cluster::Cluster<'a> {
         cluster::Cluster::new(sh, global, self, kind)
     }
 }

@@ -184,8 +184,9 @@ fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
     let node_floor = min_time(5, || Ok(cmd!(sh, "node -e 0").quiet().run()?))?;
     cs.sort_by_key(|c| c.total);
     let totals: Vec<Duration> = cs.iter().map(|c| c.total).collect();
-    let sum =
-        |f: fn(&crate::ops::cycle::Cycle) -> Duration| cs.iter().map(f).sum::<Duration>().as_secs_f64();
+    let sum = |f: fn(&crate::ops::cycle::Cycle) -> Duration| {
+        cs.iter().map(f).sum::<Duration>().as_secs_f64()
+    };
     let all = sum(|c| c.total);
     println!();
     println!(
@@ -639,7 +640,10 @@ pub fn generate_tree(root: &Path, files: usize) -> Result<(usize, u64)> {
 }
 
 /// The local target with the bench's own project, whatever the user's default target is.
-fn local_target<'a>(sh: &'a xshell::Shell, global: &crate::config::Global) -> Box<dyn crate::targets::Target + 'a> {
+fn local_target<'a>(
+    sh: &'a xshell::Shell,
+    global: &crate::config::Global,
+) -> Box<dyn crate::targets::Target + 'a> {
     let args = crate::targets::TargetArgs {
         target: Some(crate::targets::Kind::Local),
         context: None,

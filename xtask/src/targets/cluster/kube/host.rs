@@ -25,7 +25,11 @@ pub fn microk8s_version(sh: &Shell) -> Option<String> {
 
 /// `sudo snap install microk8s` from `channel`.
 pub fn install_microk8s(sh: &Shell, channel: &str) -> Result<()> {
-    Ok(cmd!(sh, "sudo snap install microk8s --classic --channel={channel}").run()?)
+    Ok(cmd!(
+        sh,
+        "sudo snap install microk8s --classic --channel={channel}"
+    )
+    .run()?)
 }
 
 /// `sudo microk8s start`.

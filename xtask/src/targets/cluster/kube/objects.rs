@@ -130,4 +130,3 @@ pub fn describe_pod(p: &Pod) -> String {
     }
     out
 }
-

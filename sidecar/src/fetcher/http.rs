@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 
-use crate::state::{metrics, Status};
+use super::status::{metrics, Status};
 
 pub fn spawn(
     bind: &str,

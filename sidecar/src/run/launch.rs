@@ -1,0 +1,384 @@
+//! Starting processes and switching to them: the warm standby, a new release beside the live
+//! one, the switch once it listens, and the drain of the old one.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use aether_artifact::{app, trigger, RunState};
+use anyhow::{Context, Result};
+
+use super::forward::*;
+use super::posix::*;
+use super::supervisor::*;
+use super::*;
+
+impl Supervisor {
+    /// The command for the next process: the configured one, and with `--entry-from` the
+    /// release's entry point and arguments from its record, read now (a release without one
+    /// starts `server.js`).
+    pub(super) fn command_now(&self) -> Vec<OsString> {
+        let mut c = self.cfg.command.clone();
+        if let Some(dir) = &self.cfg.entry_from {
+            let (entry, args) = match app::Release::read(dir) {
+                Ok(Some(r)) => (r.entry, r.args),
+                Ok(None) => (app::LEGACY_ENTRY.to_string(), Vec::new()),
+                Err(e) => {
+                    log!("{e}; starting {}", app::LEGACY_ENTRY);
+                    (app::LEGACY_ENTRY.to_string(), Vec::new())
+                }
+            };
+            c.push(dir.join(entry).into_os_string());
+            c.extend(args.into_iter().map(OsString::from));
+        }
+        c
+    }
+
+    /// `(node, its flags)` when the command is `node [--flag…] …` and `--warm` is on.
+    pub(super) fn node_flags(&self) -> Option<(&OsString, Vec<&OsString>)> {
+        let (prog, args) = self.cfg.command.split_first()?;
+        let flags: Vec<&OsString> = args
+            .iter()
+            .take_while(|a| a.to_string_lossy().starts_with('-'))
+            .collect();
+        (self.cfg.warm && Path::new(prog).file_name() == Some("node".as_ref()))
+            .then_some((prog, flags))
+    }
+
+    /// Boots the next process ahead of need, when there is none and the command allows it.
+    pub(super) fn spawn_spare(&mut self) {
+        if self.stopping || self.spare.is_some() {
+            return;
+        }
+        if let Err(e) = self.try_spawn_spare() {
+            log!("cannot start a standby node: {e}");
+        }
+    }
+
+    pub(super) fn try_spawn_spare(&mut self) -> io::Result<()> {
+        let Some((prog, flags)) = self.node_flags() else {
+            return Ok(());
+        };
+        let mut cmd = Command::new(prog);
+        cmd.args(flags)
+            .arg("-e")
+            .arg(LOADER)
+            .stdin(std::process::Stdio::piped())
+            .process_group(0);
+        let id = self.next_id + 1;
+        let (port, ready) = match &self.socket {
+            Some((sock, addr)) => {
+                // The child gets the socket as fd 3 and the ready pipe as fd 4: dup2 in the
+                // child clears close-on-exec on exactly those two. Both sources sit at fd ≥ 10,
+                // so neither dup2 overwrites the other.
+                let (r, w) = ready_pipe()?;
+                let (sock, w_fd) = (sock.as_raw_fd(), w.as_raw_fd());
+                cmd.env("AETHER_RUN_FD", "3")
+                    .env("PORT", addr.port().to_string());
+                // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        if libc::dup2(sock, 3) < 0 || libc::dup2(w_fd, 4) < 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+                (addr.port(), Some((r, w)))
+            }
+            None => {
+                let port = free_port()?;
+                cmd.env("PORT", port.to_string());
+                (port, None)
+            }
+        };
+        let mut c = cmd.spawn()?;
+        if let Some((r, w)) = ready {
+            // Our copy of the write end goes, so the reader sees EOF when the child dies.
+            drop(w);
+            let (tx, addr) = (self.tx.clone(), self.socket.as_ref().expect("shared").1);
+            thread::spawn(move || {
+                let mut line = String::new();
+                let mut r = io::BufReader::new(fs::File::from(r));
+                use io::BufRead as _;
+                if r.read_line(&mut line).is_ok() && line == "listening\n" {
+                    let _ = tx.send(Ev::Listening { id, addr });
+                }
+            });
+        }
+        self.next_id = id;
+        self.spare = Some(Spare {
+            id,
+            pid: c.id() as libc::pid_t,
+            port,
+            stdin: c.stdin.take().expect("piped"),
+        });
+        Ok(())
+    }
+
+    /// Starts an app process on a fresh private port; a prober reports when it listens.
+    pub(super) fn launch(&mut self, release: Option<String>) {
+        let command = self.command_now();
+        if self.socket.is_some() && self.spare.is_none() {
+            // Shared-socket mode starts every process through the loader: boot one now.
+            self.spawn_spare();
+        }
+        let (id, pid, port) = match self.take_spare(&command) {
+            Some(warm) => warm,
+            None if self.socket.is_some() => {
+                return self.launch_failed("cannot start node through the loader".into())
+            }
+            None => {
+                let (prog, args) = command.split_first().expect("checked at start");
+                let port = match free_port() {
+                    Ok(p) => p,
+                    Err(e) => return self.launch_failed(format!("no free port for the app: {e}")),
+                };
+                let child = Command::new(prog)
+                    .args(args)
+                    .env("PORT", port.to_string())
+                    .process_group(0)
+                    .spawn();
+                match child {
+                    Ok(c) => {
+                        self.next_id += 1;
+                        (self.next_id, c.id() as libc::pid_t, port)
+                    }
+                    Err(e) => {
+                        let why = format!("cannot start {}: {e}", prog.to_string_lossy());
+                        return self.launch_failed(why);
+                    }
+                }
+            }
+        };
+        let p = Proc {
+            id,
+            pid,
+            port,
+            release,
+            started: Instant::now(),
+            conns: Arc::default(),
+            gone: Arc::default(),
+        };
+        let (tx, id, gone) = (self.tx.clone(), p.id, p.gone.clone());
+        let deadline = Instant::now() + self.cfg.start_timeout;
+        if self.socket.is_some() {
+            // The loader reports listening through its pipe; this only enforces the deadline.
+            thread::spawn(move || {
+                thread::sleep(deadline - Instant::now());
+                let _ = tx.send(Ev::StartTimeout { id });
+            });
+        } else {
+            self.probe(tx, id, gone, port, deadline);
+        }
+        if self.live.is_none() {
+            self.status.state = RunState::Starting;
+        }
+        self.starting = Some(p);
+    }
+
+    /// Forwarder mode: connects to the new process's private port until it accepts.
+    pub(super) fn probe(
+        &self,
+        tx: Sender<Ev>,
+        id: u64,
+        gone: Arc<AtomicBool>,
+        port: u16,
+        deadline: Instant,
+    ) {
+        thread::spawn(move || {
+            let addrs: [SocketAddr; 2] = [
+                ([127, 0, 0, 1], port).into(),
+                (std::net::Ipv6Addr::LOCALHOST, port).into(),
+            ];
+            while !gone.load(Ordering::Relaxed) {
+                // The app may bind 0.0.0.0, :: or only one loopback family.
+                for addr in addrs {
+                    if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                        let _ = tx.send(Ev::Listening { id, addr });
+                        return;
+                    }
+                }
+                if Instant::now() > deadline {
+                    let _ = tx.send(Ev::StartTimeout { id });
+                    return;
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+        });
+    }
+
+    /// Tells the standby node to load `command`'s entry point now: `(pid, port)`. `None` (a
+    /// cold start) when there is no standby or `command` is not its flags then an entry point.
+    pub(super) fn take_spare(&mut self, command: &[OsString]) -> Option<(u64, libc::pid_t, u16)> {
+        use std::io::Write as _;
+        let (_, flags) = self.node_flags()?;
+        let rest = command.get(1 + flags.len()..).filter(|r| !r.is_empty())?;
+        let mut sp = self.spare.take()?;
+        let line: Vec<String> = rest
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let mut line = serde_json::to_vec(&line).expect("strings serialise");
+        line.push(b'\n');
+        // Dropping stdin after the line closes the pipe; the loader has its data by then.
+        sp.stdin.write_all(&line).ok()?;
+        Some((sp.id, sp.pid, sp.port))
+    }
+
+    pub(super) fn launch_failed(&mut self, why: String) {
+        log!("{why}");
+        self.status.last_failure = Some(why);
+        self.status.last_failure_at = Some(now_rfc3339());
+        if self.live.is_none() {
+            self.restart_later();
+        }
+    }
+
+    /// The process of `id` accepts connections: it becomes the live one.
+    pub(super) fn listening(&mut self, id: u64, addr: SocketAddr) -> Result<()> {
+        if self.starting.as_ref().is_none_or(|p| p.id != id) || self.stopping {
+            return Ok(());
+        }
+        let p = self.starting.take().expect("checked");
+        p.gone.store(true, Ordering::Relaxed);
+        if self.socket.is_none() {
+            *self.shared.backend.lock().unwrap() = Some(Backend {
+                id: p.id,
+                addr,
+                conns: p.conns.clone(),
+            });
+            self.shared.changed.notify_all();
+        }
+        if !self.listening && self.socket.is_none() {
+            // Bound only now, so a TCP readiness probe passes once the app really answers.
+            self.bind()?;
+        }
+        let now = unix_now_ms();
+        let parsed = p.release.as_deref().and_then(trigger::parse);
+        let seen_at = self
+            .seen
+            .as_ref()
+            .filter(|(l, _)| Some(l) == p.release.as_ref())
+            .map(|(_, t)| *t);
+        let (pid, port, release) = (p.pid, p.port, describe_release(p.release.as_deref()));
+        let old = self.live.replace(p);
+        let s = &mut self.status;
+        s.state = RunState::Serving;
+        s.pid = Some(pid as u32);
+        s.port = Some(port);
+        s.digest = parsed.map(|(d, _)| d);
+        s.generation = parsed.map(|(_, g)| g);
+        s.serving_since = Some(now_rfc3339());
+        s.switched_at_ms = Some(now);
+        s.seen_at_ms = seen_at;
+        match old {
+            Some(old) => {
+                s.swaps += 1;
+                s.last_failure = None;
+                s.failed_digest = None;
+                self.failed = None;
+                let took = seen_at.map_or(String::new(), |t| {
+                    format!(", {} ms after the trigger", now.saturating_sub(t))
+                });
+                log!(
+                    "switched to {release}, pid {pid}, port {}{took}; pid {} drains",
+                    addr.port(),
+                    old.pid
+                );
+                self.drain(old);
+            }
+            None => log!("serving {release}, pid {pid}, port {}", addr.port()),
+        }
+        self.maybe_switch();
+        if self.starting.is_none() {
+            self.spawn_spare();
+        }
+        Ok(())
+    }
+
+    pub(super) fn listen_addr(&self) -> Result<SocketAddr> {
+        let spec = self.cfg.listen.as_deref().expect("supervisor mode");
+        // `:3000` means every interface, as in Go and the fetcher's --http-bind.
+        let spec = match spec.strip_prefix(':') {
+            Some(port) => format!("[::]:{port}"),
+            None => spec.to_string(),
+        };
+        spec.to_socket_addrs()
+            .with_context(|| format!("--listen {spec}: use e.g. `:3000` or `127.0.0.1:3000`"))?
+            .next()
+            .with_context(|| format!("--listen {spec} names no address"))
+    }
+
+    pub(super) fn bind(&mut self) -> Result<()> {
+        let addr = self.listen_addr()?;
+        let listener = TcpListener::bind(addr)
+            .or_else(|e| match addr {
+                // A node without IPv6 still serves IPv4.
+                SocketAddr::V6(a) if a.ip().is_unspecified() => {
+                    TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], addr.port())))
+                }
+                _ => Err(e),
+            })
+            .with_context(|| {
+                format!("listening on {addr} (--listen): is another process on it?")
+            })?;
+        let shared = self.shared.clone();
+        let hold = self.cfg.start_timeout;
+        thread::Builder::new()
+            .name("accept".into())
+            .spawn(move || accept(listener, shared, hold))?;
+        self.listening = true;
+        log!("listening on {addr}");
+        Ok(())
+    }
+
+    /// Waits until the replaced process has no open connection (at most `--drain`), then stops
+    /// it: a request in flight during a switch completes on the process that took it.
+    pub(super) fn drain(&mut self, old: Proc) {
+        if self.socket.is_some() {
+            // It stops accepting from the shared socket and finishes what it took; a process
+            // with nothing else to do then exits by itself.
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe {
+                libc::kill(old.pid, libc::SIGUSR2);
+            }
+        }
+        let (tx, id, conns) = (self.tx.clone(), old.id, old.conns.clone());
+        let deadline = Instant::now() + self.cfg.drain;
+        let counted = self.socket.is_none();
+        thread::spawn(move || {
+            // Shared-socket mode counts no connections: the process has until the deadline.
+            while (!counted || conns.load(Ordering::Acquire) > 0) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+            let _ = tx.send(Ev::Drained { id });
+        });
+        self.draining.push(old);
+    }
+
+    /// Starts a process on the newest trigger unless one runs it, starts it or failed on it.
+    pub(super) fn maybe_switch(&mut self) {
+        if self.stopping || self.starting.is_some() || self.live.is_none() {
+            return;
+        }
+        let Some((line, _)) = self.seen.clone() else {
+            return;
+        };
+        let live = self.live.as_ref().and_then(|p| p.release.as_ref());
+        if live == Some(&line) || self.failed.as_ref() == Some(&line) {
+            return;
+        }
+        self.launch(Some(line));
+    }
+}
