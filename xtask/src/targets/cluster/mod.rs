@@ -3,7 +3,6 @@
 //! Deployment, whose template change would be a rollout.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use aether_artifact::store::StoreConfig;
@@ -19,29 +18,11 @@ use crate::release::Release;
 use crate::targets::{DeployOpts, Kind, PodStatus, Published, Running, Target, TargetArgs};
 use kube::{AppObjects, ApplyError, Flavor, Kube};
 
-/// Host side of the MinIO that `bootstrap` deploys (its NodePort).
-pub const DEFAULT_HOST_ENDPOINT: &str = "http://127.0.0.1:30900";
+mod images;
+mod store;
 
-/// Cluster side of the same MinIO, as pods in `ns` reach it (bootstrap deploys it there).
-pub fn minio_cluster_endpoint(ns: &str) -> String {
-    format!("http://minio.{ns}.svc.cluster.local:9000")
-}
-
-/// The fetcher image the pods run: `AETHER_FETCHER_IMAGE` (one pushed to a registry), else
-/// the content-tagged name inside the archive `sidecar-image` wrote, else the version tag.
-pub fn fetcher_image() -> Result<String> {
-    if let Some(i) = std::env::var("AETHER_FETCHER_IMAGE")
-        .ok()
-        .filter(|s| !s.is_empty())
-    {
-        return Ok(i);
-    }
-    let archive = crate::fetcher_image::image_archive();
-    if archive.exists() {
-        return crate::fetcher_image::reference_in(&archive);
-    }
-    Ok(manifests::FETCHER_IMAGE.into())
-}
+pub use images::fetcher_image;
+pub use store::{minio_cluster_endpoint, DEFAULT_HOST_ENDPOINT};
 
 pub struct Cluster<'a> {
     pub kube: Kube<'a>,
@@ -60,78 +41,6 @@ impl<'a> Cluster<'a> {
             kube: Kube::new(sh, flavor, &target.namespace),
             global: global.clone(),
         }
-    }
-
-    fn embedded_dir(&self) -> std::path::PathBuf {
-        self.global.state_dir().join("local")
-    }
-
-    /// The store as this machine reaches it: the configured one, else the embedded store
-    /// (started, listening on the node's address too, when it is not running).
-    fn host_store_config(&self) -> Result<StoreConfig> {
-        let layers = self.global.store_layers()?;
-        if layers.endpoint.is_some() {
-            return layers.finish().map_err(anyhow::Error::msg);
-        }
-        let e = match crate::embedded::running(&self.embedded_dir()) {
-            Some(e) => e,
-            None => crate::embedded::ensure(&self.embedded_dir(), Some(self.node_ip()?))?,
-        };
-        e.partial().or(layers).finish().map_err(anyhow::Error::msg)
-    }
-
-    /// The store as this machine reaches it, and its endpoint as pods reach it.
-    fn stores(&self) -> Result<(StoreConfig, String)> {
-        let layers = self.global.store_layers()?;
-        if layers.endpoint.is_some() {
-            let host = layers.finish().map_err(anyhow::Error::msg)?;
-            let pods = std::env::var("AETHER_S3_CLUSTER_ENDPOINT")
-                .ok()
-                .filter(|s| !s.is_empty())
-                .or(
-                    crate::config::ProjectConfig::load(&self.global.state_dir())?
-                        .cluster_store_endpoint,
-                )
-                .unwrap_or_else(|| {
-                    if host.endpoint == DEFAULT_HOST_ENDPOINT {
-                        minio_cluster_endpoint(&self.kube.namespace)
-                    } else {
-                        host.endpoint.clone()
-                    }
-                });
-            return Ok((host, pods));
-        }
-        let ip = self.node_ip()?;
-        let e = crate::embedded::ensure(&self.embedded_dir(), Some(ip))?;
-        let host = e
-            .partial()
-            .or(layers)
-            .finish()
-            .map_err(anyhow::Error::msg)?;
-        Ok((host, e.endpoint(ip)))
-    }
-
-    /// The address pods reach this machine at: a node's InternalIP that is local here.
-    fn node_ip(&self) -> Result<std::net::IpAddr> {
-        let nodes = self.kube.nodes()?;
-        let ips: Vec<std::net::IpAddr> = nodes
-            .iter()
-            .filter_map(|n| n.status.as_ref()?.addresses.as_ref())
-            .flatten()
-            .filter(|a| a.type_ == "InternalIP")
-            .filter_map(|a| a.address.parse().ok())
-            .collect();
-        ips.iter()
-            .copied()
-            .find(|ip| crate::embedded::is_local(*ip))
-            .with_context(|| {
-                format!(
-                "no store is configured and the cluster's nodes ({}) are not on this machine, so \
-                 pods cannot reach an embedded store here: run `cargo xtask bootstrap` (MinIO in \
-                 the cluster) or set AETHER_S3_ENDPOINT (and AETHER_S3_CLUSTER_ENDPOINT for pods)",
-                ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
-            )
-            })
     }
 
     fn values(
@@ -294,72 +203,6 @@ impl<'a> Cluster<'a> {
             .map(|p| format!("http://127.0.0.1:{p}/")))
     }
 
-    /// Makes sure every node can run the fetcher image: MicroK8s imports the archive itself;
-    /// any other cluster runs the user's import command (`--image-import`).
-    fn ensure_image(&self, image: &str, import: Option<&str>) -> Result<()> {
-        let archive = crate::fetcher_image::image_archive();
-        let present = if self.kube.flavor == Flavor::Microk8s {
-            self.kube.images()?.iter().any(|i| i == image)
-        } else {
-            let nodes = self.kube.nodes()?;
-            !nodes.is_empty()
-                && nodes.iter().all(|n| {
-                    n.status
-                        .as_ref()
-                        .and_then(|s| s.images.as_ref())
-                        .is_some_and(|imgs| {
-                            imgs.iter()
-                                .any(|i| i.names.iter().flatten().any(|x| x == image))
-                        })
-                })
-        };
-        if present {
-            return Ok(());
-        }
-        if std::env::var("AETHER_FETCHER_IMAGE").is_ok_and(|s| !s.is_empty()) {
-            // Pushed to a registry by the user: the kubelet pulls it.
-            return Ok(());
-        }
-        if !archive.exists() {
-            bail!(
-                "the cluster lacks {image} and {} does not exist: run `cargo xtask sidecar-image` first",
-                archive.display()
-            );
-        }
-        if self.kube.flavor == Flavor::Microk8s {
-            eprintln!("importing {image} into MicroK8s");
-            return self.kube.import_image(&archive);
-        }
-        let Some(template) = import else {
-            bail!(
-                "no node of the cluster has {image}: pass --image-import '<command> {{archive}}' \
-                 (AETHER_IMAGE_IMPORT), e.g. `kind load image-archive {{archive}}`, \
-                 `minikube image load {{archive}}` or `../shared/k8s-local/import-image {{archive}}`; \
-                 or push the image to a registry your cluster pulls from and set AETHER_FETCHER_IMAGE"
-            );
-        };
-        let argv = import_command(template, &archive)?;
-        eprintln!("importing {image}: {}", argv.join(" "));
-        let (prog, args) = argv
-            .split_first()
-            .expect("import_command returns a program");
-        let out = std::process::Command::new(prog)
-            .args(args)
-            .output()
-            .with_context(|| {
-                format!("running the image import command `{prog}`: is it installed?")
-            })?;
-        if !out.status.success() {
-            bail!(
-                "the image import command failed ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout).trim(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
-    }
-
     /// The manifests for review or GitOps. Credentials are placeholders: they never go to stdout.
     pub fn render(&self, app: &AppName, digest: Digest) -> Result<String> {
         let release = Release::default()
@@ -444,20 +287,6 @@ fn pod_annotations(r: &Release) -> BTreeMap<String, String> {
     ]
     .into_iter()
     .collect()
-}
-
-/// `--image-import` split into words (no shell), `{archive}` replaced by the archive's path.
-pub fn import_command(template: &str, archive: &Path) -> Result<Vec<String>> {
-    let words = shlex::split(template).with_context(|| {
-        format!("--image-import {template:?} is not a valid command line (unbalanced quotes?)")
-    })?;
-    if words.is_empty() || !template.contains("{archive}") {
-        bail!("--image-import must be a command with {{archive}} in it, e.g. 'kind load image-archive {{archive}}'");
-    }
-    Ok(words
-        .into_iter()
-        .map(|w| w.replace("{archive}", &archive.display().to_string()))
-        .collect())
 }
 
 impl Target for Cluster<'_> {

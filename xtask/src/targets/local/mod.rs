@@ -12,23 +12,24 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use aether_artifact::podinfo::{format_annotations, write_atomic_volume};
-use aether_artifact::store::{
-    StoreConfig, ENV_ACCESS_KEY, ENV_BUCKET, ENV_ENDPOINT, ENV_SECRET_KEY,
-};
+use aether_artifact::store::StoreConfig;
 use aether_artifact::{keys, release, AppName, Digest, FetcherEnv, Status};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 use crate::config::Global;
-use crate::proc::{alive, kill_group, port_open, wait_until};
+use crate::proc::alive;
 use crate::release::Release;
 use crate::targets::{DeployOpts, PodStatus, Published, Running, Target};
+
+mod pod;
+
+use pod::*;
+pub use pod::{build_fetcher, fetcher_bin, http_get, node_major};
 
 pub struct Local {
     dir: PathBuf,
@@ -156,153 +157,6 @@ impl Local {
         let b = fs::read(self.app_dir(app).join("pod.json")).ok()?;
         let p: PodState = serde_json::from_slice(&b).ok()?;
         alive(p.fetcher_pid).then_some(p)
-    }
-
-    /// Starts the fetcher, waits for its first sync (the native sidecar's startup probe), then
-    /// starts `aether-run` with node. Returns the running pod, or the one already running.
-    pub fn ensure_pod(
-        &self,
-        sh: &Shell,
-        app: &AppName,
-        timeout: Duration,
-    ) -> Result<(PodState, bool)> {
-        if let Some(p) = self.pod(app) {
-            return Ok((p, false));
-        }
-        // A pod whose fetcher died may still have node holding the port: clear the old group.
-        if let Some(stale) = fs::read(self.app_dir(app).join("pod.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<PodState>(&b).ok())
-        {
-            eprintln!("the local pod of {app} lost its fetcher; replacing it");
-            kill_group(stale.pgid)?;
-        }
-        let store = self.store_config()?;
-        let fetcher = fetcher_bin(sh)?;
-        let node = which_node(sh)?;
-        let dir = self.app_dir(app);
-        let work = self.work_dir(app);
-        fs::create_dir_all(dir.join("logs"))?;
-        fs::create_dir_all(&work)?;
-        fs::create_dir_all(dir.join("podinfo"))?;
-        fs::create_dir_all(dir.join("release"))?;
-        fs::create_dir_all(dir.join("run"))?;
-        let fetcher_port = free_port()?;
-        // 3000 like the pod, unless taken; AETHER_APP_PORT overrides (0 = any free port).
-        let app_port = match std::env::var("AETHER_APP_PORT")
-            .ok()
-            .and_then(|p| p.parse::<u16>().ok())
-        {
-            Some(0) => free_port()?,
-            Some(p) => p,
-            None if port_open(3000) => free_port()?,
-            None => 3000,
-        };
-        let flog = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("logs/fetcher.log"))?;
-        let env = FetcherEnv {
-            root: Some(work.clone()),
-            annotations_file: Some(dir.join("podinfo/annotations")),
-            release_dir: Some(dir.join("release")),
-            app: Some(app.to_string()),
-            period: Some("2s".into()),
-            http_bind: Some(format!("127.0.0.1:{fetcher_port}")),
-        };
-        let mut f = Command::new(&fetcher);
-        if let Some(k) = crate::keys::verify_key()? {
-            f.env(FetcherEnv::PUBLIC_KEY, k);
-        }
-        let f = f
-            .envs(env.vars())
-            .env(ENV_ENDPOINT, &store.endpoint)
-            .env(ENV_BUCKET, &store.bucket)
-            .env(ENV_ACCESS_KEY, &store.access_key)
-            .env(ENV_SECRET_KEY, store.secret_key.expose())
-            .env(FetcherEnv::RUN_STATUS, self.run_status(app))
-            .stdin(Stdio::null())
-            .stdout(flog.try_clone()?)
-            .stderr(flog)
-            .process_group(0)
-            .spawn()
-            .context("starting aether-fetcher")?;
-        let pgid = f.id();
-        let ready = wait_until(timeout, || {
-            http_get(fetcher_port, "/readyz").is_some_and(|(c, _)| c == 200) || !alive(pgid)
-        });
-        if ready.is_err() || !alive(pgid) {
-            let _ = kill_group(pgid);
-            bail!(
-                "the fetcher did not get ready within {timeout:?}:\n{}",
-                tail(&dir.join("logs/fetcher.log"), 15)
-            );
-        }
-        let alog = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("logs/app.log"))?;
-        // The app container's command, with this machine's paths.
-        let mut n = Command::new(&fetcher);
-        // As in the cluster, the app gets DATABASE_URL when a database is configured.
-        if let Some(url) = self.global.database_url()? {
-            n.env("DATABASE_URL", url.expose());
-        }
-        let n = n
-            .arg("run")
-            .env(FetcherEnv::RUN_LISTEN, format!("127.0.0.1:{app_port}"))
-            .env(
-                FetcherEnv::RUN_WATCH,
-                work.join(aether_artifact::volume::RELOAD_DIR),
-            )
-            .env(FetcherEnv::RUN_STATUS_FILE, self.run_status(app))
-            .env(FetcherEnv::RUN_ENTRY_FROM, aether_artifact::volume::CURRENT)
-            .arg("--")
-            .arg(node)
-            .current_dir(&work)
-            .stdin(Stdio::null())
-            .stdout(alog.try_clone()?)
-            .stderr(alog)
-            .process_group(pgid as i32)
-            .spawn()
-            .context("starting aether-run")?;
-        let p = PodState {
-            pgid,
-            fetcher_pid: pgid,
-            runner_pid: n.id(),
-            app_port,
-            fetcher_port,
-        };
-        fs::write(dir.join("pod.json"), serde_json::to_vec_pretty(&p)?)?;
-        Ok((p, true))
-    }
-
-    /// Stops the pod's process group; the embedded store goes with the last app.
-    fn stop(&self, app: &AppName) -> Result<bool> {
-        let dir = self.app_dir(app);
-        let was = match fs::read(dir.join("pod.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<PodState>(&b).ok())
-        {
-            Some(p) => {
-                kill_group(p.pgid)?;
-                fs::remove_file(dir.join("pod.json"))?;
-                true
-            }
-            None => false,
-        };
-        // The store serves every app; stop it with the last one.
-        let others = fs::read_dir(&self.dir).map(|rd| {
-            rd.flatten().any(|e| {
-                AppName::parse(&e.file_name().to_string_lossy())
-                    .ok()
-                    .is_some_and(|a| a != *app && self.pod(&a).is_some())
-            })
-        });
-        if !others.unwrap_or(false) {
-            crate::embedded::stop(&self.dir)?;
-        }
-        Ok(was)
     }
 
     /// The app's release lock, held until the file is dropped.
@@ -474,104 +328,4 @@ impl Target for Local {
         }
         Ok(())
     }
-}
-
-/// The fetcher's status from its state file (what `aether-fetcher status` prints).
-fn fetcher_status(work: &Path) -> Result<Status> {
-    let p = work.join(aether_artifact::volume::STATE_FILE);
-    let b = fs::read(&p).with_context(|| format!("no status yet at {}", p.display()))?;
-    serde_json::from_slice(&b).with_context(|| format!("parsing {}", p.display()))
-}
-
-/// The fetcher binary: `AETHER_FETCHER_BIN`, else built from this workspace.
-pub fn fetcher_bin(sh: &Shell) -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("AETHER_FETCHER_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    build_fetcher(sh, false)
-}
-
-/// Builds the fetcher from this workspace (`release`: optimised, as pods run it); its path.
-pub fn build_fetcher(sh: &Shell, release: bool) -> Result<PathBuf> {
-    let ws = crate::project_root();
-    let _dir = sh.push_dir(&ws);
-    let profile: &[&str] = if release {
-        &["--profile", "release"]
-    } else {
-        &[]
-    };
-    cmd!(
-        sh,
-        "cargo build --quiet {profile...} --package aether-fetcher"
-    )
-    .run()
-    .context("building aether-fetcher")?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ws.join("target"));
-    Ok(target
-        .join(if release { "release" } else { "debug" })
-        .join("aether-fetcher"))
-}
-
-fn which_node(sh: &Shell) -> Result<String> {
-    match cmd!(sh, "node --version").quiet().ignore_stderr().read() {
-        Ok(v) if node_major(&v) >= 18 => Ok("node".into()),
-        Ok(v) => bail!("node {v} is too old: the local target needs Node.js 18 or newer"),
-        Err(_) => {
-            bail!("node is not installed: install Node.js 18+ (e.g. `apt-get install nodejs`)")
-        }
-    }
-}
-
-/// The app's `engines.node` against this machine's node: older is an error, another major a
-/// warning (the pod runs the major it asks for).
-fn check_node(sh: &Shell, wanted: u32) -> Result<()> {
-    let v = cmd!(sh, "node --version")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .unwrap_or_default();
-    let have = node_major(&v);
-    if have < wanted {
-        bail!("the app asks for Node.js {wanted} (package.json engines.node) but this machine has node {v}: install Node.js {wanted} or newer for the local target");
-    }
-    if have != wanted {
-        eprintln!(
-            "warning: the app asks for Node.js {wanted}; the local target runs it on node {v}"
-        );
-    }
-    Ok(())
-}
-
-/// "v20.20.2" → 20 (0 when it does not parse).
-pub fn node_major(version: &str) -> u32 {
-    version
-        .trim()
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0)
-}
-
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let r = attohttpc::get(format!("http://127.0.0.1:{port}{path}"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .ok()?;
-    let code = r.status().as_u16();
-    Some((code, r.text().unwrap_or_default()))
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn tail(p: &Path, n: usize) -> String {
-    let s = fs::read_to_string(p).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
