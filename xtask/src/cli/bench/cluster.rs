@@ -1,0 +1,159 @@
+//! Hot-patch to served on a real cluster, split by where the time goes (kubectl, the kubelet,
+//! the fetch, the switch), and the cutover across replicas.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use xshell::{cmd, Shell};
+
+use super::*;
+
+/// `bench --cluster`: hot-patch → new version served on the cluster `KUBECONFIG` names, timed
+/// from the start of the `hot-patch` command as a user runs it, split by the fetcher's own
+/// timestamps into kubectl calls, the kubelet's volume refresh, fetch + swap, aether-run's
+/// switch, and the client seeing it.
+pub(super) fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
+    let work = tempfile::Builder::new().prefix("aether-bench-").tempdir()?;
+    let project = work.path().join("project");
+    let dir = project.join("app");
+    crate::ops::sample::ensure(&dir)?;
+    let ns = format!("aether-bench-{}", std::process::id());
+    let exe = std::env::current_exe()?;
+    let run_x = |args: &[&str]| -> Result<std::process::Output> {
+        Ok(std::process::Command::new(&exe)
+            .args(args)
+            .env("AETHER_PROJECT_DIR", &project)
+            .env("AETHER_NAMESPACE", &ns)
+            .env(
+                "AETHER_TARGET",
+                std::env::var("AETHER_TARGET").unwrap_or_else(|_| "kube".into()),
+            )
+            .env_remove(aether_artifact::store::ENV_ENDPOINT)
+            .output()?)
+    };
+    let x = |args: &[&str]| succeeded(args, run_x(args)?);
+    let last = |out: &str, key: &str| -> Result<String> {
+        out.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(String::from)
+            .with_context(|| format!("no {key}= in {out}"))
+    };
+    let result = (|| -> Result<Vec<[Duration; 6]>> {
+        let d = x(&["deploy-sample", "demo", dir.to_str().unwrap()])?;
+        let url = last(&d, "url")?;
+        let mut out = Vec::new();
+        let src = dir.join("server.js");
+        let text = fs::read_to_string(&src)?;
+        for i in 0..cycles {
+            let version = format!("bench-{i}");
+            fs::write(&src, text.replace("'v1'", &format!("'{version}'")))?;
+            let digest = last(
+                &x(&["hot-upload", "demo", dir.to_str().unwrap()])?,
+                "digest",
+            )?;
+            let t0_ms = now_ms();
+            let t0 = Instant::now();
+            x(&["hot-patch", "demo", &digest])?;
+            let cmd = t0.elapsed();
+            loop {
+                let body = attohttpc::get(&url)
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .ok()
+                    .and_then(|r| r.text().ok());
+                if body.is_some_and(|b| b.contains(&version)) {
+                    break;
+                }
+                anyhow::ensure!(
+                    t0.elapsed() < Duration::from_secs(30),
+                    "cycle {i}: not served within 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let total = t0.elapsed();
+            let jsonpath = "jsonpath={.items[0].metadata.name}";
+            let fetcher = aether_artifact::FetcherEnv::BIN_IN_IMAGE;
+            let pods = cmd!(
+                sh,
+                "kubectl -n {ns} get pods -l aether.dev/app=demo -o {jsonpath}"
+            )
+            .quiet()
+            .read()?;
+            let st: serde_json::Value = serde_json::from_str(
+                &cmd!(
+                    sh,
+                    "kubectl -n {ns} exec {pods} -c aether-fetcher -- {fetcher} status"
+                )
+                .quiet()
+                .read()?,
+            )?;
+            let ms = |k: &str| st[k].as_u64().unwrap_or(t0_ms);
+            let (seen, published) = (ms("seen_at_ms"), ms("published_at_ms"));
+            let switched = st["runner"]["switched_at_ms"].as_u64().unwrap_or(published);
+            let span = |a: u64, b: u64| Duration::from_millis(b.saturating_sub(a));
+            let cmd_end = t0_ms + cmd.as_millis() as u64;
+            out.push([
+                total,
+                cmd,
+                span(cmd_end, seen),
+                span(seen, published),
+                span(published, switched),
+                total.saturating_sub(span(t0_ms, switched)),
+            ]);
+        }
+        Ok(out)
+    })();
+    let cut = result
+        .is_ok()
+        .then(|| cutover::measure(&run_x, &dir, &project, &ns, cycles));
+    let _ = x(&["down", "demo"]);
+    let _ = cmd!(sh, "kubectl delete namespace {ns} --wait=false")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run();
+    if let Ok(b) = fs::read(project.join(".aether/local/store.json")) {
+        let st: serde_json::Value = serde_json::from_slice(&b)?;
+        if let Some(pid) = st["pid"].as_u64() {
+            let _ = crate::proc::kill_group(pid as u32);
+        }
+    }
+    let mut cs = result?;
+    let kubectl_floor = min_time(5, || {
+        Ok(cmd!(sh, "kubectl -n {ns} get configmaps -o name")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()?)
+    })?;
+    cs.sort_by_key(|c| c[0]);
+    let totals: Vec<Duration> = cs.iter().map(|c| c[0]).collect();
+    let all: f64 = cs.iter().map(|c| c[0].as_secs_f64()).sum();
+    let share = |i: usize| 100.0 * cs.iter().map(|c| c[i].as_secs_f64()).sum::<f64>() / all;
+    println!(
+        "hot-patch → new version served, real cluster, {} cycles",
+        cs.len()
+    );
+    println!(
+        "  {} from the start of `hot-patch` (target p50 ≤ 800 ms)",
+        p50_p95(&totals)
+    );
+    println!(
+        "  share: hot-patch command (kubectl calls) {:.0}%, kubelet volume refresh {:.0}%, fetch+verify+swap {:.0}%, aether-run start beside+switch {:.0}%, first response seen {:.0}%",
+        share(1),
+        share(2),
+        share(3),
+        share(4),
+        share(5)
+    );
+    println!(
+        "  floor in the same run: one `kubectl get` {:.0} ms",
+        secs(kubectl_floor) * 1000.0
+    );
+    if let Some(cut) = cut {
+        cut?.print();
+    }
+    Ok(())
+}
