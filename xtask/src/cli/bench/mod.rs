@@ -9,14 +9,14 @@ use aether_artifact::unpack::{unpack_verified, Limits};
 use anyhow::{Context, Result};
 use xshell::{cmd, Shell};
 
-mod cluster;
 mod cutover;
 mod edit;
+mod hot_patch_on_cluster;
 mod supervisor;
 mod tree;
 
-use cluster::*;
 use edit::*;
+use hot_patch_on_cluster::*;
 pub use tree::generate_tree;
 
 /// Print packing and unpacking figures next to tar+gzip, and edit-to-served times, on the same
