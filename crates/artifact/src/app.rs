@@ -29,7 +29,7 @@ pub const LEGACY_ENTRY: &str = "server.js";
 /// What [`RELEASE_FILE`] holds.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Release {
+pub struct ReleaseRecord {
     pub schema: String,
     /// Path of the entry point inside the release, e.g. `index.js`.
     pub entry: String,
@@ -77,7 +77,7 @@ impl Deps {
     }
 }
 
-impl Release {
+impl ReleaseRecord {
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).expect("a release record serialises");
         v.push(b'\n');
@@ -86,7 +86,7 @@ impl Release {
 
     /// The record in an extracted release; `None` for a release packed before records existed
     /// (it starts as `node server.js`, without a dependency layer).
-    pub fn read(release_dir: &Path) -> Result<Option<Release>, String> {
+    pub fn read(release_dir: &Path) -> Result<Option<ReleaseRecord>, String> {
         let p = release_dir.join(RELEASE_FILE);
         match fs::read(&p) {
             Ok(b) => serde_json::from_slice(&b)
@@ -377,7 +377,7 @@ mod tests {
 
     #[test]
     fn release_records_round_trip_and_refuse_unknown_fields() {
-        let r = Release {
+        let r = ReleaseRecord {
             schema: SCHEMA.into(),
             entry: "index.js".into(),
             args: vec![],
@@ -385,14 +385,14 @@ mod tests {
             deps: None,
         };
         let t = tempfile::tempdir().unwrap();
-        assert_eq!(Release::read(t.path()), Ok(None));
+        assert_eq!(ReleaseRecord::read(t.path()), Ok(None));
         fs::write(t.path().join(RELEASE_FILE), r.to_json()).unwrap();
-        assert_eq!(Release::read(t.path()), Ok(Some(r)));
+        assert_eq!(ReleaseRecord::read(t.path()), Ok(Some(r)));
         fs::write(
             t.path().join(RELEASE_FILE),
             br#"{"schema":"x","entry":"a","node_major":1,"deps":null,"extra":1}"#,
         )
         .unwrap();
-        assert!(Release::read(t.path()).is_err());
+        assert!(ReleaseRecord::read(t.path()).is_err());
     }
 }

@@ -109,7 +109,7 @@ impl Fetcher {
         deadline: Instant,
     ) -> Result<(Option<Digest>, Fetched)> {
         use aether_artifact::app;
-        let record = app::Release::read(release)
+        let record = app::ReleaseRecord::read(release)
             .map_err(|e| anyhow!("the release record is unreadable: {e}"))?;
         let Some(deps) = record.and_then(|r| r.deps) else {
             return Ok((None, Fetched::default()));

@@ -30,7 +30,7 @@ impl Supervisor {
     pub(super) fn command_now(&self) -> Vec<OsString> {
         let mut c = self.cfg.command.clone();
         if let Some(dir) = &self.cfg.entry_from {
-            let (entry, args) = match app::Release::read(dir) {
+            let (entry, args) = match app::ReleaseRecord::read(dir) {
                 Ok(Some(r)) => (r.entry, r.args),
                 Ok(None) => (app::LEGACY_ENTRY.to_string(), Vec::new()),
                 Err(e) => {

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 
 use super::Ctx;
 use crate::ops::fleet::Fleet;
-use crate::ops::reload::{self, CutoverArgs, Outcome, Reload};
+use crate::ops::reload::{self, CutoverArgs, Outcome, Reload, Stage};
 use crate::ops::upload::require_in_store;
 use crate::release::Release;
 use crate::targets::PodStatus;
@@ -38,7 +38,7 @@ impl HotPatch {
         let r = Reload {
             app: &self.app,
             digest: self.digest,
-            marks: vec![("start", reload::now_ms())],
+            marks: vec![(Stage::Start, reload::now_ms())],
             wait: self.wait.map(Duration::from_secs),
         };
         let o = reload::roll(&*t, r, &self.cutover, &mut |cur| {
@@ -133,7 +133,7 @@ impl Rollback {
         let r = Reload {
             app: &self.app,
             digest: dest,
-            marks: vec![("start", reload::now_ms())],
+            marks: vec![(Stage::Start, reload::now_ms())],
             wait: self.wait.map(Duration::from_secs),
         };
         let o = reload::roll(&*t, r, &self.cutover, &mut |cur| {

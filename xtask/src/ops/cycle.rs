@@ -10,7 +10,7 @@ use aether_artifact::AppName;
 use anyhow::Result;
 
 use crate::config::Global;
-use crate::ops::reload::{self, CutoverArgs, Reload, Trace};
+use crate::ops::reload::{self, CutoverArgs, Reload, Stage, Trace};
 use crate::targets::Target;
 
 /// Times of one edit-to-served cycle.
@@ -61,10 +61,10 @@ pub fn cycle(
         app,
         digest: up.digest,
         marks: vec![
-            ("save", saved_ms),
-            ("debounce", up_ms),
-            ("pack", up_ms + up.pack_ms),
-            ("upload", up_ms + up.pack_ms + up.upload_ms),
+            (Stage::Save, saved_ms),
+            (Stage::Debounce, up_ms),
+            (Stage::Pack, up_ms + up.pack_ms),
+            (Stage::Upload, up_ms + up.pack_ms + up.upload_ms),
         ],
         wait: Some(Duration::from_secs(30)),
     };
@@ -77,7 +77,7 @@ pub fn cycle(
             Duration::from_millis(
                 tr.stages
                     .iter()
-                    .skip_while(|s| s.stage != "signal" && s.stage != "stage signal")
+                    .skip_while(|s| !s.stage.tells_the_pods())
                     .skip(1)
                     .map(|s| s.ms)
                     .sum(),
@@ -89,7 +89,7 @@ pub fn cycle(
         upload: Duration::from_millis(up.upload_ms),
         patch: trace
             .as_ref()
-            .and_then(|tr| tr.stages.iter().find(|s| s.stage.ends_with("signal")))
+            .and_then(|tr| tr.stages.iter().find(|s| s.stage.tells_the_pods()))
             .map_or(end - t_patch, |s| Duration::from_millis(s.ms)),
         served,
         total: trace

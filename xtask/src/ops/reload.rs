@@ -46,7 +46,7 @@ pub struct CutoverArgs {
 pub struct Reload<'a> {
     pub app: &'a AppName,
     pub digest: Digest,
-    pub marks: Vec<(&'static str, u64)>,
+    pub marks: Vec<(Stage, u64)>,
     /// Wait until every pod serves it (and trace it).
     pub wait: Option<Duration>,
 }
@@ -84,7 +84,7 @@ pub fn roll(
         // and the publish below then says "nothing to do"; a check would cost a kubectl call.
         let asked = now_ms();
         t.stage(app, Some(digest), &told)?;
-        marks.push(("stage signal", now_ms()));
+        marks.push((Stage::StageSignal, now_ms()));
         eprintln!(
             "staging {} on {} pod(s) of {app}: {}",
             digest.short(),
@@ -133,14 +133,14 @@ pub fn roll(
     };
     marks.push((
         if barrier {
-            "activation signal"
+            Stage::ActivationSignal
         } else {
-            "signal"
+            Stage::Signal
         },
         now_ms(),
     ));
     if let Some(at) = p.release.activate_at {
-        marks.push(("until activation", at));
+        marks.push((Stage::UntilActivation, at));
     }
     let mut trace = None;
     if let (Some(wait), false) = (r.wait, p.signalled.is_empty()) {
@@ -175,7 +175,7 @@ pub fn roll(
 /// The stages of the pods' fetch of `digest`: "seen" (the latest of their fetches' and
 /// `seen`), "download", "verify+extract". Returns that "seen".
 fn fetch_marks(
-    marks: &mut Vec<(&'static str, u64)>,
+    marks: &mut Vec<(Stage, u64)>,
     pods: &[PodStatus],
     digest: &Digest,
     seen: Option<u64>,
@@ -187,26 +187,22 @@ fn fetch_marks(
         .collect();
     let seen = fetched.iter().map(|f| f.seen_at_ms).chain(seen).max();
     if let Some(s) = seen {
-        marks.push(("seen", s));
+        marks.push((Stage::Seen, s));
     }
     push_max(
         marks,
-        "download",
+        Stage::Download,
         fetched.iter().map(|f| f.seen_at_ms + f.download_ms),
     );
     push_max(
         marks,
-        "verify+extract",
+        Stage::VerifyExtract,
         fetched.iter().map(|f| f.ready_at_ms),
     );
     seen
 }
 
-fn push_max(
-    marks: &mut Vec<(&'static str, u64)>,
-    name: &'static str,
-    v: impl Iterator<Item = u64>,
-) {
+fn push_max(marks: &mut Vec<(Stage, u64)>, name: Stage, v: impl Iterator<Item = u64>) {
     if let Some(m) = v.max() {
         marks.push((name, m));
     }
@@ -367,7 +363,7 @@ pub struct Trace {
     pub pods: usize,
     pub barrier: bool,
     /// In order; each stage's time runs from the end of the one before (the slowest pod's).
-    pub stages: Vec<Stage>,
+    pub stages: Vec<StageTime>,
     pub total_ms: u64,
     /// From the first to the last pod switching its app to the release (more than one pod).
     pub spread_ms: Option<u64>,
@@ -379,9 +375,72 @@ pub struct Trace {
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Stage {
-    pub stage: &'static str,
+pub struct StageTime {
+    pub stage: Stage,
     pub ms: u64,
+}
+
+/// The stages of a reload, in the order they can happen; each ends at a mark of the command's
+/// own clock or of the slowest pod's. Printed (and in `--json`) by [`Stage::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The command started: the origin, not a stage of its own.
+    Start,
+    /// `dev`: the edit was saved (the origin of a `dev` trace).
+    Save,
+    Debounce,
+    Pack,
+    Upload,
+    /// The cutover's first phase was asked of every pod.
+    StageSignal,
+    /// The release was published without a cutover.
+    Signal,
+    Seen,
+    Download,
+    VerifyExtract,
+    /// The cutover's release was published with its activation time.
+    ActivationSignal,
+    UntilActivation,
+    Swap,
+    AppReady,
+    FirstResponse,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Start => "start",
+            Stage::Save => "save",
+            Stage::Debounce => "debounce",
+            Stage::Pack => "pack",
+            Stage::Upload => "upload",
+            Stage::StageSignal => "stage signal",
+            Stage::Signal => "signal",
+            Stage::Seen => "seen",
+            Stage::Download => "download",
+            Stage::VerifyExtract => "verify+extract",
+            Stage::ActivationSignal => "activation signal",
+            Stage::UntilActivation => "until activation",
+            Stage::Swap => "swap",
+            Stage::AppReady => "app ready",
+            Stage::FirstResponse => "first response",
+        }
+    }
+
+    /// The command telling the pods: what ends the command's own work and starts theirs (the
+    /// first of these in a trace).
+    pub fn tells_the_pods(self) -> bool {
+        matches!(
+            self,
+            Stage::Signal | Stage::StageSignal | Stage::ActivationSignal
+        )
+    }
+}
+
+impl serde::Serialize for Stage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -397,7 +456,7 @@ pub struct PodTrace {
 impl Trace {
     pub fn new(
         release: &Release,
-        mut marks: Vec<(&'static str, u64)>,
+        mut marks: Vec<(Stage, u64)>,
         pods: &[PodStatus],
         probes: &[Shot],
         barrier: bool,
@@ -431,22 +490,22 @@ impl Trace {
         }
         push_max(
             &mut marks,
-            "swap",
+            Stage::Swap,
             per_pod.iter().filter_map(|p| p.published_at_ms),
         );
         let switched: Vec<u64> = per_pod.iter().filter_map(|p| p.switched_at_ms).collect();
-        push_max(&mut marks, "app ready", switched.iter().copied());
+        push_max(&mut marks, Stage::AppReady, switched.iter().copied());
         let last_switch = switched.iter().max().copied();
         let start = marks.first().map_or(0, |m| m.1);
         let from = last_switch.unwrap_or(start);
         if let Some(first) = probes.iter().find(|s| s.2 && s.0 >= from) {
-            marks.push(("first response", first.1));
+            marks.push((Stage::FirstResponse, first.1));
         }
         let mut stages = Vec::new();
         let mut prev = start;
         for (name, at) in marks.iter().skip(1) {
-            stages.push(Stage {
-                stage: name,
+            stages.push(StageTime {
+                stage: *name,
                 ms: at.saturating_sub(prev),
             });
             prev = prev.max(*at);
@@ -472,7 +531,7 @@ impl Trace {
         let stages: Vec<String> = self
             .stages
             .iter()
-            .map(|s| format!("{} {} ms", s.stage, s.ms))
+            .map(|s| format!("{} {} ms", s.stage.name(), s.ms))
             .collect();
         let mut out = format!(
             "trace {} gen {} ({} pod{}{}): {} = {} ms",
@@ -538,7 +597,7 @@ mod tests {
     #[test]
     fn a_trace_follows_the_slowest_pod() {
         let r = Release::default().next(d('a')).unwrap();
-        let marks = vec![("start", 1000), ("signal", 1100)];
+        let marks = vec![(Stage::Start, 1000), (Stage::Signal, 1100)];
         let pods = [pod("p1", 1400, 1410, 1450), pod("p2", 1500, 1510, 1560)];
         let probes = [
             (1200, 1201, true),
@@ -547,17 +606,17 @@ mod tests {
             (1561, 1563, true),
         ];
         let t = Trace::new(&r, marks, &pods, &probes, false);
-        let got: Vec<(&str, u64)> = t.stages.iter().map(|s| (s.stage, s.ms)).collect();
+        let got: Vec<(Stage, u64)> = t.stages.iter().map(|s| (s.stage, s.ms)).collect();
         assert_eq!(
             got,
             [
-                ("signal", 100),
-                ("seen", 400),
-                ("download", 5),
-                ("verify+extract", 2),
-                ("swap", 3),
-                ("app ready", 50),
-                ("first response", 3),
+                (Stage::Signal, 100),
+                (Stage::Seen, 400),
+                (Stage::Download, 5),
+                (Stage::VerifyExtract, 2),
+                (Stage::Swap, 3),
+                (Stage::AppReady, 50),
+                (Stage::FirstResponse, 3),
             ]
         );
         assert_eq!(t.total_ms, 563);

@@ -15,7 +15,7 @@ pub fn record(
     app: &AppName,
     dir: &Path,
     packed: &Packed,
-    release: &aether_artifact::app::Release,
+    release: &aether_artifact::app::ReleaseRecord,
     deps: Option<&crate::ops::deps::Layer>,
 ) -> Provenance {
     let mut layers = vec![Layer {

@@ -145,9 +145,12 @@ pub fn upload(
 pub fn app_layout(
     start: &aether_artifact::app::Start,
     deps: Option<aether_artifact::app::Deps>,
-) -> (aether_artifact::app::Release, aether_artifact::pack::Layout) {
+) -> (
+    aether_artifact::app::ReleaseRecord,
+    aether_artifact::pack::Layout,
+) {
     use aether_artifact::app;
-    let record = app::Release {
+    let record = app::ReleaseRecord {
         schema: app::SCHEMA.into(),
         entry: start.entry.clone(),
         args: start.args.clone(),

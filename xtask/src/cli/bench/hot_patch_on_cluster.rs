@@ -81,7 +81,8 @@ pub(super) fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
             )
             .quiet()
             .read()?;
-            let st: serde_json::Value = serde_json::from_str(
+            // The fetcher's status, typed: the contract both sides share.
+            let st: aether_artifact::Status = serde_json::from_str(
                 &cmd!(
                     sh,
                     "kubectl -n {ns} exec {pods} -c aether-fetcher -- {fetcher} status"
@@ -89,9 +90,15 @@ pub(super) fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
                 .quiet()
                 .read()?,
             )?;
-            let ms = |k: &str| st[k].as_u64().unwrap_or(t0_ms);
-            let (seen, published) = (ms("seen_at_ms"), ms("published_at_ms"));
-            let switched = st["runner"]["switched_at_ms"].as_u64().unwrap_or(published);
+            let (seen, published) = (
+                st.seen_at_ms.unwrap_or(t0_ms),
+                st.published_at_ms.unwrap_or(t0_ms),
+            );
+            let switched = st
+                .runner
+                .as_ref()
+                .and_then(|r| r.switched_at_ms)
+                .unwrap_or(published);
             let span = |a: u64, b: u64| Duration::from_millis(b.saturating_sub(a));
             let cmd_end = t0_ms + cmd.as_millis() as u64;
             out.push([

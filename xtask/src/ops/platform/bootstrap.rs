@@ -47,7 +47,7 @@ impl Step {
 
 /// What is there now, as far as can be seen without changing anything.
 #[derive(Debug, Default)]
-pub struct Probe {
+pub struct Inventory {
     pub microk8s: Option<String>,
     pub running: bool,
     pub disabled_addons: Vec<&'static str>,
@@ -57,8 +57,8 @@ pub struct Probe {
     pub credentials: bool,
 }
 
-pub fn probe(sh: &Shell, c: &Cluster, global: &Global) -> Result<Probe> {
-    let mut p = Probe {
+pub fn inventory(sh: &Shell, c: &Cluster, global: &Global) -> Result<Inventory> {
+    let mut p = Inventory {
         credentials: have_credentials(global)?,
         ..Default::default()
     };
@@ -99,7 +99,7 @@ fn have_credentials(global: &Global) -> Result<bool> {
         && cfg.database_url.is_some())
 }
 
-pub fn plan(p: &Probe) -> Vec<Step> {
+pub fn plan(p: &Inventory) -> Vec<Step> {
     let mut steps = Vec::new();
     if p.microk8s.is_none() {
         steps.push(Step::InstallMicrok8s);
@@ -142,7 +142,7 @@ pub fn bootstrap(
 ) -> Result<()> {
     let c = targs.open_cluster(sh, global, Kind::Microk8s);
     let ns = c.kube.namespace.clone();
-    let p = probe(sh, &c, global)?;
+    let p = inventory(sh, &c, global)?;
     let steps = plan(&p);
     if steps.is_empty() {
         println!("plan: nothing to do: MicroK8s, addons, namespace {ns}, MinIO and Postgres are in place");
@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn plans() {
-        let nothing = Probe::default();
+        let nothing = Inventory::default();
         assert_eq!(
             plan(&nothing),
             [
@@ -307,7 +307,7 @@ mod tests {
                 Step::DeployPostgres
             ]
         );
-        let up = Probe {
+        let up = Inventory {
             microk8s: Some("v1.33".into()),
             running: true,
             namespace: true,
@@ -317,7 +317,7 @@ mod tests {
             ..Default::default()
         };
         assert!(plan(&up).is_empty());
-        let lost_config = Probe {
+        let lost_config = Inventory {
             credentials: false,
             ..up
         };

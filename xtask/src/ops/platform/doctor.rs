@@ -16,7 +16,7 @@ use super::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub enum Verdict {
     Ok,
     Missing,
     Broken,
@@ -26,7 +26,7 @@ pub enum Status {
 #[derive(Debug, serde::Serialize)]
 pub struct Check {
     pub name: &'static str,
-    pub status: Status,
+    pub status: Verdict,
     pub detail: String,
     pub fix: Option<String>,
     pub required: bool,
@@ -40,14 +40,14 @@ pub fn doctor(sh: &Shell, global: &Global, targs: &TargetArgs, json: bool) -> Re
         let c = match version_of(sh, program, args) {
             Some(v) => Check {
                 name,
-                status: Status::Ok,
+                status: Verdict::Ok,
                 detail: v,
                 fix: None,
                 required,
             },
             None => Check {
                 name,
-                status: Status::Missing,
+                status: Verdict::Missing,
                 detail: "not found on PATH".into(),
                 fix: Some(fix.into()),
                 required,
@@ -85,7 +85,7 @@ pub fn doctor(sh: &Shell, global: &Global, targs: &TargetArgs, json: bool) -> Re
             if major >= 18 {
                 Check {
                     name: "node",
-                    status: Status::Ok,
+                    status: Verdict::Ok,
                     detail: v,
                     fix: None,
                     required: !cluster,
@@ -93,7 +93,7 @@ pub fn doctor(sh: &Shell, global: &Global, targs: &TargetArgs, json: bool) -> Re
             } else {
                 Check {
                     name: "node",
-                    status: Status::Broken,
+                    status: Verdict::Broken,
                     detail: format!("{v} is older than 18"),
                     fix: Some("install Node.js 20 (e.g. `sudo apt-get install nodejs`)".into()),
                     required: !cluster,
@@ -102,7 +102,7 @@ pub fn doctor(sh: &Shell, global: &Global, targs: &TargetArgs, json: bool) -> Re
         }
         None => Check {
             name: "node",
-            status: Status::Missing,
+            status: Verdict::Missing,
             detail: "not found on PATH".into(),
             fix: Some("install Node.js 20 (e.g. `sudo apt-get install nodejs`)".into()),
             required: !cluster,
@@ -113,16 +113,16 @@ pub fn doctor(sh: &Shell, global: &Global, targs: &TargetArgs, json: bool) -> Re
     checks.push(match crate::targets::cluster::kube::host::microk8s_version(sh) {
         None => Check {
             name: "microk8s",
-            status: Status::Missing,
+            status: Verdict::Missing,
             detail: "not installed".into(),
             fix: Some(format!("sudo snap install microk8s --classic --channel={MICROK8S_CHANNEL} (or `cargo xtask bootstrap`)")),
             required: mk_required,
         },
         Some(v) => match parse_microk8s_version(&v) {
-            Some(mm) if mm >= MIN_MICROK8S => Check { name: "microk8s", status: Status::Ok, detail: v, fix: None, required: mk_required },
+            Some(mm) if mm >= MIN_MICROK8S => Check { name: "microk8s", status: Verdict::Ok, detail: v, fix: None, required: mk_required },
             _ => Check {
                 name: "microk8s",
-                status: Status::Broken,
+                status: Verdict::Broken,
                 detail: format!("{v}: native sidecars need 1.29 or newer"),
                 fix: Some(format!("sudo snap refresh microk8s --channel={MICROK8S_CHANNEL}")),
                 required: mk_required,
@@ -137,7 +137,7 @@ pub fn doctor(sh: &Shell, global: &Global, targs: &TargetArgs, json: bool) -> Re
     } else {
         checks.push(Check {
             name: "cluster",
-            status: Status::Skipped,
+            status: Verdict::Skipped,
             detail: "local target: no cluster needed".into(),
             fix: None,
             required: false,
@@ -146,7 +146,7 @@ pub fn doctor(sh: &Shell, global: &Global, targs: &TargetArgs, json: bool) -> Re
 
     let failed: Vec<&str> = checks
         .iter()
-        .filter(|c| c.required && matches!(c.status, Status::Missing | Status::Broken))
+        .filter(|c| c.required && matches!(c.status, Verdict::Missing | Verdict::Broken))
         .map(|c| c.name)
         .collect();
     if json {
@@ -156,7 +156,7 @@ pub fn doctor(sh: &Shell, global: &Global, targs: &TargetArgs, json: bool) -> Re
             let status = format!("{:?}", c.status).to_lowercase();
             let req = if c.required { "" } else { " (optional)" };
             println!("{status:<8} {:<10} {}{req}", c.name, c.detail);
-            if let (Some(fix), false) = (&c.fix, c.status == Status::Ok) {
+            if let (Some(fix), false) = (&c.fix, c.status == Verdict::Ok) {
                 println!("{:<8} {:<10} fix: {fix}", "", "");
             }
         }
@@ -172,7 +172,7 @@ fn store_check(global: &Global, t: Kind) -> Result<Check> {
     if t == Kind::Local && layers.endpoint.is_none() {
         return Ok(Check {
             name: "store",
-            status: Status::Ok,
+            status: Verdict::Ok,
             detail: "embedded S3 store (started on demand by the local target)".into(),
             fix: None,
             required: false,
@@ -187,7 +187,7 @@ fn store_check(global: &Global, t: Kind) -> Result<Check> {
         Err(e) => {
             return Ok(Check {
                 name: "store",
-                status: Status::Missing,
+                status: Verdict::Missing,
                 detail: e,
                 fix: Some("cargo xtask bootstrap".into()),
                 required: t != Kind::Local,
@@ -200,14 +200,14 @@ fn store_check(global: &Global, t: Kind) -> Result<Check> {
     Ok(match store.bucket_exists() {
         Ok(true) => Check {
             name: "store",
-            status: Status::Ok,
+            status: Verdict::Ok,
             detail: format!("{endpoint}, bucket {bucket} present, credentials valid"),
             fix: None,
             required: t != Kind::Local,
         },
         Ok(false) => Check {
             name: "store",
-            status: Status::Broken,
+            status: Verdict::Broken,
             detail: format!("{endpoint}: credentials valid, bucket {bucket} missing"),
             fix: Some("`cargo xtask hot-upload` creates it (or `cargo xtask bootstrap`)".into()),
             required: t != Kind::Local,
@@ -215,9 +215,9 @@ fn store_check(global: &Global, t: Kind) -> Result<Check> {
         Err(e) => Check {
             name: "store",
             status: if e.kind == aether_artifact::store::ErrorKind::Unreachable {
-                Status::Missing
+                Verdict::Missing
             } else {
-                Status::Broken
+                Verdict::Broken
             },
             detail: format!("{e}"),
             fix: Some("cargo xtask bootstrap".into()),
@@ -256,7 +256,7 @@ fn database_check(global: &Global) -> Result<Check> {
     Ok(match global.database_url()? {
         None => Check {
             name: "database",
-            status: Status::Missing,
+            status: Verdict::Missing,
             detail: "no database configured".into(),
             fix: Some("cargo xtask bootstrap (or set AETHER_DATABASE_URL)".into()),
             required: false,
@@ -264,14 +264,14 @@ fn database_check(global: &Global) -> Result<Check> {
         Some(url) => match database_reachable(&url) {
             Ok(d) => Check {
                 name: "database",
-                status: Status::Ok,
+                status: Verdict::Ok,
                 detail: d,
                 fix: None,
                 required: false,
             },
             Err(e) => Check {
                 name: "database",
-                status: Status::Broken,
+                status: Verdict::Broken,
                 detail: e,
                 fix: Some("cargo xtask bootstrap (starts Postgres in the cluster)".into()),
                 required: false,
@@ -287,14 +287,14 @@ fn cluster_checks(sh: &Shell, global: &Global, targs: &TargetArgs, t: Kind) -> V
     match c.kube.get::<serde_json::Value>("namespace", &ns) {
         Ok(Some(_)) => out.push(Check {
             name: "cluster",
-            status: Status::Ok,
+            status: Verdict::Ok,
             detail: format!("reachable, namespace {ns} present"),
             fix: None,
             required: true,
         }),
         Ok(None) => out.push(Check {
             name: "cluster",
-            status: Status::Broken,
+            status: Verdict::Broken,
             detail: format!("reachable, namespace {ns} missing"),
             fix: Some("cargo xtask k8s-start".into()),
             required: true,
@@ -307,7 +307,7 @@ fn cluster_checks(sh: &Shell, global: &Global, targs: &TargetArgs, t: Kind) -> V
                 .to_string();
             out.push(Check {
                 name: "cluster",
-                status: Status::Missing,
+                status: Verdict::Missing,
                 detail: first,
                 fix: Some("cargo xtask k8s-start (or check your kubeconfig context)".into()),
                 required: true,
@@ -319,21 +319,21 @@ fn cluster_checks(sh: &Shell, global: &Global, targs: &TargetArgs, t: Kind) -> V
         out.push(match c.kube.images() {
             Ok(i) if i.iter().any(|x| x == manifests::FETCHER_IMAGE) => Check {
                 name: "sidecar",
-                status: Status::Ok,
+                status: Verdict::Ok,
                 detail: format!("{} present", manifests::FETCHER_IMAGE),
                 fix: None,
                 required: false,
             },
             Ok(_) => Check {
                 name: "sidecar",
-                status: Status::Missing,
+                status: Verdict::Missing,
                 detail: format!("{} not imported", manifests::FETCHER_IMAGE),
                 fix: Some("cargo xtask sidecar-image (deploy-sample imports it)".into()),
                 required: false,
             },
             Err(e) => Check {
                 name: "sidecar",
-                status: Status::Broken,
+                status: Verdict::Broken,
                 detail: format!("{e:#}").lines().next().unwrap_or_default().into(),
                 fix: None,
                 required: false,
