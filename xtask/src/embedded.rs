@@ -72,7 +72,7 @@ pub fn ensure(dir: &Path, also: Option<IpAddr>) -> Result<Embedded> {
         Ok(b) => serde_json::from_slice(&b)
             .with_context(|| format!("reading {}; delete it to start over", path.display()))?,
         Err(_) => StoreState {
-            port: free_port()?,
+            port: crate::proc::free_port()?,
             access_key: format!("aether-{}", random_hex(6)?),
             secret_key: Secret::new(random_hex(20)?),
             pid: None,
@@ -97,7 +97,7 @@ pub fn ensure(dir: &Path, also: Option<IpAddr>) -> Result<Embedded> {
     // make the bind fail; the next cluster command adds it back.
     st.also.retain(|ip| Some(*ip) == also || is_local(*ip));
     if port_open(st.port) {
-        st.port = free_port()?;
+        st.port = crate::proc::free_port()?;
     }
     let log = fs::File::create(dir.join("store.log"))?;
     let exe = std::env::current_exe().context("locating the xtask binary")?;
@@ -179,12 +179,6 @@ pub fn serve(data: &Path, port: u16, also: &[IpAddr]) -> Result<()> {
     eprintln!("embedded S3 store on {binds:?}");
     server.wait();
     Ok(())
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Whether `ip` is an address of this machine (binding to it works).

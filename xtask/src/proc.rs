@@ -6,6 +6,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
+/// A loopback port nothing listens on right now (the kernel picks it).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// TERM to a whole process group, then KILL after 5 s if anything is left.
 pub fn kill_group(pgid: u32) -> Result<()> {
     let signal = |sig: libc::c_int| {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use aether_artifact::{release, Digest};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 /// Previous digests kept for `rollback`.
 pub const HISTORY: usize = 10;
@@ -24,24 +24,11 @@ pub struct Release {
 impl Release {
     /// From the ConfigMap's data (or the local release directory's files).
     pub fn from_data(data: &BTreeMap<String, String>) -> Result<Release> {
-        let digest = match data
-            .get(release::DIGEST)
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-        {
-            Some(d) => Some(Digest::parse(d)?),
-            None => None,
-        };
-        let generation = match data
-            .get(release::GENERATION)
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-        {
-            Some(g) => g
-                .parse()
-                .with_context(|| format!("release generation {g:?} is not a whole number"))?,
-            None => 0,
-        };
+        let field = |k: &str| data.get(k).map(String::as_str);
+        let digest = release::parse_digest(field(release::DIGEST))
+            .map_err(|e| anyhow::anyhow!("release digest: {e}"))?;
+        let generation = release::parse_generation(field(release::GENERATION))
+            .map_err(|e| anyhow::anyhow!("release {e}"))?;
         let history = data
             .get(release::HISTORY)
             .map(|h| {
@@ -51,17 +38,34 @@ impl Release {
             })
             .transpose()?
             .unwrap_or_default();
-        // Advisory: a bad value makes pods switch at once, which is what a release without one
-        // does; it must not make the release unreadable.
-        let activate_at = data
-            .get(release::ACTIVATE_AT)
-            .and_then(|s| s.trim().parse().ok());
+        let activate_at = release::parse_activate_at(field(release::ACTIVATE_AT));
         Ok(Release {
             digest,
             generation,
             history,
             activate_at,
         })
+    }
+
+    /// The pod annotations that carry this release to the fetchers (the downward-API file
+    /// they read), with the cutover's stage request `stage`: `None` clears it, as every
+    /// publish does. Both targets write exactly these.
+    pub fn annotations(&self, stage: Option<Digest>) -> BTreeMap<String, String> {
+        use aether_artifact::keys;
+        let mut a = BTreeMap::new();
+        if let Some(d) = self.digest {
+            a.insert(keys::DIGEST.to_string(), d.to_string());
+        }
+        a.insert(keys::GENERATION.to_string(), self.generation.to_string());
+        a.insert(
+            keys::ACTIVATE_AT.to_string(),
+            self.activate_at.map(|t| t.to_string()).unwrap_or_default(),
+        );
+        a.insert(
+            keys::STAGE.to_string(),
+            stage.map(|d| d.to_string()).unwrap_or_default(),
+        );
+        a
     }
 
     pub fn to_data(&self) -> BTreeMap<String, String> {

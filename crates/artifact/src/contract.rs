@@ -23,6 +23,37 @@ pub mod release {
         format!("{app}{SUFFIX}")
     }
     const SUFFIX: &str = "-release";
+
+    // One parser for every reader of a release (the xtask's ConfigMap, the fetcher's mounted
+    // files and annotations). What a reader does with an error is its own policy: the xtask
+    // refuses to build a new generation on a broken one; the fetcher skips that source with
+    // a warning and keeps serving.
+
+    /// The digest: empty or absent is none; anything else must parse.
+    pub fn parse_digest(v: Option<&str>) -> Result<Option<crate::Digest>, String> {
+        match v.map(str::trim).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(d) => crate::Digest::parse(d).map(Some).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The generation: empty or absent is 0; anything else must be a whole number.
+    pub fn parse_generation(v: Option<&str>) -> Result<u64, String> {
+        match v.map(str::trim).filter(|s| !s.is_empty()) {
+            None => Ok(0),
+            Some(g) => g
+                .parse()
+                .map_err(|_| format!("generation {g:?} is not a whole number")),
+        }
+    }
+
+    /// The activation time, advisory: one that does not parse is absent, so the release goes
+    /// live at once (as one without a time does) instead of never.
+    pub fn parse_activate_at(v: Option<&str>) -> Option<u64> {
+        v.map(str::trim)
+            .filter(|s| !s.is_empty())
+            .and_then(|s| s.parse().ok())
+    }
 }
 
 /// The fetcher's environment: every flag of `aether-fetcher` is mirrored by one of these
@@ -340,6 +371,15 @@ impl std::fmt::Display for Cause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.label())
     }
+}
+
+/// Now, in unix milliseconds: the unit of every `*_ms` timestamp in the fetcher's and
+/// `aether-run`'s status and the release's `activate-at`, so the xtask and the pods stamp time
+/// the same way (each on its own clock).
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

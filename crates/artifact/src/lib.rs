@@ -14,7 +14,7 @@ pub mod store;
 pub mod unpack;
 
 pub use contract::{
-    release, trigger, Cause, FetchTrace, FetcherEnv, RunState, RunnerStatus, Status,
+    release, trigger, unix_now_ms, Cause, FetchTrace, FetcherEnv, RunState, RunnerStatus, Status,
 };
 pub use digest::{Digest, DigestError};
 pub use name::{AppName, NameError};

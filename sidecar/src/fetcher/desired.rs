@@ -128,21 +128,12 @@ fn source(
     generation: Option<&str>,
     activate_at: Option<&str>,
 ) -> Result<Option<Wanted>, String> {
-    let Some(digest) = digest.filter(|s| !s.is_empty()) else {
+    let skipped = |e: String| format!("{e}; skipped");
+    let Some(digest) = release::parse_digest(digest).map_err(skipped)? else {
         return Ok(None);
     };
-    let digest = Digest::parse(digest).map_err(|e| format!("{e}; skipped"))?;
-    let generation = match generation.filter(|s| !s.is_empty()) {
-        None => 0,
-        Some(g) => g
-            .parse::<u64>()
-            .map_err(|_| format!("generation {g:?} is not a whole number; skipped"))?,
-    };
-    // A time that does not parse must not hold a release back forever: it goes live at once.
-    let activate_at_ms = activate_at
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .and_then(|s| s.parse::<u64>().ok());
+    let generation = release::parse_generation(generation).map_err(skipped)?;
+    let activate_at_ms = release::parse_activate_at(activate_at);
     Ok(Some(Wanted {
         digest,
         generation,

@@ -34,12 +34,7 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
-pub fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
-}
+pub use aether_artifact::unix_now_ms;
 
 /// Prometheus text exposition.
 pub fn metrics(s: &Status) -> String {

@@ -284,11 +284,7 @@ fn wait_staged(
 
 /// Unix ms on this machine (the pods' timestamps are on theirs: on a multi-node cluster the
 /// trace is as good as the clocks' agreement).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use aether_artifact::unix_now_ms as now_ms;
 
 /// One request of the probe: (sent, answered or failed, answered with 2xx), unix ms.
 type Shot = (u64, u64, bool);

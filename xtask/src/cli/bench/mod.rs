@@ -201,12 +201,7 @@ fn release_fetcher(sh: &Shell) -> Result<()> {
     Ok(())
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
-}
+use aether_artifact::unix_now_ms as now_ms;
 
 /// "p50 X ms, p95 Y ms" (nearest rank) of ascending durations.
 fn p50_p95(sorted: &[Duration]) -> String {

@@ -29,7 +29,7 @@ pub fn run(sh: &Shell, work: &Path, swaps: usize) -> Result<()> {
     vol.publish("v0", 0)?;
 
     // What the app container ran before: node restarting itself on the trigger.
-    let port = free_port()?;
+    let port = crate::proc::free_port()?;
     let watch = format!(
         "--watch-path={}",
         vol.dir.join(volume::RELOAD_DIR).display()
@@ -43,7 +43,7 @@ pub fn run(sh: &Shell, work: &Path, swaps: usize) -> Result<()> {
     let restarting = restarting?;
 
     // aether-run on the same volume.
-    let port = free_port()?;
+    let port = crate::proc::free_port()?;
     let sup = spawn_run(&fetcher, &vol, port, true)?;
     let measured = (|| {
         wait_body(port, &format!("v{swaps}"))?;
@@ -59,9 +59,9 @@ pub fn run(sh: &Shell, work: &Path, swaps: usize) -> Result<()> {
     // What connections cost on the way: a plain node on its own port against aether-run in
     // both modes, on the same release, measured alternately.
     let last = format!("v{}", 2 * swaps);
-    let direct_port = free_port()?;
+    let direct_port = crate::proc::free_port()?;
     let direct = spawn_node(&vol, direct_port, &[])?;
-    let fwd_port = free_port()?;
+    let fwd_port = crate::proc::free_port()?;
     let fwd = spawn_run(&fetcher, &vol, fwd_port, false)?;
     let overhead = (|| {
         wait_body(direct_port, &last)?;
@@ -364,10 +364,4 @@ fn throughput(port: u16, clients: usize, for_: Duration) -> Result<f64> {
         total += h.join().expect("a client thread")?;
     }
     Ok(total as f64 / t0.elapsed().as_secs_f64())
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }

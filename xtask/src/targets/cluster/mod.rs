@@ -129,7 +129,7 @@ impl<'a> Cluster<'a> {
                 .into_iter()
                 .filter_map(|p| p.metadata.name.as_deref())
                 .collect();
-            self.kube.annotate(&pods, &pod_annotations(&next))?;
+            self.kube.annotate(&pods, &next.annotations(None))?;
             return Ok(Some(Published {
                 release: next,
                 signalled: pods.into_iter().map(String::from).collect(),
@@ -270,23 +270,6 @@ fn release_of(objs: &AppObjects) -> Result<Option<Release>> {
     Ok(Some(
         Release::from_data(&data).context("reading the release ConfigMap")?,
     ))
-}
-
-/// What a publish sets on every live pod: the wanted release, its activation time, and no
-/// staged release (a publish ends any cutover's first phase).
-fn pod_annotations(r: &Release) -> BTreeMap<String, String> {
-    let digest = r.digest.expect("a release names a digest");
-    [
-        (keys::DIGEST.to_string(), digest.to_string()),
-        (keys::GENERATION.to_string(), r.generation.to_string()),
-        (
-            keys::ACTIVATE_AT.to_string(),
-            r.activate_at.map(|t| t.to_string()).unwrap_or_default(),
-        ),
-        (keys::STAGE.to_string(), String::new()),
-    ]
-    .into_iter()
-    .collect()
 }
 
 impl Target for Cluster<'_> {

@@ -125,20 +125,8 @@ impl Local {
     /// The "pod annotations" as the kubelet writes them: the release, its activation time, and
     /// the release to stage (cleared by every publish, as on a cluster).
     fn annotate(&self, app: &AppName, r: &Release, stage: Option<Digest>) -> Result<()> {
-        let mut ann = BTreeMap::new();
+        let mut ann = r.annotations(stage);
         ann.insert(keys::APP.to_string(), app.to_string());
-        if let Some(d) = r.digest {
-            ann.insert(keys::DIGEST.to_string(), d.to_string());
-        }
-        ann.insert(keys::GENERATION.to_string(), r.generation.to_string());
-        ann.insert(
-            keys::ACTIVATE_AT.to_string(),
-            r.activate_at.map(|t| t.to_string()).unwrap_or_default(),
-        );
-        ann.insert(
-            keys::STAGE.to_string(),
-            stage.map(|d| d.to_string()).unwrap_or_default(),
-        );
         // The kubelet adds its own keys; so do we, so the fetcher parses a realistic file.
         ann.insert("kubernetes.io/config.source".into(), "api".into());
         let files = [(

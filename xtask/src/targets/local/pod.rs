@@ -47,15 +47,15 @@ impl Local {
         fs::create_dir_all(dir.join("podinfo"))?;
         fs::create_dir_all(dir.join("release"))?;
         fs::create_dir_all(dir.join("run"))?;
-        let fetcher_port = free_port()?;
+        let fetcher_port = crate::proc::free_port()?;
         // 3000 like the pod, unless taken; AETHER_APP_PORT overrides (0 = any free port).
         let app_port = match std::env::var("AETHER_APP_PORT")
             .ok()
             .and_then(|p| p.parse::<u16>().ok())
         {
-            Some(0) => free_port()?,
+            Some(0) => crate::proc::free_port()?,
             Some(p) => p,
-            None if port_open(3000) => free_port()?,
+            None if port_open(3000) => crate::proc::free_port()?,
             None => 3000,
         };
         let flog = fs::OpenOptions::new()
@@ -252,12 +252,6 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         .ok()?;
     let code = r.status().as_u16();
     Some((code, r.text().unwrap_or_default()))
-}
-
-pub(super) fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 pub(super) fn tail(p: &Path, n: usize) -> String {
