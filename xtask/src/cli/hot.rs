@@ -23,7 +23,7 @@ pub struct HotPatch {
     /// the time went.
     #[arg(long)]
     wait: Option<u64>,
-    /// Print one JSON object (see the README's schema) instead of key=value lines.
+    /// Print one JSON object (schema: docs/reference.md) instead of key=value lines.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -58,7 +58,7 @@ pub struct Rollback {
     /// Wait (up to this many seconds) until every pod serves it, and print where the time went.
     #[arg(long)]
     wait: Option<u64>,
-    /// Print one JSON object (see the README's schema) instead of key=value lines.
+    /// Print one JSON object (schema: docs/reference.md) instead of key=value lines.
     #[arg(long)]
     json: bool,
     #[command(flatten)]

@@ -19,7 +19,7 @@ pub struct Package {
     /// Write the archive here (default: only compute the digest).
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// Print one JSON object (see the README's schema) instead of key=value lines.
+    /// Print one JSON object (schema: docs/reference.md) instead of key=value lines.
     #[arg(long)]
     json: bool,
 }
