@@ -116,9 +116,7 @@ impl Supervisor {
     pub(super) fn restart_later(&mut self) {
         self.status.state = RunState::Restarting;
         self.crash_streak += 1;
-        let backoff = Duration::from_millis(100)
-            .saturating_mul(1 << (self.crash_streak - 1).min(10))
-            .min(MAX_BACKOFF);
+        let backoff = restart_backoff(self.crash_streak);
         log!("restarting the app in {backoff:?}");
         let tx = self.tx.clone();
         thread::spawn(move || {
@@ -137,5 +135,45 @@ impl Supervisor {
         for pid in self.pids() {
             signal_group(pid, sig);
         }
+    }
+}
+
+/// How long a crashed app waits before its restart: 100 ms, doubling with each crash in a row,
+/// at most `MAX_BACKOFF` (a streak ends once a process has run `HEALTHY_AFTER`).
+pub(super) fn restart_backoff(streak: u32) -> Duration {
+    Duration::from_millis(100)
+        .saturating_mul(1 << streak.saturating_sub(1).min(10))
+        .min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_doubling_up_to_the_cap() {
+        let ms = |n| restart_backoff(n).as_millis();
+        assert_eq!([ms(1), ms(2), ms(3), ms(5)], [100, 200, 400, 1600]);
+        assert_eq!(ms(8), MAX_BACKOFF.as_millis());
+        assert_eq!(ms(1000), MAX_BACKOFF.as_millis());
+    }
+
+    #[test]
+    fn exits_are_described_and_mapped_like_a_shell_does() {
+        // A wait status: exit code in the second byte, a signal in the low bits.
+        let exited = |code: i32| code << 8;
+        assert_eq!(describe(exited(3)), "exited with status 3");
+        assert_eq!(describe(libc::SIGKILL), "was killed by signal 9");
+        assert_eq!(exit_code(exited(4)), ExitCode::from(4));
+        assert_eq!(exit_code(libc::SIGTERM), ExitCode::from(128 + 15));
+    }
+
+    #[test]
+    fn a_release_is_named_by_its_trigger_line() {
+        let d = aether_artifact::Digest::parse(&"a".repeat(64)).unwrap();
+        let line = trigger::line(&d, 7);
+        assert_eq!(describe_release(Some(&line)), "aaaaaaaaaaaa (generation 7)");
+        assert_eq!(describe_release(None), "the app");
+        assert_eq!(describe_release(Some("garbage")), "the app");
     }
 }

@@ -369,16 +369,123 @@ impl Supervisor {
 
     /// Starts a process on the newest trigger unless one runs it, starts it or failed on it.
     pub(super) fn maybe_switch(&mut self) {
-        if self.stopping || self.starting.is_some() || self.live.is_none() {
-            return;
+        let next = switch_to(&Moment {
+            stopping: self.stopping,
+            starting: self.starting.is_some(),
+            live: self.live.as_ref().map(|p| p.release.as_deref()),
+            failed: self.failed.as_deref(),
+            seen: self.seen.as_ref().map(|(l, _)| l.as_str()),
+        })
+        .map(str::to_string);
+        if let Some(line) = next {
+            self.launch(Some(line));
         }
-        let Some((line, _)) = self.seen.clone() else {
-            return;
+    }
+}
+
+/// What the supervisor knows when it decides whether to switch.
+pub(super) struct Moment<'a> {
+    pub stopping: bool,
+    /// A new process is starting already (it finishes, or fails, first).
+    pub starting: bool,
+    /// The live process, and the trigger line it runs (`None` outside: no live process).
+    pub live: Option<Option<&'a str>>,
+    /// The trigger line whose process failed to start.
+    pub failed: Option<&'a str>,
+    /// The latest trigger line seen.
+    pub seen: Option<&'a str>,
+}
+
+/// The release to start beside the live process, if any: the one last seen, unless the
+/// supervisor stops, a start is under way, nothing is live yet (the first start and crash
+/// restarts have their own path), the live process runs it already, or it failed to start
+/// (it is not retried in a loop; a newer release is).
+pub(super) fn switch_to<'a>(m: &Moment<'a>) -> Option<&'a str> {
+    if m.stopping || m.starting {
+        return None;
+    }
+    let live = m.live?;
+    let seen = m.seen?;
+    (live != Some(seen) && m.failed != Some(seen)).then_some(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: &str = "v1-line";
+    const V2: &str = "v2-line";
+
+    fn at(seen: Option<&'static str>) -> Moment<'static> {
+        Moment {
+            stopping: false,
+            starting: false,
+            live: Some(Some(V1)),
+            failed: None,
+            seen,
+        }
+    }
+
+    #[test]
+    fn a_new_release_starts_beside_the_live_one() {
+        assert_eq!(switch_to(&at(Some(V2))), Some(V2));
+        // A live process started before any trigger (no line) switches to the first one.
+        let first = Moment {
+            live: Some(None),
+            ..at(Some(V1))
         };
-        let live = self.live.as_ref().and_then(|p| p.release.as_ref());
-        if live == Some(&line) || self.failed.as_ref() == Some(&line) {
-            return;
-        }
-        self.launch(Some(line));
+        assert_eq!(switch_to(&first), Some(V1));
+    }
+
+    #[test]
+    fn nothing_starts_for_what_runs_already_or_with_nothing_seen() {
+        assert_eq!(switch_to(&at(Some(V1))), None);
+        assert_eq!(switch_to(&at(None)), None);
+    }
+
+    #[test]
+    fn a_release_that_failed_to_start_is_not_retried_but_a_newer_one_is() {
+        let failed = Moment {
+            failed: Some(V2),
+            ..at(Some(V2))
+        };
+        assert_eq!(switch_to(&failed), None);
+        let newer = Moment {
+            failed: Some(V2),
+            ..at(Some("v3-line"))
+        };
+        assert_eq!(switch_to(&newer), Some("v3-line"));
+        // Rolling back to what runs is no switch, whatever failed meanwhile.
+        let back = Moment {
+            failed: Some(V2),
+            ..at(Some(V1))
+        };
+        assert_eq!(switch_to(&back), None);
+    }
+
+    #[test]
+    fn no_switch_while_stopping_starting_or_with_nothing_live() {
+        assert_eq!(
+            switch_to(&Moment {
+                stopping: true,
+                ..at(Some(V2))
+            }),
+            None
+        );
+        assert_eq!(
+            switch_to(&Moment {
+                starting: true,
+                ..at(Some(V2))
+            }),
+            None
+        );
+        // Nothing live: a crash restart or the first start launches, not a switch.
+        assert_eq!(
+            switch_to(&Moment {
+                live: None,
+                ..at(Some(V2))
+            }),
+            None
+        );
     }
 }
