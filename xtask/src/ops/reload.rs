@@ -84,7 +84,7 @@ pub fn roll(
         // and the publish below then says "nothing to do"; a check would cost a kubectl call.
         let asked = now_ms();
         t.stage(app, Some(digest), &told)?;
-        marks.push((Stage::AskToStage, now_ms()));
+        marks.push((Stage::Prepare, now_ms()));
         eprintln!(
             "staging {} on {} pod(s) of {app}: {}",
             digest.short(),
@@ -388,7 +388,7 @@ pub enum Stage {
     Pack,
     Upload,
     /// The cutover's first phase was asked of every pod.
-    AskToStage,
+    Prepare,
     /// The release was published without a cutover.
     Signal,
     Seen,
@@ -410,7 +410,7 @@ impl Stage {
             Stage::Debounce => "debounce",
             Stage::Pack => "pack",
             Stage::Upload => "upload",
-            Stage::AskToStage => "stage signal",
+            Stage::Prepare => "stage signal",
             Stage::Signal => "signal",
             Stage::Seen => "seen",
             Stage::Download => "download",
@@ -428,7 +428,7 @@ impl Stage {
     pub fn tells_the_pods(self) -> bool {
         matches!(
             self,
-            Stage::Signal | Stage::AskToStage | Stage::ActivationSignal
+            Stage::Signal | Stage::Prepare | Stage::ActivationSignal
         )
     }
 }
