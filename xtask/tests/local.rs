@@ -13,7 +13,7 @@ use aether_artifact::{object_key, AppName, Digest};
 
 fn get(url: &str) -> String {
     let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "3", url])
+        .args(["-sS", "--max-time", "10", url])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -254,9 +254,11 @@ fn deploy_edit_hot_patch_rollback_and_down() {
         },
     );
     assert_eq!(st["pods"][0]["last_error_cause"], "archive_refused", "{st}");
+    let body = get(&url);
     assert!(
-        get(&url).contains("version: v1"),
-        "still serving the last good version"
+        body.contains("version: v1"),
+        "still serving the last good version: {body:?}\n{}",
+        xtask(p, &env, &["logs", "demo"]).all()
     );
     let human = xtask(p, &env, &["hot-status", "demo"]);
     assert_ne!(
