@@ -211,6 +211,52 @@ fn ignore_rules() {
     assert_eq!(names, vec![".aetherignore", "keep.js"]);
 }
 
+/// The xtask lives in the app's repository, so its root is often packed: aether-dev's own state
+/// (the signing key, the embedded store's data) and Cargo's tagged `target/` never travel, at
+/// any depth; a directory merely named `target` does.
+#[test]
+fn the_signing_key_and_build_caches_are_never_packed() {
+    let d = tempfile::tempdir().unwrap();
+    let a = d.path().join("repo");
+    fs::create_dir_all(a.join(".aether/keys")).unwrap();
+    fs::write(a.join(".aether/keys/aether.key"), "untrusted comment: secret").unwrap();
+    fs::create_dir_all(a.join("target/debug")).unwrap();
+    fs::write(
+        a.join("target/CACHEDIR.TAG"),
+        "Signature: 8a477f597d28d172789f06886806bc55\n# cargo\n",
+    )
+    .unwrap();
+    fs::write(a.join("target/debug/xtask"), vec![0u8; 4096]).unwrap();
+    fs::create_dir_all(a.join("packages/api/.aether")).unwrap();
+    fs::write(a.join("packages/api/.aether/config.json"), "{}").unwrap();
+    fs::create_dir_all(a.join("src/target")).unwrap();
+    fs::write(a.join("src/target/aim.js"), "x").unwrap();
+    // A tag with the wrong signature is no tag.
+    fs::create_dir_all(a.join("fake-cache")).unwrap();
+    fs::write(a.join("fake-cache/CACHEDIR.TAG"), "not a signature").unwrap();
+    fs::write(a.join("Cargo.toml"), "[workspace]\n").unwrap();
+    fs::write(a.join("server.js"), "x").unwrap();
+    let (bytes, _) = pack_to_vec(&a).unwrap();
+    let names = list(&bytes);
+    assert_eq!(
+        names,
+        vec![
+            "Cargo.toml",
+            "fake-cache",
+            "fake-cache/CACHEDIR.TAG",
+            "packages",
+            "packages/api",
+            "server.js",
+            "src",
+            "src/target",
+            "src/target/aim.js"
+        ]
+    );
+    // `measure` (the progress bar's total) agrees with what is packed.
+    let (files, _) = aether_artifact::pack::measure(&a).unwrap();
+    assert_eq!(files, 4);
+}
+
 fn list(bytes: &[u8]) -> Vec<String> {
     let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(bytes));
     ar.entries()

@@ -104,7 +104,7 @@ pub fn measure_layout(root: &Path, layout: &Layout) -> Result<(u64, u64), PackEr
             };
             let ft = meta.file_type();
             let rel = path.strip_prefix(root).expect("under root");
-            if skipped(rel, &e.file_name(), ft.is_dir(), ignore)
+            if skipped(&path, rel, &e.file_name(), ft.is_dir(), ignore)
                 || (dir == root && layout.skips_root_name(&e.file_name()))
             {
                 continue;
@@ -125,13 +125,33 @@ pub fn measure_layout(root: &Path, layout: &Layout) -> Result<(u64, u64), PackEr
 }
 
 /// Whether the walk leaves a path out: `.git/` always, and what `.aetherignore` ignores.
+/// Directories that are never app content, wherever they are: git's, and aether-dev's own
+/// state (`.aether/`: the signing key, the embedded store's data, logs). The xtask lives in the
+/// app's repository, so packing the repository root must not ship the signing secret to every
+/// pod.
+pub const NEVER_PACKED: [&str; 2] = [".git", ".aether"];
+
+/// The first line of a cache directory tag (<https://bford.info/cachedir/>): Cargo writes one
+/// into `target/`, and tar's `--exclude-caches` honours it the same way.
+const CACHEDIR_TAG: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+/// Whether `dir` is a tagged cache directory (Cargo's `target/`, and other tools' caches).
+fn is_cache_dir(dir: &Path) -> bool {
+    let mut head = [0u8; CACHEDIR_TAG.len()];
+    fs::File::open(dir.join("CACHEDIR.TAG"))
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|()| head == CACHEDIR_TAG)
+}
+
 fn skipped(
+    path: &Path,
     rel: &Path,
     name: &std::ffi::OsStr,
     is_dir: bool,
     ignore: &ignore::gitignore::Gitignore,
 ) -> bool {
-    (is_dir && name == ".git") || ignore.matched_path_or_any_parents(rel, is_dir).is_ignore()
+    (is_dir && (NEVER_PACKED.iter().any(|n| name == *n) || is_cache_dir(path)))
+        || ignore.matched_path_or_any_parents(rel, is_dir).is_ignore()
 }
 
 /// Fails as packing `root` would at once when it is missing or not a directory, so commands can

@@ -79,7 +79,7 @@ pub(super) fn walk(
         let rel = path.strip_prefix(root).expect("walk stays under root");
         let meta = fs::symlink_metadata(&path).map_err(io_err(&path))?;
         let ft = meta.file_type();
-        if skipped(rel, &name, ft.is_dir(), ignore)
+        if skipped(&path, rel, &name, ft.is_dir(), ignore)
             || (dir == root && layout.skips_root_name(&name))
         {
             continue;
