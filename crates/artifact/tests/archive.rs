@@ -219,7 +219,11 @@ fn the_signing_key_and_build_caches_are_never_packed() {
     let d = tempfile::tempdir().unwrap();
     let a = d.path().join("repo");
     fs::create_dir_all(a.join(".aether/keys")).unwrap();
-    fs::write(a.join(".aether/keys/aether.key"), "untrusted comment: secret").unwrap();
+    fs::write(
+        a.join(".aether/keys/aether.key"),
+        "untrusted comment: secret",
+    )
+    .unwrap();
     fs::create_dir_all(a.join("target/debug")).unwrap();
     fs::write(
         a.join("target/CACHEDIR.TAG"),
@@ -407,6 +411,93 @@ fn refuses_escaping_symlinks_and_writes_through_links() {
         &[Raw::Symlink(b"l", b"."), Raw::Symlink(b"l/up", b"..")],
         "through a symlink",
     );
+}
+
+/// A chain of links: `d/up -> ..` is the root (inside), `esc -> d/up/..` is `d` read lexically
+/// but the directory above the release in fact; a directory entry over `esc` would set that
+/// directory's mode. Refused in either order, with the directory above untouched.
+#[test]
+fn refuses_link_chains_and_directory_entries_over_links() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let above = d.path().join("releases");
+    fs::create_dir(&above).unwrap();
+    fs::set_permissions(&above, fs::Permissions::from_mode(0o700)).unwrap();
+    let chains: [&[Raw]; 2] = [
+        &[
+            Raw::Dir(b"d"),
+            Raw::Symlink(b"d/up", b".."),
+            Raw::Symlink(b"esc", b"d/up/.."),
+            Raw::Dir(b"esc"),
+        ],
+        // The link through `d/up` first, `d/up` made a link after it.
+        &[
+            Raw::Dir(b"d"),
+            Raw::Symlink(b"esc", b"d/up/.."),
+            Raw::Symlink(b"d/up", b".."),
+        ],
+    ];
+    for entries in chains {
+        let (bytes, digest) = hostile(entries);
+        let e = unpack_verified(&bytes[..], &digest, &above.join("out"), &Limits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("resolves through another symlink"), "{e}");
+        only_entries(&above, &[]);
+        let mode = fs::metadata(&above).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the directory above the release was chmod-ed");
+    }
+    // A directory entry over a link that stays inside is refused as well.
+    refused(
+        &[
+            Raw::Dir(b"real"),
+            Raw::Symlink(b"l", b"real"),
+            Raw::Dir(b"l"),
+        ],
+        "a directory entry over a symlink",
+    );
+    // Packing refuses the same chain in a real tree.
+    let tree = d.path().join("tree");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    std::os::unix::fs::symlink("..", tree.join("d/up")).unwrap();
+    std::os::unix::fs::symlink("d/up/..", tree.join("esc")).unwrap();
+    let e = pack_to_vec(&tree).unwrap_err().to_string();
+    assert!(e.contains("resolves through another symlink"), "{e}");
+}
+
+/// The tar crate reads a GNU long-name or PAX header whole into memory: one that announces more
+/// than 64 KiB is refused before its data is read, whatever the byte cap allows.
+#[test]
+fn refuses_oversized_long_name_and_pax_headers() {
+    for kind in [tar::EntryType::GNULongName, tar::EntryType::XHeader] {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        let data = vec![b'a'; 1 << 20];
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, &data[..]).unwrap();
+        let mut f = tar::Header::new_gnu();
+        f.set_path("f").unwrap();
+        f.set_size(1);
+        f.set_cksum();
+        b.append(&f, &b"x"[..]).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&b.into_inner().unwrap()).unwrap();
+        let bytes = gz.finish().unwrap();
+        let digest = Digest::from_bytes(Sha256::digest(&bytes).into());
+        let d = tempfile::tempdir().unwrap();
+        let e = unpack_verified(
+            &bytes[..],
+            &digest,
+            &d.path().join("out"),
+            &Limits::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("at most 65536"), "{kind:?}: {e}");
+        only_entries(d.path(), &[]);
+    }
 }
 
 #[test]

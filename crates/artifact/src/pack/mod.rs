@@ -345,19 +345,31 @@ impl Write for Chunker {
 }
 
 /// A symlink at `link` (relative to the root) may point to `target` only if the target is
-/// relative and, resolved lexically from the link's directory, stays inside the root.
-pub(crate) fn check_link(link: &Path, target: &Path) -> Result<(), &'static str> {
+/// relative and, resolved lexically from the link's directory, stays inside the root without
+/// passing through another symlink (`is_link`, relative to the root). A lexical check cannot
+/// see where `up/..` goes when `up` is itself a link, so a chain of links is refused rather
+/// than followed; a link to a link (as the last component) is fine, each checked on its own.
+pub(crate) fn check_link(
+    link: &Path,
+    target: &Path,
+    is_link: &dyn Fn(&Path) -> bool,
+) -> Result<(), &'static str> {
     if target.as_os_str().is_empty() {
         return Err("the target is empty");
     }
-    let mut depth: i64 = link.parent().map_or(0, |p| p.components().count() as i64);
-    for c in target.components() {
+    let mut at: PathBuf = link.parent().map(Path::to_path_buf).unwrap_or_default();
+    let parts: Vec<Component> = target.components().collect();
+    for (i, c) in parts.iter().enumerate() {
         match c {
-            Component::Normal(_) => depth += 1,
+            Component::Normal(n) => {
+                at.push(n);
+                if i + 1 < parts.len() && is_link(&at) {
+                    return Err("it resolves through another symlink");
+                }
+            }
             Component::CurDir => {}
             Component::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
+                if !at.pop() {
                     return Err("it points outside the directory");
                 }
             }

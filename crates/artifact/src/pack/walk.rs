@@ -119,7 +119,9 @@ pub(super) fn walk(
             (stats.progress)(stats.files, stats.bytes);
         } else if ft.is_symlink() {
             let target = fs::read_link(&path).map_err(io_err(&path))?;
-            check_link(rel, &target).map_err(|why| PackError::Refused {
+            let is_link =
+                |p: &Path| fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_symlink());
+            check_link(rel, &target, &is_link).map_err(|why| PackError::Refused {
                 path: path.clone(),
                 why: format!("symlink to {}: {why}; replace it with a copy of its target, or make it a relative link that stays inside the directory", target.display()),
             })?;

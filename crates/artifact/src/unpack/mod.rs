@@ -13,6 +13,11 @@ use sha2::{Digest as _, Sha256};
 
 use crate::Digest;
 
+mod headers;
+
+use headers::HeaderCap;
+pub use headers::MAX_EXTENSION;
+
 /// Caps that stop an archive bomb early (both count what the archive expands to), the time an
 /// unpack may take, and whether it must be durable before it becomes visible.
 #[derive(Debug, Clone, Copy)]
@@ -156,10 +161,11 @@ fn extract<R: Read>(
         left: limits.max_bytes,
         limit: limits.max_bytes,
     };
-    let mut archive = tar::Archive::new(limited);
+    let mut archive = tar::Archive::new(HeaderCap::new(limited));
     let mut stats = Unpacked::default();
     let mut dirs: HashSet<PathBuf> = HashSet::new();
     let mut links: HashSet<PathBuf> = HashSet::new();
+    let mut link_targets: Vec<(PathBuf, PathBuf, String)> = Vec::new();
     dirs.insert(PathBuf::new());
 
     let late = |stats: &Unpacked| {
@@ -243,10 +249,15 @@ fn extract<R: Read>(
                 }
             }
             tar::EntryType::Directory => {
+                // A directory entry over a link would set the mode of wherever it points.
+                if links.contains(&rel) {
+                    return Err(refuse("a directory entry over a symlink in the archive"));
+                }
                 if !dirs.contains(&rel) {
+                    let real_dir = || fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
                     match fs::create_dir(&path) {
                         Ok(()) => {}
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && real_dir() => {}
                         Err(e) => return Err(dup_or_io(e, &path, &shown)),
                     }
                     fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
@@ -260,11 +271,12 @@ fn extract<R: Read>(
                     .map_err(corrupt)?
                     .ok_or_else(|| refuse("symlink without a target"))?
                     .into_owned();
-                crate::pack::check_link(&rel, &target)
+                crate::pack::check_link(&rel, &target, &|p| links.contains(p))
                     .map_err(|why| refuse(&format!("symlink to {}: {why}", target.display())))?;
                 std::os::unix::fs::symlink(&target, &path)
                     .map_err(|e| dup_or_io(e, &path, &shown))?;
                 links.insert(rel.clone());
+                link_targets.push((rel.clone(), target, shown.clone()));
             }
             tar::EntryType::Link => return Err(refuse("hard links are not allowed")),
             tar::EntryType::Char | tar::EntryType::Block => {
@@ -275,9 +287,20 @@ fn extract<R: Read>(
         }
     }
 
+    // A link checked before a later entry made one of its components a link: check them all
+    // again against every link of the archive (nothing is visible before the rename).
+    for (rel, target, shown) in &link_targets {
+        crate::pack::check_link(rel, target, &|p| links.contains(p)).map_err(|why| {
+            UnpackError::Refused {
+                entry: shown.clone(),
+                why: format!("symlink to {}: {why}", target.display()),
+            }
+        })?;
+    }
+
     // The tar end marker may come before the end of the gzip stream: read to the end so the
     // digest covers every byte, still under the byte cap.
-    let mut limited = archive.into_inner();
+    let mut limited = archive.into_inner().into_inner();
     io::copy(&mut limited, &mut io::sink()).map_err(corrupt)?;
     let mut hashing = limited.inner.into_inner();
     io::copy(&mut hashing, &mut io::sink()).map_err(corrupt)?;
