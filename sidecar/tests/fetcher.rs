@@ -481,6 +481,51 @@ fn gc_keeps_the_live_release_and_respects_keep() {
     pod.wait_for("gc again", || on_disk() == want);
 }
 
+/// GC never removes what `aether-run` still runs: after a failed start of a newer release the
+/// app keeps serving an older one, which is no longer the fetcher's live release. Once the app
+/// moves on, that release goes like any other.
+#[test]
+fn gc_spares_the_release_the_app_still_runs() {
+    use aether_artifact::{RunState, RunnerStatus};
+    let mut pod = Pod::new();
+    let ds: Vec<Digest> = ["v1", "v2", "v3"].iter().map(|v| pod.upload(v)).collect();
+    let run_status = pod.t.path().join("run-status.json");
+    let runs = |d: Digest| {
+        let r = RunnerStatus {
+            state: RunState::Serving,
+            digest: Some(d),
+            ..Default::default()
+        };
+        fs::write(&run_status, serde_json::to_vec(&r).unwrap()).unwrap();
+    };
+    runs(ds[0]);
+    let rs = run_status.to_str().unwrap().to_string();
+    pod.start(&["--keep", "1", "--gc-grace", "0s", "--run-status", &rs]);
+    for (i, d) in ds.iter().enumerate() {
+        pod.annotate(&d.to_string(), i as u64 + 1);
+        pod.wait_for("live", || {
+            pod.live().as_deref() == Some(["v1", "v2", "v3"][i])
+        });
+    }
+    let on_disk = || {
+        let mut v: Vec<String> = fs::read_dir(pod.root().join(".releases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let want = sorted(vec![ds[0].to_string(), ds[2].to_string()]);
+    pod.wait_for("v2 collected, v1 (the app's) kept", || on_disk() == want);
+    runs(ds[2]);
+    let want = vec![ds[2].to_string()];
+    pod.wait_for("v1 collected once the app left it", || on_disk() == want);
+}
+
 #[test]
 fn readers_never_see_a_mix_during_100_swaps() {
     let mut pod = Pod::new();

@@ -14,6 +14,13 @@ impl Fetcher {
         let Ok(entries) = fs::read_dir(&root) else {
             return;
         };
+        // What `aether-run` runs is in use even when it is not the fetcher's live release: after
+        // a failed start of a new release the old one keeps serving, and removing it would
+        // delete the code of the process that answers.
+        let serving = Status::default()
+            .with_runner(&self.cfg.run_status)
+            .runner
+            .and_then(|r| r.digest);
         let mut retired: Vec<(Digest, u64)> = Vec::new();
         for e in entries.flatten() {
             let Ok(d) = Digest::parse(&e.file_name().to_string_lossy()) else {
@@ -21,7 +28,7 @@ impl Fetcher {
             };
             // The staged release is about to go live: removing it would make the activation
             // fetch it again, late.
-            if Some(d) == s.digest || Some(d) == s.staged {
+            if Some(d) == s.digest || Some(d) == s.staged || Some(d) == serving {
                 continue;
             }
             // A release we never saw retire (from before a restart) counts from our start.
@@ -37,7 +44,7 @@ impl Fetcher {
         let mut removed = Vec::new();
         for (d, at) in retired.into_iter().skip(self.cfg.keep.saturating_sub(1)) {
             if now.saturating_sub(at) >= self.cfg.gc_grace.as_millis() as u64 {
-                match fs::remove_dir_all(root.join(d.to_string())) {
+                match remove_whole(&root, &d.to_string()) {
                     Ok(()) => {
                         log!("removed old release {}", d.short());
                         removed.push(d);
@@ -75,10 +82,23 @@ impl Fetcher {
             if Digest::parse(&name.to_string_lossy()).is_err() || used.contains(&name) {
                 continue;
             }
-            match fs::remove_dir_all(e.path()) {
+            match remove_whole(&self.cfg.root.join(volume::LAYERS), &name.to_string_lossy()) {
                 Ok(()) => log!("removed unused dependency layer {}", name.to_string_lossy()),
                 Err(err) => log!("cannot remove {}: {err}", e.path().display()),
             }
         }
     }
+}
+
+/// Removes `dir/name` by renaming it to a temporary name first: a fetcher killed mid-way leaves
+/// a `.tmp-` leftover (removed at the next start), never a half-deleted release under its
+/// digest, which a rollback would find "on disk" and publish.
+fn remove_whole(dir: &std::path::Path, name: &str) -> std::io::Result<()> {
+    let trash = dir.join(format!(
+        "{}gc-{name}-{}",
+        aether_artifact::unpack::TMP_PREFIX,
+        std::process::id()
+    ));
+    fs::rename(dir.join(name), &trash)?;
+    fs::remove_dir_all(&trash)
 }
