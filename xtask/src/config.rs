@@ -42,8 +42,12 @@ impl Global {
         Ok(ProjectConfig::load(&self.state_dir())?.database_url)
     }
 
+    /// `.aether/`: keys, the embedded store's data, logs. Created 0700 (and tightened to it):
+    /// only its owner may read it, whatever the umask.
     pub fn state_dir(&self) -> PathBuf {
-        self.project_dir().join(".aether")
+        let d = self.project_dir().join(".aether");
+        let _ = private_dir(&d);
+        d
     }
 
     /// Store settings layered flags > environment > config file. Credentials are deliberately
@@ -124,4 +128,20 @@ pub fn random_hex(bytes: usize) -> Result<String> {
     let mut b = vec![0u8; bytes];
     fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Creates `dir` (0700) or takes group and other access away from it. Errors are left to the
+/// first real use of the directory, which names the path.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::metadata(dir) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        }
+        Ok(_) => Ok(()),
+        Err(_) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir),
+    }
 }

@@ -794,6 +794,74 @@ fn signed_uploads_provenance_and_json_for_ci() {
         .contains("AETHER_FETCHER_PUBLIC_KEY"));
 }
 
+/// The local pod starts from what a container would have, not from the shell that ran the
+/// CLI: the app never sees the signing key, the store's credentials or the shell's other
+/// variables (only those named in `AETHER_APP_ENV`), the fetcher gets its store settings but
+/// not the signing key, and `.aether/` (keys, the store's data) is the owner's alone.
+#[test]
+fn the_local_pod_gets_a_container_environment_not_the_shell() {
+    if !node_available() {
+        return skip("node is not installed");
+    }
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    let _down = Down(p);
+    let keys = json(&xtask(p, &[], &["keygen", "--json"]).ok());
+    let sk = keys["secret_key_file"].as_str().unwrap().to_string();
+    let dir = app_dir(
+        p,
+        "require('http').createServer((q, r) => r.end(JSON.stringify(process.env)))\n  .listen(process.env.PORT);\n",
+    );
+    let env = [
+        ("AETHER_TARGET", "local"),
+        ("AETHER_SIGNING_KEY", sk.as_str()),
+        ("SHELL_SECRET", "canary"),
+        ("FORWARDED", "yes"),
+        ("AETHER_APP_ENV", "FORWARDED"),
+    ];
+    let url = xtask(p, &env, &["deploy-sample", "demo", dir.to_str().unwrap()])
+        .ok()
+        .last("url");
+    let seen: serde_json::Value = serde_json::from_str(&get(&url)).unwrap();
+    for k in [
+        "AETHER_SIGNING_KEY",
+        "SHELL_SECRET",
+        "AETHER_S3_SECRET_KEY",
+        "AETHER_S3_ACCESS_KEY",
+    ] {
+        assert!(seen.get(k).is_none(), "the app sees {k}: {seen}");
+    }
+    assert_eq!(seen["FORWARDED"], "yes", "{seen}");
+    assert!(
+        seen["PORT"].is_string() && seen["PATH"].is_string(),
+        "{seen}"
+    );
+    let fetcher = pod(p)["fetcher_pid"].as_u64().unwrap();
+    let environ = fs::read(format!("/proc/{fetcher}/environ")).unwrap();
+    let names: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| kv.split(|b| *b == b'=').next())
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "AETHER_S3_SECRET_KEY"),
+        "{names:?}"
+    );
+    for k in ["AETHER_SIGNING_KEY", "SHELL_SECRET", "FORWARDED"] {
+        assert!(
+            !names.iter().any(|n| n == k),
+            "the fetcher has {k}: {names:?}"
+        );
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = fs::metadata(p.join(".aether"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+}
+
 /// Stops an app's local pod even when an assertion fails half-way.
 struct DownApp<'a>(&'a Path, &'a str);
 impl Drop for DownApp<'_> {

@@ -71,12 +71,17 @@ impl Local {
             http_bind: Some(format!("127.0.0.1:{fetcher_port}")),
         };
         let mut f = Command::new(&fetcher);
+        f.env_clear().envs(pod_env(false));
         if let Some(k) = crate::keys::verify_key()? {
             f.env(FetcherEnv::PUBLIC_KEY, k);
+        }
+        if let Some(ca) = &store.ca_file {
+            f.env(aether_artifact::store::ENV_CA_FILE, ca);
         }
         let f = f
             .envs(env.vars())
             .env(ENV_ENDPOINT, &store.endpoint)
+            .env(aether_artifact::store::ENV_REGION, &store.region)
             .env(ENV_BUCKET, &store.bucket)
             .env(ENV_ACCESS_KEY, &store.access_key)
             .env(ENV_SECRET_KEY, store.secret_key.expose())
@@ -104,6 +109,7 @@ impl Local {
             .open(dir.join("logs/app.log"))?;
         // The app container's command, with this machine's paths.
         let mut n = Command::new(&fetcher);
+        n.env_clear().envs(pod_env(true));
         // As in the cluster, the app gets DATABASE_URL when a database is configured.
         if let Some(url) = self.global.database_url()? {
             n.env("DATABASE_URL", url.expose());
@@ -258,4 +264,32 @@ pub(super) fn tail(p: &Path, n: usize) -> String {
     let s = fs::read_to_string(p).unwrap_or_default();
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// What a local pod's processes start from: what a container has (`PATH`, `HOME`, the user,
+/// locale, time zone, temp dir, terminal), Node's own settings (`NODE_*`), and the variables
+/// the user forwards to the app by name in `AETHER_APP_ENV` (comma-separated; `app` only).
+/// Never the rest of the shell: the CLI's signing key, store credentials or anything else the
+/// app has no business reading (the fetcher gets its store settings one by one; the app none).
+pub(super) fn pod_env(app: bool) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    const BASE: [&str; 8] = [
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "TERM",
+    ];
+    let forwarded: Vec<String> = std::env::var("AETHER_APP_ENV")
+        .ok()
+        .filter(|_| app)
+        .unwrap_or_default()
+        .split(',')
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    std::env::vars_os()
+        .filter(|(k, _)| {
+            let k = k.to_string_lossy();
+            BASE.contains(&k.as_ref())
+                || k.starts_with("LC_")
+                || (k.starts_with("NODE_") && k != "NODE_AUTH_TOKEN")
+                || forwarded.iter().any(|f| *f == k)
+        })
+        .collect()
 }
