@@ -97,6 +97,10 @@ struct Cli {
     /// `.pub` file's two lines); unsigned or badly signed ones are refused.
     #[arg(long, env = FetcherEnv::PUBLIC_KEY)]
     public_key: Option<String>,
+    /// Refuse to start without `--public-key`: a key lost from the pod's configuration stops
+    /// the fetcher (the pod never gets ready) instead of turning verification off silently.
+    #[arg(long, env = FetcherEnv::REQUIRE_SIGNATURES, default_value_t = false, action = clap::ArgAction::Set)]
+    require_signatures: bool,
     /// Cap on the entries an artifact may hold.
     #[arg(long, env = FetcherEnv::MAX_ENTRIES, default_value_t = 500_000)]
     max_entries: u64,
@@ -192,6 +196,16 @@ fn main() -> ExitCode {
             }
         };
     }
+    let public_key = cli.public_key.filter(|k| !k.trim().is_empty());
+    if cli.require_signatures && public_key.is_none() {
+        eprintln!(
+            "[fetcher] fatal: signatures are required ({}=true) but no public key is set: set {} \
+             (deploy with AETHER_VERIFY_KEY), or turn the requirement off on purpose",
+            FetcherEnv::REQUIRE_SIGNATURES,
+            FetcherEnv::PUBLIC_KEY
+        );
+        return ExitCode::FAILURE;
+    }
     let cfg = Config {
         root: cli.root,
         annotations_file: cli.annotations_file,
@@ -208,7 +222,7 @@ fn main() -> ExitCode {
         one_time: cli.one_time,
         http_bind: cli.http_bind,
         run_status: cli.run_status,
-        public_key: cli.public_key.filter(|k| !k.trim().is_empty()),
+        public_key,
         limits: aether_artifact::unpack::Limits {
             max_bytes: cli.max_bytes,
             max_entries: cli.max_entries,

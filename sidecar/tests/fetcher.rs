@@ -412,6 +412,35 @@ fn store_down_then_up_recovers_without_restart() {
     );
 }
 
+/// A fetcher told to require signatures refuses to start without a key, so a key lost from a
+/// pod's configuration stops it instead of turning verification off; without the requirement
+/// it runs and reports that it does not verify.
+#[test]
+fn required_signatures_without_a_key_refuse_to_start() {
+    let pod = Pod::new();
+    let out = pod
+        .cmd(&["--require-signatures", "true", "--one-time"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("signatures are required") && err.contains("AETHER_FETCHER_PUBLIC_KEY"),
+        "{err}"
+    );
+    let v1 = pod.upload("v1");
+    pod.release(&v1.to_string(), 1);
+    assert!(pod.cmd(&["--one-time"]).status().unwrap().success());
+    let st = Command::new(env!("CARGO_BIN_EXE_aether-fetcher"))
+        .arg("status")
+        .arg("--root")
+        .arg(pod.root())
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert!(st.get("verifies_key").is_none(), "{st}");
+}
+
 #[test]
 fn max_failures_exits_non_zero() {
     let mut pod = Pod::new();
@@ -899,6 +928,10 @@ fn signatures_are_required_when_a_public_key_is_set() {
     pod.annotate(&v1.to_string(), 1);
     pod.start(&["--public-key", &kp.pk.to_base64()]);
     pod.wait_for("signed v1 live", || pod.live().as_deref() == Some("v1"));
+    // It says which key: the id in the comment minisign writes into the `.pub` file.
+    let boxed = kp.pk.to_box().unwrap().to_string();
+    let id = boxed.lines().next().unwrap().rsplit(' ').next().unwrap();
+    assert_eq!(pod.status()["verifies_key"], id, "{boxed}");
 
     let refused = |pod: &Pod, gen: u64, digest: &Digest, what: &str| {
         pod.annotate(&digest.to_string(), gen);

@@ -97,6 +97,7 @@ fn contract() -> serde_json::Value {
         "release_keys": release::KEYS,
         "fetcher_env": {
             "root": E::ROOT, "app": E::APP, "http_bind": E::HTTP_BIND, "public_key": E::PUBLIC_KEY,
+            "require_signatures": E::REQUIRE_SIGNATURES,
         },
         "run_env": {
             "listen": E::RUN_LISTEN, "watch": E::RUN_WATCH, "status_file": E::RUN_STATUS_FILE,

@@ -644,6 +644,36 @@ fn signed_uploads_provenance_and_json_for_ci() {
     assert_eq!(pkg["digest"], d1.as_str());
     let url = format!("http://127.0.0.1:{}/", pod(p)["app_port"]);
 
+    // The pod says it verifies, with the key id of the `.pub` file's comment; a deploy from a
+    // shell without the verify key is refused rather than turning verification off.
+    let key_id = fs::read_to_string(&pk_file)
+        .unwrap()
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .to_string();
+    let st = xtask(p, &signed, &["hot-status", "demo"]).ok();
+    assert!(
+        st.stdout
+            .contains(&format!("signatures: required (key {key_id})")),
+        "{}",
+        st.stdout
+    );
+    let unkeyed = [
+        ("AETHER_TARGET", "local"),
+        ("AETHER_SIGNING_KEY", sk_file.as_str()),
+    ];
+    let r = xtask(p, &unkeyed, &["deploy-sample", "demo", s]);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr.contains("signature verification")
+            && r.stderr.contains(&key_id)
+            && r.stderr.contains("--allow-unsigned"),
+        "{}",
+        r.stderr
+    );
+
     // The record beside the artifact, signed, matching git, verifiable by minisign itself.
     let store = local_store(p);
     let app = AppName::parse("demo").unwrap();

@@ -78,6 +78,8 @@ fn contract_strings() -> Vec<String> {
         E::DEFAULT_ANNOTATIONS_FILE,
         E::DEFAULT_RELEASE_DIR,
         E::BIN_IN_IMAGE,
+        E::PUBLIC_KEY,
+        E::REQUIRE_SIGNATURES,
         ENV_ENDPOINT,
         ENV_REGION,
         ENV_BUCKET,

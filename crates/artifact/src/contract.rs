@@ -90,6 +90,9 @@ impl FetcherEnv {
     pub const DURABLE: &'static str = "AETHER_FETCHER_DURABLE";
     /// A minisign public key: when set, only releases whose provenance it signed go live.
     pub const PUBLIC_KEY: &'static str = "AETHER_FETCHER_PUBLIC_KEY";
+    /// `true`: refuse to start without [`FetcherEnv::PUBLIC_KEY`], so a key lost from the pod's
+    /// configuration stops the fetcher instead of turning verification off.
+    pub const REQUIRE_SIGNATURES: &'static str = "AETHER_FETCHER_REQUIRE_SIGNATURES";
     /// Where the fetcher reads `aether-run`'s status, to report it in its own.
     pub const RUN_STATUS: &'static str = "AETHER_FETCHER_RUN_STATUS";
     /// `aether-run`'s grace period after the first stop signal.
@@ -204,6 +207,10 @@ pub struct Status {
     /// Timings of the last release this fetcher downloaded (to stage it or to make it live).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetch: Option<FetchTrace>,
+    /// The id of the minisign key this fetcher requires signatures from (as in the `.pub`
+    /// file's comment); absent: it does not verify signatures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifies_key: Option<String>,
 }
 
 /// Where the time of one fetch went, from the fetcher's own clock.

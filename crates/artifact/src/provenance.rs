@@ -152,6 +152,26 @@ pub fn verify(
     Ok(p)
 }
 
+/// The key's id as minisign writes it in the `.pub` file's comment ("minisign public key
+/// <ID>", 16 hex digits), so what a fetcher verifies with can be matched against `aether.pub`.
+pub fn key_id(public_key: &str) -> Result<String, SignatureError> {
+    use base64::Engine as _;
+    parse_public_key(public_key)?;
+    let b64 = public_key
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+        .unwrap_or_default();
+    let bin = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| SignatureError::Key(e.to_string()))?;
+    let id: [u8; 8] = bin
+        .get(2..10)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| SignatureError::Key("too short".into()))?;
+    Ok(format!("{:016X}", u64::from_le_bytes(id)))
+}
+
 fn parse_public_key(s: &str) -> Result<minisign_verify::PublicKey, SignatureError> {
     let s = s.trim();
     let r = if s.contains('\n') {

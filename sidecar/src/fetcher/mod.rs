@@ -100,6 +100,10 @@ impl Fetcher {
         status.consecutive_failures = 0;
         // A streak of failures belongs to the process that had it.
         status.failing_since = None;
+        status.verifies_key = match &cfg.public_key {
+            Some(k) => Some(aether_artifact::provenance::key_id(k)?),
+            None => None,
+        };
         status.digest = live_digest(&cfg.root);
         if status.digest.is_none() {
             status.generation = None;

@@ -28,6 +28,10 @@ pub struct DeploySample {
     /// With more than one, hot-patch, rollback and dev switch them together (a cutover).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     replicas: Option<u32>,
+    /// Deploy without AETHER_VERIFY_KEY although the running pods verify signatures, turning
+    /// verification off on them (refused without this flag).
+    #[arg(long)]
+    allow_unsigned: bool,
 }
 
 impl DeploySample {
@@ -41,6 +45,7 @@ impl DeploySample {
         let opts = DeployOpts {
             image_import: self.image_import.clone(),
             replicas: self.replicas,
+            allow_unsigned: self.allow_unsigned,
             ..Default::default()
         };
         deploy(

@@ -325,6 +325,10 @@ fn print_status(
         if let Some(r) = &s.runner {
             println!("    app: {}", runner_line(r));
         }
+        match &s.verifies_key {
+            Some(id) => println!("    signatures: required (key {id})"),
+            None => println!("    signatures: NOT verified (deploy with AETHER_VERIFY_KEY)"),
+        }
     }
     if !pods.is_empty() && desired.digest.is_some() {
         println!("{}", fleet.line());

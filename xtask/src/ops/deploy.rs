@@ -32,6 +32,7 @@ pub fn deploy(
     timeout: Duration,
     opts: &DeployOpts,
 ) -> Result<Running> {
+    keep_verification(t, app, opts.allow_unsigned)?;
     let up = upload(&t.store()?, global, app, dir, 3600, true)?;
     if let Some(line) = up.deps_line() {
         eprintln!("{line}");
@@ -77,4 +78,40 @@ pub fn deploy(
     }
     println!("digest={}", up.digest);
     Ok(running)
+}
+
+/// Refuses a deploy that would turn signature verification off on pods that have it: a
+/// teammate's shell without `AETHER_VERIFY_KEY` must not drop it from every pod in silence.
+/// What the pods verify with is what their fetchers report, so this holds on every target.
+fn keep_verification(t: &dyn Target, app: &AppName, allow_unsigned: bool) -> Result<()> {
+    let verifying: Vec<(String, String)> = t
+        .statuses(app)?
+        .into_iter()
+        .filter_map(|p| Some((p.pod, p.status?.verifies_key?)))
+        .collect();
+    let Some((pod, id)) = verifying.first() else {
+        return Ok(());
+    };
+    match crate::keys::verify_key()? {
+        None if allow_unsigned => {
+            eprintln!(
+                "warning: {app}'s pods verify signatures (key {id}); this deploy turns that off \
+                 (--allow-unsigned)"
+            );
+            Ok(())
+        }
+        None => anyhow::bail!(
+            "{app} runs with signature verification (pod {pod}: key {id}), and this deploy has \
+             no verify key: it would turn verification off on every pod. Set AETHER_VERIFY_KEY \
+             (the `.pub` file of `cargo xtask keygen`), or pass --allow-unsigned to turn it off \
+             on purpose"
+        ),
+        Some(k) => {
+            let new = aether_artifact::provenance::key_id(&k)?;
+            if new != *id {
+                eprintln!("note: {app}'s verify key changes from {id} to {new}");
+            }
+            Ok(())
+        }
+    }
 }

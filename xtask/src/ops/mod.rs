@@ -12,4 +12,5 @@ pub mod platform;
 pub mod reload;
 pub mod sample;
 pub mod signing;
+pub mod trace;
 pub mod upload;

@@ -89,6 +89,9 @@ pub struct DeployOpts {
     /// Pods to run (cluster targets; the local target runs one): `None` keeps what the
     /// Deployment has, 1 for a new one.
     pub replicas: Option<u32>,
+    /// Deploy without a verify key although the running pods verify signatures (which turns
+    /// verification off on them): only on purpose.
+    pub allow_unsigned: bool,
 }
 
 /// One pod's fetcher as `hot-status` shows it.

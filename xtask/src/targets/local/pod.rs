@@ -73,7 +73,8 @@ impl Local {
         let mut f = Command::new(&fetcher);
         f.env_clear().envs(pod_env(false));
         if let Some(k) = crate::keys::verify_key()? {
-            f.env(FetcherEnv::PUBLIC_KEY, k);
+            f.env(FetcherEnv::PUBLIC_KEY, k)
+                .env(FetcherEnv::REQUIRE_SIGNATURES, "true");
         }
         if let Some(ca) = &store.ca_file {
             f.env(aether_artifact::store::ENV_CA_FILE, ca);
