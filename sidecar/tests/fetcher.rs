@@ -412,6 +412,49 @@ fn store_down_then_up_recovers_without_restart() {
     );
 }
 
+/// The app container's readiness: 200 only while `aether-run` reports a live app process that
+/// serves; a crash loop (restarting) or no report at all is 503 with the reason.
+#[test]
+fn app_ready_follows_what_aether_run_reports() {
+    use aether_artifact::{RunState, RunnerStatus};
+    let mut pod = Pod::new();
+    let v1 = pod.upload("v1");
+    pod.annotate(&v1.to_string(), 1);
+    let run_status = pod.t.path().join("run-status.json");
+    let rs = run_status.to_str().unwrap().to_string();
+    pod.start(&["--run-status", &rs]);
+    pod.wait_for("v1 live", || pod.live().as_deref() == Some("v1"));
+    let (code, body) = pod.get("/app-ready");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("has not reported"), "{body}");
+    let write = |r: RunnerStatus| {
+        let tmp = run_status.with_extension("tmp");
+        fs::write(&tmp, serde_json::to_vec(&r).unwrap()).unwrap();
+        fs::rename(&tmp, &run_status).unwrap();
+    };
+    write(RunnerStatus {
+        state: RunState::Serving,
+        pid: Some(42),
+        digest: Some(v1),
+        ..Default::default()
+    });
+    assert_eq!(pod.get("/app-ready").0, 200);
+    write(RunnerStatus {
+        state: RunState::Restarting,
+        last_exit: Some("pid 42 exited with status 1".into()),
+        digest: Some(v1),
+        ..Default::default()
+    });
+    let (code, body) = pod.get("/app-ready");
+    assert_eq!(code, 503);
+    assert!(
+        body.contains("restarting") && body.contains("exited with status 1"),
+        "{body}"
+    );
+    // The pod's own startup gate is unaffected: the release is live.
+    assert_eq!(pod.get("/readyz").0, 200);
+}
+
 /// A fetcher told to require signatures refuses to start without a key, so a key lost from a
 /// pod's configuration stops it instead of turning verification off; without the requirement
 /// it runs and reports that it does not verify.

@@ -120,6 +120,7 @@ fn contract() -> serde_json::Value {
             "current": volume::CURRENT,
             "run_dir": E::DEFAULT_RUN_DIR,
             "run_status": E::DEFAULT_RUN_STATUS,
+            "app_ready": E::APP_READY_PATH,
         },
     })
 }

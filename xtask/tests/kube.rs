@@ -898,6 +898,58 @@ fn hot_patches_drop_no_request_through_the_service() {
     assert_eq!(ns.shape(), before, "a failed start restarted the container");
 }
 
+/// Readiness means the app answers: a release that exits a second after every start keeps
+/// `aether-run` restarting it in place, and the pod turns NotReady (a TCP probe on the port
+/// aether-run holds passed through such a loop); back on a good release it is Ready again,
+/// with no container restarted.
+#[test]
+#[ignore = "needs a real cluster: cargo xtask test --cluster"]
+fn a_crash_loop_makes_the_pod_not_ready() {
+    let ns = Ns::new("ready");
+    ns.deploy_v1();
+    let before = ns.shape();
+    let ready = || {
+        ns.k(&[
+            "get",
+            "pods",
+            "-l",
+            "aether.dev/app=demo",
+            "-o",
+            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+        .stdout
+    };
+    wait_for("the pod Ready", PATIENCE, || ready() == "True", ready);
+    let flaky = ns.project.path().join("src-flaky");
+    std::fs::create_dir_all(&flaky).unwrap();
+    std::fs::write(
+        flaky.join("server.js"),
+        "require('http').createServer((q, r) => r.end('flaky\\n')).listen(process.env.PORT || 3000);\n\
+         setTimeout(() => process.exit(1), 1000);\n",
+    )
+    .unwrap();
+    let bad = ns
+        .x(&["hot-upload", "demo", flaky.to_str().unwrap()])
+        .ok()
+        .last("digest");
+    ns.x(&["hot-patch", "demo", &bad]).ok();
+    wait_for(
+        "the pod NotReady while its app crash-loops",
+        Duration::from_secs(120),
+        || ready() == "False",
+        || format!("{}\n{}", ready(), ns.x(&["hot-status", "demo"]).all()),
+    );
+    let v1 = ns.upload("v1");
+    ns.x(&["hot-patch", "demo", &v1, "--wait", "60"]).ok();
+    wait_for(
+        "the pod Ready again",
+        PATIENCE * 2,
+        || ready() == "True",
+        ready,
+    );
+    assert_eq!(ns.shape(), before, "the crash loop restarted a container");
+}
+
 /// The committed express example on the cluster: `npm ci` from the registry, deployed with its
 /// node_modules as their own layer; an edit is served without that layer being uploaded again.
 #[test]

@@ -80,6 +80,7 @@ fn contract_strings() -> Vec<String> {
         E::BIN_IN_IMAGE,
         E::PUBLIC_KEY,
         E::REQUIRE_SIGNATURES,
+        E::APP_READY_PATH,
         ENV_ENDPOINT,
         ENV_REGION,
         ENV_BUCKET,

@@ -93,6 +93,10 @@ impl FetcherEnv {
     /// `true`: refuse to start without [`FetcherEnv::PUBLIC_KEY`], so a key lost from the pod's
     /// configuration stops the fetcher instead of turning verification off.
     pub const REQUIRE_SIGNATURES: &'static str = "AETHER_FETCHER_REQUIRE_SIGNATURES";
+    /// The fetcher's HTTP path that answers 200 only while `aether-run` reports a live app
+    /// process (the app container's readiness probe): once `aether-run` holds the app's port, a
+    /// TCP probe would pass through a crash loop.
+    pub const APP_READY_PATH: &'static str = "/app-ready";
     /// Where the fetcher reads `aether-run`'s status, to report it in its own.
     pub const RUN_STATUS: &'static str = "AETHER_FETCHER_RUN_STATUS";
     /// `aether-run`'s grace period after the first stop signal.
@@ -231,6 +235,25 @@ pub struct FetchTrace {
 }
 
 impl Status {
+    /// `Ok` while `aether-run` reports a live app process that serves; else why not (for the
+    /// app container's readiness, [`FetcherEnv::APP_READY_PATH`]).
+    pub fn app_ready(&self) -> Result<(), String> {
+        let Some(r) = &self.runner else {
+            return Err("aether-run has not reported yet".into());
+        };
+        match (r.state, r.pid) {
+            (RunState::Serving, Some(_)) => Ok(()),
+            (state, _) => Err(format!(
+                "the app is {}{}",
+                format!("{state:?}").to_lowercase(),
+                r.last_exit
+                    .as_deref()
+                    .map(|e| format!(" (last exit: {e})"))
+                    .unwrap_or_default()
+            )),
+        }
+    }
+
     /// This status with `aether-run`'s status from `path`, when there is one.
     pub fn with_runner(mut self, path: &std::path::Path) -> Status {
         self.runner = std::fs::read(path)

@@ -1,9 +1,12 @@
-//! /healthz, /readyz (503 until the wanted release is live: the pod's startup probe), /status,
-//! /metrics. A blocking server on its own thread.
+//! /healthz, /readyz (503 until the wanted release is live: the pod's startup probe),
+//! /app-ready (503 unless `aether-run` reports a live app: the app container's readiness),
+//! /status, /metrics. A blocking server on its own thread.
 
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
+
+use aether_artifact::FetcherEnv;
 
 use super::status::{metrics, Status};
 
@@ -43,6 +46,10 @@ pub fn spawn(
                                 .unwrap_or("no release published yet")
                         ),
                     ),
+                    p if p == FetcherEnv::APP_READY_PATH => match s.app_ready() {
+                        Ok(()) => (200, "text/plain", "app serving\n".to_string()),
+                        Err(why) => (503, "text/plain", format!("app not ready: {why}\n")),
+                    },
                     "/status" => (
                         200,
                         "application/json",
