@@ -129,8 +129,24 @@ impl PodStatus {
                     })
                     .unwrap_or_default()
             )),
-            // The fetcher has it live; the app must run it too (when `aether-run` reports).
+            // The fetcher has it live; the app must run it too (when `aether-run` reports), and
+            // have switched since the fetcher's pass that published it began: a switch still
+            // under way to an older trigger would otherwise pass for the wanted release whenever
+            // the release before it has the same digest (a rollback to it).
             Some(s) => match &s.runner {
+                Some(r)
+                    if r.digest == Some(*want)
+                        && r.switched_at_ms
+                            .zip(s.seen_at_ms)
+                            .is_some_and(|(switched, seen)| switched < seen) =>
+                {
+                    Some(format!(
+                        "{} fetched {} but its app has not switched to it yet (it runs an \
+                         earlier generation of the same release)",
+                        self.pod,
+                        want.short()
+                    ))
+                }
                 Some(r) if r.digest != Some(*want) => Some(format!(
                     "{} fetched {} but its app still runs {} ({})",
                     self.pod,
@@ -254,5 +270,40 @@ impl TargetArgs {
         kind: Kind,
     ) -> cluster::Cluster<'a> {
         cluster::Cluster::new(sh, global, self, kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aether_artifact::{RunState, RunnerStatus, Status};
+
+    /// The app switched before the fetcher's pass that published the wanted release began: it
+    /// runs an earlier generation of the same digest, and a switch may still be under way.
+    #[test]
+    fn an_app_that_switched_before_the_publish_is_behind() {
+        let d = Digest::parse(&"a".repeat(64)).unwrap();
+        let pod = |switched: u64| PodStatus {
+            pod: "p".into(),
+            url: None,
+            status: Some(Status {
+                digest: Some(d),
+                seen_at_ms: Some(1_000),
+                runner: Some(RunnerStatus {
+                    state: RunState::Serving,
+                    digest: Some(d),
+                    switched_at_ms: Some(switched),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            error: None,
+        };
+        assert!(pod(900)
+            .behind(&d)
+            .unwrap()
+            .contains("not switched to it yet"));
+        assert_eq!(pod(1_000).behind(&d), None);
+        assert_eq!(pod(1_200).behind(&d), None);
     }
 }
