@@ -49,6 +49,10 @@ pub mod keys {
     /// The second phase: unix ms before which the wanted release must not go live, so that
     /// replicas that staged it switch together (empty: at once).
     pub const ACTIVATE_AT: &str = "aether.dev/activate-at";
+    /// Unix ms of the last stage request. The fetcher ignores it; it exists so that asking a
+    /// pod again is a change: the kubelet refreshes a downward-API volume only on a change,
+    /// and a stage request that a pod did not see in seconds is asked again.
+    pub const NUDGE: &str = "aether.dev/nudge";
 }
 
 /// Layout of the volume shared by the fetcher and the app.

@@ -183,6 +183,9 @@ fn lasting(c: Cause) -> bool {
     )
 }
 
+/// How long a pod may show no sign of a stage request before it is asked again.
+const NUDGE_AFTER: Duration = Duration::from_secs(3);
+
 /// Until every pod in `told` reports `digest` staged (or live). Pods deleted meanwhile do not
 /// count: a pod that starts later takes the release from the ConfigMap.
 fn wait_staged(
@@ -193,9 +196,11 @@ fn wait_staged(
     timeout_s: u64,
 ) -> Result<Vec<PodStatus>> {
     let t0 = Instant::now();
+    let mut asked = Instant::now();
     loop {
         let pods = t.statuses(app)?;
         let mut waiting = Vec::new();
+        let mut unaware = Vec::new();
         let mut failed = Vec::new();
         for name in told {
             let Some(p) = pods.iter().find(|p| &p.pod == name) else {
@@ -221,8 +226,17 @@ fn wait_staged(
                         waiting.push(why);
                     }
                 }
-                _ => waiting.push(format!("{name}: not staged yet")),
+                _ => {
+                    waiting.push(format!("{name}: not staged yet"));
+                    unaware.push(name.clone());
+                }
             }
+        }
+        // A stage takes a fetch of a few KiB; a pod silent for seconds most likely never saw
+        // the request (its volume not refreshed), so ask it again: a new value is a change.
+        if !unaware.is_empty() && asked.elapsed() > NUDGE_AFTER {
+            t.stage(app, Some(*digest), &unaware)?;
+            asked = Instant::now();
         }
         let abort = |n: usize, reasons: &[String]| {
             anyhow::anyhow!(

@@ -9,7 +9,7 @@ use xshell::Shell;
 
 use crate::config::Global;
 use crate::manifests::{self};
-use crate::targets::cluster::kube::Flavor;
+use crate::targets::cluster::kube::{self, Flavor};
 use crate::targets::{Kind, TargetArgs};
 
 use super::*;
@@ -315,6 +315,34 @@ fn cluster_checks(sh: &Shell, global: &Global, targs: &TargetArgs, t: Kind) -> V
             return out;
         }
     }
+    out.push(match c.kube.nodes() {
+        Ok(nodes) => {
+            let problems = kube::unschedulable(&nodes);
+            match problems.first() {
+                None => Check {
+                    name: "nodes",
+                    status: Verdict::Ok,
+                    detail: format!("{} node(s), pods can be scheduled", nodes.len()),
+                    fix: None,
+                    required: true,
+                },
+                Some(_) => Check {
+                    name: "nodes",
+                    status: Verdict::Broken,
+                    detail: format!("no node takes new pods: {}", problems.join("; ")),
+                    fix: Some("see the taint's cause above; `kubectl describe nodes`".into()),
+                    required: true,
+                },
+            }
+        }
+        Err(e) => Check {
+            name: "nodes",
+            status: Verdict::Broken,
+            detail: format!("{e:#}").lines().next().unwrap_or_default().into(),
+            fix: Some("the kubeconfig's user needs `get nodes`".into()),
+            required: false,
+        },
+    });
     if c.kube.flavor == Flavor::Microk8s {
         out.push(match c.kube.images() {
             Ok(i) if i.iter().any(|x| x == manifests::FETCHER_IMAGE) => Check {

@@ -347,9 +347,15 @@ impl Target for Cluster<'_> {
     fn stage(&self, _app: &AppName, digest: Option<Digest>, pods: &[String]) -> Result<()> {
         let names: Vec<&str> = pods.iter().map(String::as_str).collect();
         let value = digest.map(|d| d.to_string()).unwrap_or_default();
+        let nudge = aether_artifact::unix_now_ms().to_string();
         self.kube.annotate(
             &names,
-            &[(keys::STAGE.to_string(), value)].into_iter().collect(),
+            &[
+                (keys::STAGE.to_string(), value),
+                (keys::NUDGE.to_string(), nudge),
+            ]
+            .into_iter()
+            .collect(),
         )
     }
 

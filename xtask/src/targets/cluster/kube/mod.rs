@@ -5,8 +5,10 @@
 //! what to do.
 
 pub mod host;
+mod nodes;
 mod objects;
 
+pub use nodes::unschedulable;
 pub use objects::{describe_pod, AppObjects};
 
 use std::collections::BTreeMap;
@@ -365,6 +367,16 @@ impl<'a> Kube<'a> {
             out.push_str(
                 "no pod exists for the app (check the Deployment and its ReplicaSet events)\n",
             );
+        }
+        let pending = pods
+            .iter()
+            .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending"));
+        if pending {
+            if let Ok(nodes) = self.nodes() {
+                for l in unschedulable(&nodes) {
+                    out.push_str(&format!("{l}\n"));
+                }
+            }
         }
         for p in pods {
             let name = p.metadata.name.clone().unwrap_or_default();
