@@ -390,6 +390,11 @@ fn a_release_that_crashes_on_start_leaves_the_old_one_serving() {
         "{msg}"
     );
     assert!(msg.contains("keeps serving"), "{msg}");
+    // In the app's own words, not only the supervisor's.
+    assert!(
+        msg.contains(r#"its stderr ended: "v2: cannot start""#),
+        "{msg}"
+    );
     assert_eq!(s.generation, Some(1));
     assert_eq!(r.get("/").as_deref(), Some("v1"));
     r.wait_for(|r| r.app_processes().len() == 1, "v2 reaped");

@@ -11,6 +11,10 @@ use super::posix::*;
 use super::supervisor::*;
 use super::*;
 
+/// How long a failure waits for the rest of a dead process's stderr: it is there at once unless
+/// a child of the app still holds the pipe.
+const SAID_WAIT: Duration = Duration::from_millis(300);
+
 impl Supervisor {
     pub(super) fn kill_later(&self, pid: Option<libc::pid_t>) {
         let (grace, tx) = (self.cfg.grace, self.tx.clone());
@@ -33,6 +37,7 @@ impl Supervisor {
         };
         p.gone.store(true, Ordering::Relaxed);
         signal_group(p.pid, libc::SIGKILL);
+        let why = format!("{why}{}", p.tail.said(SAID_WAIT));
         let wanted = p.release.as_deref().and_then(trigger::parse);
         let name = describe_release(p.release.as_deref());
         match &self.live {
@@ -95,7 +100,8 @@ impl Supervisor {
                     *b = None;
                 }
                 drop(b);
-                self.status.last_exit = Some(format!("pid {pid} {how}"));
+                let said = p.tail.said(SAID_WAIT);
+                self.status.last_exit = Some(format!("pid {pid} {how}{said}"));
                 self.status.restarts += 1;
                 self.status.pid = None;
                 self.status.port = None;

@@ -1,13 +1,14 @@
 //! Starting processes and switching to them: the warm standby, a new release beside the live
 //! one, the switch once it listens, and the drain of the old one.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -21,27 +22,72 @@ use anyhow::{Context, Result};
 use super::forward::*;
 use super::posix::*;
 use super::supervisor::*;
+use super::tail::Tail;
 use super::*;
 
+/// What the next process runs, read from the release's record when it starts.
+pub(super) struct Plan {
+    /// The whole command of a cold start: the configured one, the record's node flags, the
+    /// entry point and its arguments.
+    pub command: Vec<OsString>,
+    /// The record's node flags and variables: what a standby must have been started with.
+    pub flags: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// The entry point and its arguments (what the loader runs).
+    pub argv: Vec<OsString>,
+    /// The release directory itself (not the `current` link), where the app starts, as
+    /// `npm start` starts it in the package's directory.
+    pub cwd: Option<PathBuf>,
+    /// The port the app listens on when it does not read `PORT`.
+    pub port: Option<u16>,
+}
+
 impl Supervisor {
-    /// The command for the next process: the configured one, and with `--entry-from` the
-    /// release's entry point and arguments from its record, read now (a release without one
-    /// starts `server.js`).
-    pub(super) fn command_now(&self) -> Vec<OsString> {
-        let mut c = self.cfg.command.clone();
-        if let Some(dir) = &self.cfg.entry_from {
-            let (entry, args) = match app::ReleaseRecord::read(dir) {
-                Ok(Some(r)) => (r.entry, r.args),
-                Ok(None) => (app::LEGACY_ENTRY.to_string(), Vec::new()),
-                Err(e) => {
-                    log!("{e}; starting {}", app::LEGACY_ENTRY);
-                    (app::LEGACY_ENTRY.to_string(), Vec::new())
-                }
-            };
-            c.push(dir.join(entry).into_os_string());
-            c.extend(args.into_iter().map(OsString::from));
-        }
-        c
+    /// The plan for the next process: the configured command, and with `--entry-from` the
+    /// release's flags, variables, entry point and arguments from its record, read now (a
+    /// release without one starts `server.js`).
+    pub(super) fn plan_now(&self) -> Plan {
+        let mut plan = Plan {
+            command: self.cfg.command.clone(),
+            flags: Vec::new(),
+            env: BTreeMap::new(),
+            argv: Vec::new(),
+            cwd: None,
+            port: None,
+        };
+        let Some(dir) = &self.cfg.entry_from else {
+            let skip = 1 + self.node_flags().map_or(0, |(_, f)| f.len());
+            plan.argv = self.cfg.command.iter().skip(skip).cloned().collect();
+            return plan;
+        };
+        let record = match app::ReleaseRecord::read(dir) {
+            Ok(r) => r,
+            Err(e) => {
+                log!("{e}; starting {}", app::LEGACY_ENTRY);
+                None
+            }
+        };
+        let (entry, args) = match record {
+            Some(r) => {
+                plan.flags = r.node_flags;
+                plan.env = r.env;
+                plan.port = r.port;
+                (r.entry, r.args)
+            }
+            None => (app::LEGACY_ENTRY.to_string(), Vec::new()),
+        };
+        // Resolved now, so the process stays in its release when `current` moves on.
+        let root = fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+        plan.argv.push(root.join(entry).into_os_string());
+        plan.argv.extend(args.into_iter().map(OsString::from));
+        plan.command.extend(
+            plan.flags
+                .iter()
+                .map(OsString::from)
+                .chain(plan.argv.iter().cloned()),
+        );
+        plan.cwd = Some(root);
+        plan
     }
 
     /// `(node, its flags)` when the command is `node [--flag…] …` and `--warm` is on.
@@ -55,26 +101,44 @@ impl Supervisor {
             .then_some((prog, flags))
     }
 
-    /// Boots the next process ahead of need, when there is none and the command allows it.
+    /// Boots the next process ahead of need, when there is none and the command allows it:
+    /// with the flags and variables of the release that runs now, which the next one most
+    /// likely shares.
     pub(super) fn spawn_spare(&mut self) {
-        if self.stopping || self.spare.is_some() {
+        if self.stopping || self.spare.is_some() || self.node_flags().is_none() {
             return;
         }
-        if let Err(e) = self.try_spawn_spare() {
-            log!("cannot start a standby node: {e}");
+        let plan = self.plan_now();
+        if !app::standby_safe(&plan.flags, &plan.env) {
+            return;
+        }
+        match self.spawn_loader(&plan.flags, &plan.env, None) {
+            Ok(s) => self.spare = Some(s),
+            Err(e) => log!("cannot start a standby node: {e}"),
         }
     }
 
-    pub(super) fn try_spawn_spare(&mut self) -> io::Result<()> {
-        let Some((prog, flags)) = self.node_flags() else {
-            return Ok(());
-        };
+    /// Starts `node [flags] -e <loader>`, which boots and waits for the entry point on stdin.
+    /// `cwd` is where node starts, for flags that load code relative to it.
+    pub(super) fn spawn_loader(
+        &mut self,
+        record_flags: &[String],
+        env: &BTreeMap<String, String>,
+        cwd: Option<&Path>,
+    ) -> io::Result<Spare> {
+        let (prog, flags) = self.node_flags().expect("only for node");
         let mut cmd = Command::new(prog);
         cmd.args(flags)
+            .args(record_flags)
             .arg("-e")
             .arg(LOADER)
+            .envs(env)
             .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .process_group(0);
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
         let id = self.next_id + 1;
         let (port, ready) = match &self.socket {
             Some((sock, addr)) => {
@@ -117,47 +181,54 @@ impl Supervisor {
             });
         }
         self.next_id = id;
-        self.spare = Some(Spare {
+        Ok(Spare {
             id,
             pid: c.id() as libc::pid_t,
             port,
             stdin: c.stdin.take().expect("piped"),
-        });
-        Ok(())
+            tail: Tail::follow(c.stderr.take().expect("piped")),
+            flags: record_flags.to_vec(),
+            env: env.clone(),
+        })
     }
 
-    /// Starts an app process on a fresh private port; a prober reports when it listens.
+    /// Starts an app process: through a standby node (booted ahead when its flags and
+    /// variables allow, else now), or cold on a fresh private port; it reports when it listens.
     pub(super) fn launch(&mut self, release: Option<String>) {
-        let command = self.command_now();
-        if self.socket.is_some() && self.spare.is_none() {
-            // Shared-socket mode starts every process through the loader: boot one now.
-            self.spawn_spare();
-        }
-        let (id, pid, port) = match self.take_spare(&command) {
-            Some(warm) => warm,
-            None if self.socket.is_some() => {
-                return self.launch_failed("cannot start node through the loader".into())
+        let plan = self.plan_now();
+        let (id, pid, port, tail) = if self.socket.is_some() {
+            match self.through_loader(&plan) {
+                Ok(started) => started,
+                Err(e) => {
+                    return self.launch_failed(format!("cannot start node through the loader: {e}"))
+                }
             }
-            None => {
-                let (prog, args) = command.split_first().expect("checked at start");
-                let port = match free_port() {
-                    Ok(p) => p,
-                    Err(e) => return self.launch_failed(format!("no free port for the app: {e}")),
-                };
-                let child = Command::new(prog)
-                    .args(args)
-                    .env("PORT", port.to_string())
-                    .process_group(0)
-                    .spawn();
-                match child {
-                    Ok(c) => {
-                        self.next_id += 1;
-                        (self.next_id, c.id() as libc::pid_t, port)
-                    }
-                    Err(e) => {
-                        let why = format!("cannot start {}: {e}", prog.to_string_lossy());
-                        return self.launch_failed(why);
-                    }
+        } else {
+            let (prog, args) = plan.command.split_first().expect("checked at start");
+            let private = match free_port() {
+                Ok(p) => p,
+                Err(e) => return self.launch_failed(format!("no free port for the app: {e}")),
+            };
+            let mut cmd = Command::new(prog);
+            cmd.args(args)
+                .envs(&plan.env)
+                .env("PORT", private.to_string())
+                .stderr(std::process::Stdio::piped())
+                .process_group(0);
+            if let Some(d) = &plan.cwd {
+                cmd.current_dir(d);
+            }
+            match cmd.spawn() {
+                Ok(mut c) => {
+                    self.next_id += 1;
+                    let tail = Tail::follow(c.stderr.take().expect("piped"));
+                    // An app on a fixed port is probed there.
+                    let port = plan.port.unwrap_or(private);
+                    (self.next_id, c.id() as libc::pid_t, port, tail)
+                }
+                Err(e) => {
+                    let why = format!("cannot start {}: {e}", prog.to_string_lossy());
+                    return self.launch_failed(why);
                 }
             }
         };
@@ -167,6 +238,7 @@ impl Supervisor {
             port,
             release,
             started: Instant::now(),
+            tail,
             conns: Arc::default(),
             gone: Arc::default(),
         };
@@ -218,22 +290,33 @@ impl Supervisor {
         });
     }
 
-    /// Tells the standby node to load `command`'s entry point now: `(pid, port)`. `None` (a
-    /// cold start) when there is no standby or `command` is not its flags then an entry point.
-    pub(super) fn take_spare(&mut self, command: &[OsString]) -> Option<(u64, libc::pid_t, u16)> {
+    /// Tells a loader to run the plan's entry point now: the standby when it was started with
+    /// the plan's flags and variables, else a node started for it (the mismatched standby goes).
+    pub(super) fn through_loader(
+        &mut self,
+        plan: &Plan,
+    ) -> io::Result<(u64, libc::pid_t, u16, Tail)> {
         use std::io::Write as _;
-        let (_, flags) = self.node_flags()?;
-        let rest = command.get(1 + flags.len()..).filter(|r| !r.is_empty())?;
-        let mut sp = self.spare.take()?;
-        let line: Vec<String> = rest
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let mut line = serde_json::to_vec(&line).expect("strings serialise");
+        let warm = app::standby_safe(&plan.flags, &plan.env);
+        let mut sp = match self.spare.take() {
+            Some(sp) if warm && sp.flags == plan.flags && sp.env == plan.env => sp,
+            other => {
+                if let Some(old) = other {
+                    signal_group(old.pid, libc::SIGKILL);
+                }
+                self.spawn_loader(&plan.flags, &plan.env, plan.cwd.as_deref())?
+            }
+        };
+        let line = serde_json::json!({
+            "argv": plan.argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
+            "cwd": plan.cwd.as_ref().map(|d| d.to_string_lossy()),
+            "port": plan.port,
+        });
+        let mut line = serde_json::to_vec(&line).expect("json serialises");
         line.push(b'\n');
         // Dropping stdin after the line closes the pipe; the loader has its data by then.
-        sp.stdin.write_all(&line).ok()?;
-        Some((sp.id, sp.pid, sp.port))
+        sp.stdin.write_all(&line)?;
+        Ok((sp.id, sp.pid, sp.port, sp.tail))
     }
 
     pub(super) fn launch_failed(&mut self, why: String) {

@@ -1,12 +1,16 @@
-// aether-run's loader: node boots with this (`node -e`), waits for one JSON line on stdin that
-// names the entry point and its arguments, then runs it as the main module, exactly as
+// aether-run's loader: node boots with this (`node -e`), waits for one JSON line on stdin,
+// `{argv: [entry, ...args], cwd, port}`, moves to `cwd` (the release, as `npm start` runs in the
+// package's directory), then runs the entry point as the main module, exactly as
 // `node <entry> <args>` would (require.main, process.argv, __filename).
 //
-// With AETHER_RUN_FD set, the app's server on PORT listens on that inherited socket instead of
-// binding the port itself: every app process accepts from the one socket aether-run owns, so no
-// byte is copied on the way. On SIGUSR2 those servers stop accepting (close) and finish what
-// they have; the next process is already accepting from the same socket.
+// With AETHER_RUN_FD set, the app's server listens on that inherited socket instead of binding
+// its port itself: every app process accepts from the one socket aether-run owns, so no byte is
+// copied on the way. The server taken is the first to listen on PORT or on the app's set `port`;
+// without a set port, the first to listen on any fixed port (an app that hard-codes
+// `listen(8080)` is served, and told on stderr how to say so). On SIGUSR2 those servers stop
+// accepting (close) and finish what they have; the next process already accepts from the socket.
 'use strict';
+let wanted = null;
 const fd = Number(process.env.AETHER_RUN_FD || -1);
 delete process.env.AETHER_RUN_FD;
 if (fd >= 0) {
@@ -18,7 +22,14 @@ if (fd >= 0) {
   net.Server.prototype.listen = function (...args) {
     let p = args[0];
     if (p !== null && typeof p === 'object') p = p.port;
-    if (servers.length > 0 || Number(p) !== port) return listen.apply(this, args);
+    const n = typeof p === 'string' && !/^[0-9]+$/.test(p) ? NaN : Number(p);
+    const ours = n === port || n === wanted;
+    // A pipe, port 0 or no port is the app's own business; so is any port once one is taken.
+    if (servers.length > 0 || !(n > 0) || (!ours && wanted !== null)) return listen.apply(this, args);
+    if (!ours) {
+      process.stderr.write(`[aether-run] the app listens on port ${n}, not on PORT (${port}): serving it there; ` +
+        `listen on process.env.PORT, or set "aether": {"port": ${n}} in package.json to say this is its port\n`);
+    }
     servers.push(this);
     this.once('listening', () => {
       try { fs.writeSync(4, 'listening\n'); fs.closeSync(4); } catch (e) { /* aether-run is gone */ }
@@ -37,7 +48,10 @@ stdin.on('data', (d) => {
   stdin.removeAllListeners('data');
   stdin.pause();
   stdin.destroy();
-  const a = JSON.parse(buf.slice(0, i));
+  const line = JSON.parse(buf.slice(0, i));
+  if (line.cwd) process.chdir(line.cwd);
+  if (line.port) wanted = Number(line.port);
+  const a = line.argv;
   process.argv = [process.argv[0], require('path').resolve(a[0]), ...a.slice(1)];
   require('module').runMain();
 });

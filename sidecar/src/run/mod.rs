@@ -130,6 +130,7 @@ mod install;
 mod launch;
 mod posix;
 mod supervisor;
+mod tail;
 
 pub use install::install;
 use posix::*;
@@ -154,6 +155,8 @@ struct Proc {
     /// The trigger line it was started on.
     release: Option<String>,
     started: Instant,
+    /// Its stderr's last lines.
+    tail: tail::Tail,
     /// Open connections forwarded to it.
     conns: Arc<AtomicUsize>,
     /// Tells its start-up prober to stop.
@@ -164,12 +167,18 @@ struct Proc {
 /// costs loading the app, not node's own start (~100 ms of a ~130 ms cold start here). The
 /// entry point is resolved when it loads, so `current/…` is the release of that moment, and
 /// the app sees what a plain `node current/server.js` sees (`require.main`, `process.argv`).
-/// Only for `node [flags…] <entry>`; `--warm false` turns it off.
+/// Only for `node [flags…] <entry>`, and a release whose flags load nothing when node starts
+/// ([`aether_artifact::app::standby_safe`]); `--warm false` turns it off.
 struct Spare {
     id: u64,
     pid: libc::pid_t,
     port: u16,
     stdin: std::process::ChildStdin,
+    tail: tail::Tail,
+    /// The release's node flags and variables it was started with: it runs only a release
+    /// with the same.
+    flags: Vec<String>,
+    env: std::collections::BTreeMap<String, String>,
 }
 
 const LOADER: &str = include_str!("loader.js");

@@ -33,11 +33,19 @@ impl Package {
             eprintln!("warning: {w}");
         }
         let deps = self.deps(start.node_major)?;
-        let (_, layout) = crate::ops::upload::app_layout(&start, deps.clone());
+        let (record, layout) = crate::ops::upload::app_layout(&start, deps.clone());
+        eprintln!("starts as `{}` (from {})", start.command_line(), start.from);
         let packed = match &self.output {
             Some(out) => pack_layout_to_file(&self.dir, out, progress, &layout)?,
             None => pack_layout_with_progress(&self.dir, io::sink(), progress, &layout)?,
         };
+        let big = self
+            .output
+            .as_deref()
+            .and_then(|out| crate::ops::packing::big_layer_warning(out, packed.content_bytes));
+        if let Some(w) = big {
+            eprintln!("warning: {w}");
+        }
         eprintln!(
             "packed {} entries, {} of content into {} compressed",
             packed.entries,
@@ -56,6 +64,7 @@ impl Package {
                     "entry": start.entry,
                     "node_major": start.node_major,
                     "deps": deps,
+                    "release": record,
                 })
             );
             return Ok(());

@@ -91,3 +91,52 @@ pub fn pack_layout_to_file(
 }
 
 pub use aether_artifact::human_bytes;
+
+/// An app layer over this much content is most likely carrying something it should not.
+pub const BIG_LAYER: u64 = 50 << 20;
+
+/// The three top-level directories of a packed archive with the most content, biggest first:
+/// what to put into `.aetherignore` when a layer is big.
+pub fn biggest_dirs(archive: &Path) -> Result<Vec<(String, u64)>> {
+    let f = fs::File::open(archive).with_context(|| format!("reading {}", archive.display()))?;
+    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(f)));
+    let mut sizes = std::collections::BTreeMap::<String, u64>::new();
+    for e in tar.entries().context("reading the packed archive")? {
+        let e = e.context("reading the packed archive")?;
+        let path = e.path().context("reading the packed archive")?.into_owned();
+        let mut parts = path.components();
+        let (Some(top), Some(_)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        *sizes
+            .entry(top.as_os_str().to_string_lossy().into_owned())
+            .or_default() += e.size();
+    }
+    let mut v: Vec<(String, u64)> = sizes.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.truncate(3);
+    Ok(v)
+}
+
+/// The warning for a big app layer, naming its biggest directories; `None` under [`BIG_LAYER`].
+pub fn big_layer_warning(archive: &Path, content_bytes: u64) -> Option<String> {
+    if content_bytes <= BIG_LAYER {
+        return None;
+    }
+    let dirs: Vec<String> = match biggest_dirs(archive) {
+        Ok(d) => d
+            .iter()
+            .map(|(d, n)| format!("{d}/ {}", human_bytes(*n)))
+            .collect(),
+        Err(e) => vec![format!("unknown: {e:#}")],
+    };
+    Some(format!(
+        "the app layer holds {} (biggest: {}): every upload and every pod carries it; add what the app does not need at run time to .aetherignore",
+        human_bytes(content_bytes),
+        if dirs.is_empty() {
+            "no directory".into()
+        } else {
+            dirs.join(", ")
+        }
+    ))
+}

@@ -91,6 +91,9 @@ pub fn upload(
         .tempfile_in(&tmp_dir)?;
     let packed = pack_layout_to_file(dir, tmp.path(), progress, &layout)?;
     let pack_ms = t_pack.elapsed().as_millis() as u64;
+    if let Some(w) = crate::ops::packing::big_layer_warning(tmp.path(), packed.content_bytes) {
+        eprintln!("warning: {w}");
+    }
 
     let key = object_key(app, &packed.digest);
     let t1 = Instant::now();
@@ -154,6 +157,9 @@ pub fn app_layout(
         schema: app::SCHEMA.into(),
         entry: start.entry.clone(),
         args: start.args.clone(),
+        node_flags: start.node_flags.clone(),
+        env: start.env.clone(),
+        port: start.port,
         node_major: start.node_major,
         deps,
     };

@@ -1,0 +1,6 @@
+export interface Greeting {
+  text: string;
+  lang: 'en' | 'fr';
+}
+
+export const greeting: Greeting = { text: 'hello from typescript', lang: 'en' };
