@@ -79,6 +79,10 @@ pub struct AppValues {
     pub store: StoreValues,
     /// The release ConfigMap's data.
     pub release: BTreeMap<String, String>,
+    /// The fetcher's cap on what an artifact expands to ([`Runtime::max_expanded`]).
+    pub max_expanded: u64,
+    /// The work volume's `sizeLimit` in MiB ([`Runtime::volume_mib`]).
+    pub volume_mib: u64,
     /// The minisign public key the fetcher requires signatures from (`AETHER_VERIFY_KEY`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify_key: Option<String>,
@@ -97,7 +101,7 @@ fn contract() -> serde_json::Value {
         "release_keys": release::KEYS,
         "fetcher_env": {
             "root": E::ROOT, "app": E::APP, "http_bind": E::HTTP_BIND, "public_key": E::PUBLIC_KEY,
-            "require_signatures": E::REQUIRE_SIGNATURES,
+            "require_signatures": E::REQUIRE_SIGNATURES, "max_bytes": E::MAX_BYTES,
         },
         "run_env": {
             "listen": E::RUN_LISTEN, "watch": E::RUN_WATCH, "status_file": E::RUN_STATUS_FILE,
@@ -196,6 +200,8 @@ pub fn render_app(v: &AppValues, with_release: bool) -> Result<String> {
 pub struct Runtime {
     pub node_major: u32,
     pub glibc: bool,
+    /// What the release expands to: its app layer's content and its dependency layer's.
+    pub content_bytes: u64,
 }
 
 impl Default for Runtime {
@@ -203,11 +209,37 @@ impl Default for Runtime {
         Runtime {
             node_major: aether_artifact::app::DEFAULT_NODE_MAJOR,
             glibc: false,
+            content_bytes: 0,
         }
     }
 }
 
+/// The pod's volume budget. A pod unpacks an artifact before its digest is known good (it
+/// streams), so the fetcher's expanded-bytes cap and the work volume's `sizeLimit` bound what a
+/// bad artifact can fill: the cap at 4× the deployed release (at least 512 MiB: room to grow
+/// between deploys; a release past it is refused and the old one keeps serving), the volume at
+/// 8× the cap's base (at least 2 GiB: kept releases, those in their GC grace, a shared
+/// dependency layer or two). A `sizeLimit` reserves nothing; it evicts a pod that exceeds it.
+pub const MIN_EXPANDED: u64 = 512 << 20;
+pub const MIN_VOLUME: u64 = 2 << 30;
+pub const MAX_EXPANDED: u64 = 4 << 30;
+
 impl Runtime {
+    /// The fetcher's cap on what one artifact expands to, in bytes.
+    pub fn max_expanded(&self) -> u64 {
+        self.content_bytes
+            .saturating_mul(4)
+            .clamp(MIN_EXPANDED, MAX_EXPANDED)
+    }
+
+    /// The work volume's `sizeLimit`, in MiB.
+    pub fn volume_mib(&self) -> u64 {
+        self.content_bytes
+            .saturating_mul(8)
+            .clamp(MIN_VOLUME, 8 * MAX_EXPANDED)
+            >> 20
+    }
+
     /// The stock node image: Alpine (small), or Debian's slim image when native addons need
     /// glibc (addons built on a glibc host do not load against musl).
     pub fn node_image(&self) -> String {
@@ -233,6 +265,22 @@ mod tests {
     }
 
     #[test]
+    fn the_volume_budget_follows_the_release_within_bounds() {
+        let r = |content_bytes| Runtime {
+            content_bytes,
+            ..Runtime::default()
+        };
+        assert_eq!(
+            (r(0).max_expanded(), r(0).volume_mib()),
+            (MIN_EXPANDED, 2048)
+        );
+        assert_eq!(r(300 << 20).max_expanded(), 1200 << 20);
+        assert_eq!(r(300 << 20).volume_mib(), 2400);
+        assert_eq!(r(10 << 30).max_expanded(), MAX_EXPANDED);
+        assert_eq!(r(u64::MAX).volume_mib(), 32 << 10);
+    }
+
+    #[test]
     fn values_are_quoted() {
         let y = render("namespace", &serde_json::json!({"ns": "a: b\n- c"})).unwrap();
         assert!(y.contains(r#"name: "a: b\n- c""#), "{y}");
@@ -248,6 +296,8 @@ pub fn example_values(app: &str, digest: &str) -> AppValues {
         replicas: 1,
         fetcher_image: FETCHER_IMAGE.into(),
         node_image: Runtime::default().node_image(),
+        max_expanded: Runtime::default().max_expanded(),
+        volume_mib: Runtime::default().volume_mib(),
         store: StoreValues {
             endpoint: "http://minio.aether-system.svc.cluster.local:9000".into(),
             region: "us-east-1".into(),

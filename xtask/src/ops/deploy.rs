@@ -61,6 +61,7 @@ pub fn deploy(
         runtime: crate::targets::Runtime {
             node_major: up.node_major,
             glibc: up.deps.as_ref().is_some_and(|d| d.deps.native),
+            content_bytes: up.content_bytes + up.deps.as_ref().map_or(0, |d| d.size.content_bytes),
         },
         ..opts.clone()
     };

@@ -17,6 +17,8 @@ pub struct Uploaded {
     pub app: String,
     pub digest: Digest,
     pub bytes: u64,
+    /// What the app layer expands to.
+    pub content_bytes: u64,
     /// False when the object was already in the store.
     pub uploaded: bool,
     pub s3: String,
@@ -130,6 +132,7 @@ pub fn upload(
         app: app.to_string(),
         digest: packed.digest,
         bytes: packed.bytes,
+        content_bytes: packed.content_bytes,
         uploaded,
         s3: store.s3_url(&key),
         url,

@@ -52,7 +52,7 @@ pub enum UnpackError {
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("refused entry {entry:?}: {why}")]
     Refused { entry: String, why: String },
-    #[error("archive expands beyond the limit of {limit} {what}; raise the limit if this artifact is genuine")]
+    #[error("archive expands beyond the limit of {limit} {what}; if this artifact is genuine, raise the limit (AETHER_FETCHER_MAX_BYTES / _MAX_ENTRIES; on a cluster `deploy-sample` sizes it and the pod's volume from the release it deploys: run it again)")]
     TooLarge { what: &'static str, limit: u64 },
     #[error("corrupt archive: {0}")]
     Corrupt(io::Error),

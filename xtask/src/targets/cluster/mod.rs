@@ -56,6 +56,8 @@ impl<'a> Cluster<'a> {
             replicas: 1,
             fetcher_image: fetcher_image()?,
             node_image: crate::targets::Runtime::default().node_image(),
+            max_expanded: crate::targets::Runtime::default().max_expanded(),
+            volume_mib: crate::targets::Runtime::default().volume_mib(),
             store: StoreValues {
                 endpoint: pods_endpoint,
                 region: store.region.clone(),
@@ -309,6 +311,8 @@ impl Target for Cluster<'_> {
             pods_endpoint,
         )?;
         values.node_image = opts.runtime.node_image();
+        values.max_expanded = opts.runtime.max_expanded();
+        values.volume_mib = opts.runtime.volume_mib();
         // Applying the template must not undo a `kubectl scale` the user made.
         values.replicas = opts
             .replicas
