@@ -255,3 +255,57 @@ fn a_big_app_layer_is_named_with_its_biggest_directories() {
     .ok();
     assert!(!r.stderr.contains("warning"), "{}", r.stderr);
 }
+
+/// An npm workspaces monorepo: the app in `packages/api` resolves `ms` from the root's
+/// `node_modules` and `@mono/util` through a workspace link. Its layer holds both; an edit to
+/// the app uploads only the app, an edit to the shared package a new layer, and both swap in.
+#[test]
+fn a_workspace_member_ships_what_it_resolves_from_the_root() {
+    if !node_available() || !npm_available() {
+        return skip("node and npm are not installed");
+    }
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    let root = example(p, "monorepo");
+    npm_ci(&root);
+    let dir = root.join("packages/api");
+    let _down = DownApp(p, "api");
+    let d = deploy_and_swap(
+        p,
+        "api",
+        &dir,
+        "HELLO FROM THE MONOREPO! (2m)",
+        "server.js",
+        ("'hello from the monorepo'", "'edited app'"),
+        "EDITED APP! (2m)",
+    );
+    assert!(
+        d.stderr.contains("(package-lock.json): uploaded"),
+        "{}",
+        d.stderr
+    );
+    let env = [("AETHER_TARGET", "local")];
+    let up = |what: &str| -> serde_json::Value {
+        let r = xtask(
+            p,
+            &env,
+            &["hot-upload", "api", dir.to_str().unwrap(), "--json"],
+        )
+        .ok();
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{what}: {e}: {}", r.stdout))
+    };
+    let same = up("the app again");
+    assert_eq!(same["deps"]["uploaded"], false, "{same}");
+    let util = root.join("packages/util/index.js");
+    let text = fs::read_to_string(&util).unwrap();
+    fs::write(&util, text.replace("toUpperCase()}!", "toUpperCase()}?!")).unwrap();
+    let edited = up("the shared package edited");
+    assert_eq!(edited["deps"]["uploaded"], true, "{edited}");
+    assert_ne!(edited["deps"]["digest"], same["deps"]["digest"]);
+    let v = edited["digest"].as_str().unwrap();
+    let r = xtask(p, &env, &["hot-patch", "api", v, "--wait", "30", "--json"]).ok();
+    let out: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(out["trace"]["failed_requests"], 0, "{out}");
+    let url = d.last("url");
+    assert!(get(&url).contains("EDITED APP?! (2m)"), "{}", get(&url));
+}

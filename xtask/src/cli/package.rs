@@ -83,14 +83,15 @@ impl Package {
     /// `node_modules`, its key from the lockfile.
     fn deps(&self, node_major: u32) -> Result<Option<aether_artifact::app::Deps>> {
         use aether_artifact::app;
-        let modules = self.dir.join(app::DEPS_DIR);
-        if !modules.is_dir() {
+        let Some(source) = crate::ops::deps::Source::of(&self.dir, node_major)? else {
             return Ok(None);
-        }
+        };
+        let scratch = tempfile::tempdir()?;
+        let modules = source.tree(scratch.path())?;
         let packed = pack_with_progress(&modules, io::sink(), false)?;
         Ok(Some(app::Deps::new(
             packed.digest,
-            app::lock_key(&self.dir, node_major).as_ref(),
+            source.lock.as_ref(),
             app::has_native_addons(&modules),
         )))
     }

@@ -40,6 +40,67 @@ struct Index {
     size: Size,
 }
 
+/// Where an app's dependency layer comes from: its own `node_modules`, or, for a member of an
+/// npm/Yarn workspace, the tree it resolves through the root's (see [`crate::ops::workspace`]).
+pub struct Source {
+    dir: std::path::PathBuf,
+    member: Option<crate::ops::workspace::Plan>,
+    /// The lockfile key, when there is a lockfile.
+    pub lock: Option<app::LockKey>,
+}
+
+impl Source {
+    /// `None` when the app has no `node_modules` to ship.
+    pub fn of(dir: &Path, node_major: u32) -> Result<Option<Source>> {
+        let ws = app::workspace::find(dir).map_err(anyhow::Error::msg)?;
+        let member = ws.map(crate::ops::workspace::Plan::new).transpose()?;
+        let present = match &member {
+            Some(p) => p.ws.modules().iter().any(|m| m.is_dir()),
+            None => dir.join(DEPS_DIR).is_dir(),
+        };
+        if !present {
+            return Ok(None);
+        }
+        let lock = match &member {
+            Some(p) => p.key(node_major)?,
+            None => app::lock_key(dir, node_major),
+        };
+        Ok(Some(Source {
+            dir: dir.to_path_buf(),
+            member,
+            lock,
+        }))
+    }
+
+    /// What it is, for people: `node_modules`, or the workspace and the siblings copied in.
+    pub fn describe(&self) -> String {
+        match &self.member {
+            None => self.dir.join(DEPS_DIR).display().to_string(),
+            Some(p) => {
+                let sib: Vec<&str> = p.siblings.keys().map(String::as_str).collect();
+                format!(
+                    "{} as workspace member {} resolves it: the root's node_modules{}",
+                    p.ws.root.display(),
+                    p.ws.member,
+                    if sib.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", with {} copied in", sib.join(", "))
+                    }
+                )
+            }
+        }
+    }
+
+    /// The tree to pack: the app's `node_modules`, or the member's built under `scratch`.
+    pub fn tree(&self, scratch: &Path) -> Result<std::path::PathBuf> {
+        match &self.member {
+            None => Ok(self.dir.join(DEPS_DIR)),
+            Some(p) => p.materialize(scratch),
+        }
+    }
+}
+
 /// Makes sure the store holds the dependency layer of `dir`, if it has a `node_modules`.
 pub fn ensure(
     store: &Store,
@@ -50,17 +111,16 @@ pub fn ensure(
     progress: bool,
 ) -> Result<Option<Layer>> {
     let t0 = Instant::now();
-    let modules = dir.join(DEPS_DIR);
-    if !modules.is_dir() {
+    let Some(source) = Source::of(dir, node_major)? else {
         if lists_dependencies(dir) {
             eprintln!(
                 "warning: package.json lists dependencies but {} is missing: run `npm ci` (or your package manager's install) before uploading",
-                modules.display()
+                dir.join(DEPS_DIR).display()
             );
         }
         return Ok(None);
-    }
-    let lock = app::lock_key(dir, node_major);
+    };
+    let lock = source.lock.clone();
     if let Some((_, key)) = &lock {
         if let Some(ix) = read_index(store, &app::deps_index_key(app, key))? {
             if store.exists(&app::layer_key(app, &ix.digest))? {
@@ -87,8 +147,12 @@ pub fn ensure(
         .suffix(".tar.gz")
         .tempfile_in(&tmp_dir)?;
     if progress {
-        eprintln!("packing the dependency layer ({})", modules.display());
+        eprintln!("packing the dependency layer ({})", source.describe());
     }
+    let scratch = tempfile::Builder::new()
+        .prefix("deps-tree-")
+        .tempdir_in(&tmp_dir)?;
+    let modules = source.tree(scratch.path())?;
     let packed = crate::ops::packing::pack_to_file_with(&modules, tmp.path(), progress)?;
     let native = app::has_native_addons(&modules);
     let layer = app::layer_key(app, &packed.digest);

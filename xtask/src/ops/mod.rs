@@ -14,3 +14,4 @@ pub mod sample;
 pub mod signing;
 pub mod trace;
 pub mod upload;
+pub mod workspace;

@@ -2,36 +2,45 @@
 //! name runs, found as the package manager would find it.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// The JS file a package bin runs, relative to `dir`: through the `node_modules/.bin` link npm
-/// and yarn make, else the `bin` field of the package that declares it (pnpm writes shell
-/// shims into `.bin`).
+/// The directories an app's packages resolve from, nearest first: its own `node_modules`, and
+/// for a workspace member the root's too (the release gets both, merged, as its `node_modules`).
+pub(super) fn modules_dirs(dir: &Path) -> Vec<PathBuf> {
+    match super::workspace::find(dir) {
+        Ok(Some(ws)) => ws.modules(),
+        _ => vec![dir.join(super::DEPS_DIR)],
+    }
+}
+
+/// The JS file a package bin runs, as a path in the release (`node_modules/…`): through the
+/// `node_modules/.bin` link npm and yarn make, else the `bin` field of the package that declares
+/// it (pnpm writes shell shims into `.bin`).
 pub(super) fn package_bin(dir: &Path, bin: &str) -> Result<String, String> {
-    let modules = dir.join(super::DEPS_DIR);
-    if !modules.is_dir() {
+    let dirs: Vec<PathBuf> = modules_dirs(dir)
+        .into_iter()
+        .filter(|m| m.is_dir())
+        .collect();
+    if dirs.is_empty() {
         return Err(format!(
             "a package's program, and there is no node_modules in {}: run `npm install` (or your package manager's install) there first",
             dir.display()
         ));
     }
-    let via_link = fs::read_link(modules.join(".bin").join(bin))
-        .ok()
-        .and_then(|t| fs::canonicalize(modules.join(".bin").join(t)).ok());
-    let target = match via_link {
-        Some(t) => t,
-        None => declared_bin(&modules, bin).ok_or_else(|| {
-            format!("no installed package provides the program {bin:?}: add the package that does to dependencies and install, or set \"aether\": {{\"start\": \"node <file>\"}}")
-        })?,
-    };
-    let root = fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let rel = target.strip_prefix(&root).map_err(|_| {
-        format!(
-            "its program {} is outside the app's directory",
-            target.display()
-        )
+    let found = dirs.iter().find_map(|modules| {
+        let via_link = fs::read_link(modules.join(".bin").join(bin))
+            .ok()
+            .and_then(|t| fs::canonicalize(modules.join(".bin").join(t)).ok());
+        let target = via_link.or_else(|| declared_bin(modules, bin))?;
+        Some((fs::canonicalize(modules).ok()?, target))
+    });
+    let (modules, target) = found.ok_or_else(|| {
+        format!("no installed package provides the program {bin:?}: add the package that does to dependencies and install, or set \"aether\": {{\"start\": \"node <file>\"}}")
     })?;
-    let rel = rel.to_string_lossy().into_owned();
+    let rel = target
+        .strip_prefix(&modules)
+        .map_err(|_| format!("its program {} is outside node_modules", target.display()))?;
+    let rel = format!("{}/{}", super::DEPS_DIR, rel.to_string_lossy());
     let js = matches!(
         Path::new(&rel).extension().and_then(|e| e.to_str()),
         Some("js" | "mjs" | "cjs")

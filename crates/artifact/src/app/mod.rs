@@ -14,6 +14,7 @@ use crate::{AppName, Digest, KEY_PREFIX};
 mod bin;
 mod settings;
 mod start;
+pub mod workspace;
 
 pub use settings::Settings;
 pub use start::{detect, standby_safe, Start};

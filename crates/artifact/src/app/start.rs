@@ -426,7 +426,10 @@ fn typescript(
         }
         return Ok(());
     }
-    if dir.join(super::DEPS_DIR).join("tsx").is_dir() {
+    if super::bin::modules_dirs(dir)
+        .iter()
+        .any(|m| m.join("tsx").is_dir())
+    {
         warnings.push(format!(
             "{entry} is TypeScript and Node.js {node_major} cannot strip types: running it with the app's tsx (--import tsx); Node.js 22 or later runs it alone (\"aether\": {{\"node\": 22}})"
         ));
