@@ -40,7 +40,7 @@ impl DeploySample {
             Some(p) => p.clone(),
             None => sample_dir(&ctx.global)?,
         };
-        aether_artifact::pack::check_root(&dir)?;
+        crate::ops::upload::check_app(&dir)?;
         let t = ctx.target();
         let opts = DeployOpts {
             image_import: self.image_import.clone(),

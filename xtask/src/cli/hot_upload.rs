@@ -25,7 +25,7 @@ pub struct HotUpload {
 
 impl HotUpload {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        aether_artifact::pack::check_root(&self.dir)?;
+        crate::ops::upload::check_app(&self.dir)?;
         // The target's store: the configured one, else the embedded store it brings.
         let store = ctx.target().store()?;
         let up = upload(

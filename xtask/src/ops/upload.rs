@@ -67,6 +67,15 @@ impl Uploaded {
     }
 }
 
+/// Refuses, before anything starts (the embedded store, a pod), a directory that is not an app
+/// or whose start command or dependency layout cannot run, naming the fix.
+pub fn check_app(dir: &Path) -> Result<()> {
+    aether_artifact::pack::check_root(dir)?;
+    aether_artifact::app::detect(dir).map_err(anyhow::Error::msg)?;
+    aether_artifact::app::workspace::find(dir).map_err(anyhow::Error::msg)?;
+    Ok(())
+}
+
 /// Packs `dir` and makes sure the store holds it.
 pub fn upload(
     store: &Store,
