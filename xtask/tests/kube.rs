@@ -998,3 +998,41 @@ fn an_express_app_and_its_dependency_layer() {
     assert_eq!(st["pods"][0]["deps_digest"], up["deps"]["digest"], "{st}");
     assert_eq!(ns.shape(), before, "the edit rolled something out");
 }
+
+/// An app as a framework's build leaves it (issue 24), in a real pod (restricted, read-only
+/// root): node flags and a variable from its start script, a file read relative to where it
+/// starts, a hard-coded `listen(8080)` served on the pod's port; an edit swaps in without a
+/// rollout.
+#[test]
+#[ignore = "needs a real cluster: cargo xtask test --cluster"]
+fn a_built_app_with_flags_on_a_fixed_port() {
+    let ns = Ns::new("fixed");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fixed-port");
+    let dir = ns.project.path().join("fixed");
+    for f in ["package.json", "dist/main.js", "public/motd.txt"] {
+        std::fs::create_dir_all(dir.join(f).parent().unwrap()).unwrap();
+        std::fs::copy(example.join(f), dir.join(f)).unwrap();
+    }
+    let d = ns.x(&["deploy-sample", "demo", dir.to_str().unwrap()]).ok();
+    let url = d.last("url");
+    ns.wait_body(
+        &url,
+        "v1 production welcome [--enable-source-maps --max-old-space-size=128]",
+        Duration::from_secs(30),
+    );
+    let before = ns.shape();
+    let main = dir.join("dist/main.js");
+    let text = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(
+        &main,
+        text.replace("const VERSION = 'v1'", "const VERSION = 'v2'"),
+    )
+    .unwrap();
+    let v2 = ns
+        .x(&["hot-upload", "demo", dir.to_str().unwrap()])
+        .ok()
+        .last("digest");
+    ns.x(&["hot-patch", "demo", &v2, "--wait", "30"]).ok();
+    ns.wait_body(&url, "v2 production welcome", Duration::from_secs(20));
+    assert_eq!(ns.shape(), before, "the edit rolled something out");
+}
