@@ -8,22 +8,6 @@ use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-fn get(url: &str) -> String {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10", url])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Stops an app's local pod even when an assertion fails half-way.
-struct DownApp<'a>(&'a Path, &'a str);
-impl Drop for DownApp<'_> {
-    fn drop(&mut self) {
-        xtask(self.0, &[("AETHER_TARGET", "local")], &["down", self.1]);
-    }
-}
-
 /// A copy of `examples/<name>` (without its `node_modules`) in `root`.
 fn example(root: &Path, name: &str) -> PathBuf {
     let from = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -39,19 +23,6 @@ fn example(root: &Path, name: &str) -> PathBuf {
         fs::copy(&f, to.join(rel)).unwrap();
     }
     to
-}
-
-fn npm_ci(dir: &Path) {
-    let out = std::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .output()
-        .expect("running npm");
-    assert!(
-        out.status.success(),
-        "npm ci: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Deploys `dir` as `app`, checks the first answer, makes `edit` to `file`, swaps it in with
@@ -98,7 +69,7 @@ fn a_typescript_app_started_by_tsx() {
     let t = tempfile::tempdir().unwrap();
     let p = t.path();
     let dir = example(p, "typescript");
-    npm_ci(&dir);
+    npm(&dir, &["ci"]);
     let _down = DownApp(p, "ts");
     let pack = xtask(p, &[], &["package", dir.to_str().unwrap(), "--json"]).ok();
     assert!(
@@ -200,13 +171,6 @@ fn start_commands_that_cannot_run_are_refused_before_upload() {
     );
 }
 
-fn npm_available() -> bool {
-    std::process::Command::new("npm")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// A big app layer is packed (it is the user's call) with a warning naming where the bytes are.
 #[test]
 fn a_big_app_layer_is_named_with_its_biggest_directories() {
@@ -219,17 +183,7 @@ fn a_big_app_layer_is_named_with_its_biggest_directories() {
     let f = fs::File::create(dir.join("assets/video/intro.bin")).unwrap();
     f.set_len(51 << 20).unwrap();
     let out = t.path().join("big.tar.gz");
-    let r = xtask(
-        t.path(),
-        &[],
-        &[
-            "package",
-            dir.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    let r = package_to(t.path(), &dir, &out).ok();
     assert!(
         r.stderr.contains(
             "warning: the app layer holds 51.0 MiB (biggest: assets/ 51.0 MiB, src/ 1000 B)"
@@ -238,17 +192,7 @@ fn a_big_app_layer_is_named_with_its_biggest_directories() {
         r.stderr
     );
     fs::write(dir.join(".aetherignore"), "assets/\n").unwrap();
-    let r = xtask(
-        t.path(),
-        &[],
-        &[
-            "package",
-            dir.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    let r = package_to(t.path(), &dir, &out).ok();
     assert!(!r.stderr.contains("warning"), "{}", r.stderr);
 }
 
@@ -263,7 +207,7 @@ fn a_workspace_member_ships_what_it_resolves_from_the_root() {
     let t = tempfile::tempdir().unwrap();
     let p = t.path();
     let root = example(p, "monorepo");
-    npm_ci(&root);
+    npm(&root, &["ci"]);
     let dir = root.join("packages/api");
     let _down = DownApp(p, "api");
     let d = deploy_and_swap(

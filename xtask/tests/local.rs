@@ -11,14 +11,6 @@ use std::time::Duration;
 use aether_artifact::store::{PartialStore, Secret, Store};
 use aether_artifact::{object_key, AppName, Digest};
 
-fn get(url: &str) -> String {
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10", url])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn pod(project: &Path) -> serde_json::Value {
     serde_json::from_slice(&fs::read(project.join(".aether/local/demo/pod.json")).unwrap()).unwrap()
 }
@@ -892,28 +884,6 @@ fn the_local_pod_gets_a_container_environment_not_the_shell() {
     assert_eq!(mode, 0o700);
 }
 
-/// Stops an app's local pod even when an assertion fails half-way.
-struct DownApp<'a>(&'a Path, &'a str);
-impl Drop for DownApp<'_> {
-    fn drop(&mut self) {
-        xtask(self.0, &[("AETHER_TARGET", "local")], &["down", self.1]);
-    }
-}
-
-fn npm(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("npm")
-        .args(args)
-        .args(["--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .output()
-        .expect("running npm");
-    assert!(
-        out.status.success(),
-        "npm {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The committed express example, installed from the registry with `npm ci`: it starts from
 /// its package.json, its node_modules travel as their own layer, an edit uploads only the app,
 /// a lockfile change uploads a new layer, and a tampered layer is refused with the old release
@@ -1000,11 +970,4 @@ fn an_express_app_ships_node_modules_as_its_own_layer() {
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("dependency layer"), "{}", r.stderr);
     assert_eq!(get(&url), "hello again\n");
-}
-
-fn npm_available() -> bool {
-    std::process::Command::new("npm")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
 }

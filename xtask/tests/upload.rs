@@ -8,17 +8,7 @@ fn package_prints_digest_last_and_matches_sha256sum() {
     let t = tempfile::tempdir().unwrap();
     let dir = app_dir(t.path(), "console.log(1)\n");
     let out = t.path().join("a.tar.gz");
-    let r = xtask(
-        t.path(),
-        &[],
-        &[
-            "package",
-            dir.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    let r = package_to(t.path(), &dir, &out).ok();
     let digest = r
         .stdout
         .lines()

@@ -182,3 +182,56 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The body at `url` (empty when it does not answer within 10 s).
+pub fn get(url: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", url])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Stops an app's local pod even when an assertion fails half-way.
+pub struct DownApp<'a>(pub &'a Path, pub &'a str);
+impl Drop for DownApp<'_> {
+    fn drop(&mut self) {
+        xtask(self.0, &[("AETHER_TARGET", "local")], &["down", self.1]);
+    }
+}
+
+/// Runs npm in `dir`, failing the test with its stderr.
+pub fn npm(dir: &Path, args: &[&str]) {
+    let out = Command::new("npm")
+        .args(args)
+        .args(["--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .output()
+        .expect("running npm");
+    assert!(
+        out.status.success(),
+        "npm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn npm_available() -> bool {
+    Command::new("npm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `package <dir> -o <out>` through the real binary.
+pub fn package_to(project: &Path, dir: &Path, out: &Path) -> Run {
+    xtask(
+        project,
+        &[],
+        &[
+            "package",
+            dir.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    )
+}

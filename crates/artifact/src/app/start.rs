@@ -51,14 +51,8 @@ const LOADS_AT_START: [&str; 6] = [
     "--env-file",
 ];
 
-/// Flags whose value is the next word when not written `--flag=value`.
-const TAKES_VALUE: [&str; 12] = [
-    "-r",
-    "--require",
-    "--import",
-    "--loader",
-    "--experimental-loader",
-    "--env-file",
+/// Flags whose value is the next word when not written `--flag=value`: those above, and these.
+const TAKES_VALUE: [&str; 6] = [
     "--env-file-if-exists",
     "-C",
     "--conditions",
@@ -371,7 +365,8 @@ fn node(
             break;
         }
         let name = w.split('=').next().unwrap_or(w);
-        let takes = TAKES_VALUE.contains(&name) && !w.contains('=');
+        let takes =
+            (LOADS_AT_START.contains(&name) || TAKES_VALUE.contains(&name)) && !w.contains('=');
         let value = if takes {
             Some(
                 words
