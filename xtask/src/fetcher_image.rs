@@ -52,10 +52,7 @@ pub fn image_archive() -> PathBuf {
     if let Some(p) = std::env::var_os("AETHER_FETCHER_IMAGE_ARCHIVE") {
         return p.into();
     }
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::project_root().join("target"))
-        .join("aether-fetcher-image.tar")
+    crate::target_dir().join("aether-fetcher-image.tar")
 }
 
 /// A statically linked fetcher: musl when its target is installed, else glibc with
@@ -63,10 +60,7 @@ pub fn image_archive() -> PathBuf {
 /// modules; its built-in `files` and `dns` back ends need none).
 pub fn build_static(sh: &Shell) -> Result<PathBuf> {
     let ws = crate::project_root();
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ws.join("target"))
-        .join("static");
+    let target_dir = crate::target_dir().join("static");
     let installed = cmd!(sh, "rustup target list --installed")
         .quiet()
         .ignore_stderr()

@@ -119,6 +119,13 @@ pub fn project_root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
+/// Cargo's build output: `CARGO_TARGET_DIR`, else `target/` in the workspace.
+pub fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target"))
+}
+
 fn parse_digest(s: &str) -> Result<Digest, String> {
     Digest::parse(s).map_err(|e| e.to_string())
 }

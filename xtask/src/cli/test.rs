@@ -72,7 +72,22 @@ fn run(sh: &Shell, t: &Test) -> Result<()> {
     let suite = if cluster {
         cluster_suite(sh, extra)?
     } else {
-        cmd!(sh, "cargo test --workspace --locked {extra...}")
+        let suite = cmd!(sh, "cargo test --workspace --locked {extra...}");
+        // The local target's tests run the fetcher this same build makes (aether-fetcher's
+        // own tests need its binary), unless the run is narrowed to some packages: building
+        // it alone (`cargo build -p aether-fetcher`) unifies dependency features differently
+        // and rebuilt 46 crates, minutes on CI.
+        let narrowed = extra
+            .iter()
+            .any(|a| a == "-p" || a.starts_with("--package") || a.starts_with("--exclude"));
+        if narrowed {
+            suite
+        } else {
+            suite.env(
+                "AETHER_FETCHER_BIN",
+                crate::target_dir().join("debug/aether-fetcher"),
+            )
+        }
     };
     if t.repeat == 1 && !t.under_load {
         suite.run()?;

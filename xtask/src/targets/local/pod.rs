@@ -203,9 +203,7 @@ pub fn build_fetcher(sh: &Shell, release: bool) -> Result<PathBuf> {
     )
     .run()
     .context("building aether-fetcher")?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ws.join("target"));
+    let target = crate::target_dir();
     Ok(target
         .join(if release { "release" } else { "debug" })
         .join("aether-fetcher"))
