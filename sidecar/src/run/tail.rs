@@ -3,7 +3,7 @@
 //! next to the supervisor's verdict, so `hot-patch --wait` and `hot-status` show why.
 
 use std::collections::VecDeque;
-use std::io::{self, Write as _};
+use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,7 +25,12 @@ pub(super) struct Tail(Arc<(Mutex<State>, Condvar)>);
 
 impl Tail {
     /// Copies `from` to this process's stderr as it comes, keeping the last lines.
-    pub fn follow(mut from: impl io::Read + Send + 'static) -> Tail {
+    pub fn follow(from: impl io::Read + Send + 'static) -> Tail {
+        Tail::copy(from, io::stderr())
+    }
+
+    /// Copies `from` to `to` as it comes, keeping the last lines.
+    fn copy(mut from: impl io::Read + Send + 'static, mut to: impl Write + Send + 'static) -> Tail {
         let tail = Tail::default();
         let t = tail.clone();
         let spawned = thread::Builder::new().name("stderr".into()).spawn(move || {
@@ -34,7 +39,7 @@ impl Tail {
                 match from.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        let _ = io::stderr().write_all(&buf[..n]);
+                        let _ = to.write_all(&buf[..n]);
                         t.push(&buf[..n]);
                     }
                 }
@@ -119,7 +124,7 @@ mod tests {
             text.push_str(&format!("line {i}\n"));
         }
         text.push_str("\n   \nError: Cannot find module '@mono/util'");
-        let t = Tail::follow(io::Cursor::new(text.into_bytes()));
+        let t = Tail::copy(io::Cursor::new(text.into_bytes()), io::sink());
         let lines = t.last_lines(Duration::from_secs(10));
         assert_eq!(lines.len(), LINES);
         assert_eq!(lines[0], "line 5");
@@ -127,13 +132,13 @@ mod tests {
         assert!(t
             .said(Duration::ZERO)
             .contains("| \"Error: Cannot find module '@mono/util'\""));
-        let quiet = Tail::follow(io::empty());
+        let quiet = Tail::copy(io::empty(), io::sink());
         assert_eq!(quiet.said(Duration::from_secs(10)), "");
     }
 
     #[test]
     fn a_long_line_is_cut() {
-        let t = Tail::follow(io::Cursor::new("x".repeat(10_000).into_bytes()));
+        let t = Tail::copy(io::Cursor::new("x".repeat(10_000).into_bytes()), io::sink());
         let lines = t.last_lines(Duration::from_secs(10));
         assert!(
             lines.iter().all(|l| l.chars().count() <= WIDTH + 1),
