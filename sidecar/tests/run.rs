@@ -547,3 +547,28 @@ fn children_of(pid: u32) -> Vec<(u32, char)> {
     }
     out
 }
+
+/// Without the loader (a forwarder), an app that listens on a port of its own fails within
+/// about a second, naming that port and the setting, not at the start timeout.
+#[test]
+fn a_release_on_another_port_fails_naming_it() {
+    let Some(mut r) = Run::start_with("", false) else {
+        return;
+    };
+    let fixed = free_port();
+    let bad = r.publish(
+        "v2",
+        &format!("require('http').createServer((q, s) => s.end('v2')).listen({fixed});\n"),
+    );
+    r.wait_for(
+        |r| r.status().failed_digest == Some(bad),
+        "the failure reported",
+    );
+    let msg = r.status().last_failure.unwrap();
+    assert!(
+        msg.contains(&format!("listens on port {fixed}, not on its PORT"))
+            && msg.contains(&format!("\"aether\": {{\"port\": {fixed}}}")),
+        "{msg}"
+    );
+    assert_eq!(r.get("/").as_deref(), Some("v1"));
+}

@@ -1,14 +1,71 @@
-//! The forwarder, for commands that are not node (or `--warm false`): each accepted connection
-//! is copied to the live process, and one that arrives while none listens waits for one.
+//! The forwarder, for commands that are not node (or `--warm false`): the prober that sees a new
+//! process listen (or listen elsewhere), and each accepted connection copied to the live
+//! process; one that arrives while none listens waits for one.
 
 use std::io;
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::posix::listening_ports;
 use super::*;
+
+/// How long a new process may listen only on other ports than its own before it fails (it
+/// may open a metrics port first).
+const ELSEWHERE_GRACE: Duration = Duration::from_secs(1);
+
+impl Supervisor {
+    /// Forwarder mode: connects to the new process's port until it accepts. A process that
+    /// listens only on other ports for a second fails then, naming them, instead of at the
+    /// start timeout.
+    pub(super) fn probe(
+        &self,
+        tx: Sender<Ev>,
+        id: u64,
+        pid: libc::pid_t,
+        gone: Arc<AtomicBool>,
+        port: u16,
+        deadline: Instant,
+    ) {
+        thread::spawn(move || {
+            let addrs: [SocketAddr; 2] = [
+                ([127, 0, 0, 1], port).into(),
+                (std::net::Ipv6Addr::LOCALHOST, port).into(),
+            ];
+            let mut elsewhere_since: Option<Instant> = None;
+            let mut next_look = Instant::now();
+            while !gone.load(Ordering::Relaxed) {
+                // The app may bind 0.0.0.0, :: or only one loopback family.
+                for addr in addrs {
+                    if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                        let _ = tx.send(Ev::Listening { id, addr });
+                        return;
+                    }
+                }
+                if Instant::now() >= next_look {
+                    next_look = Instant::now() + Duration::from_millis(100);
+                    let ports = listening_ports(pid);
+                    if ports.is_empty() || ports.contains(&port) {
+                        elsewhere_since = None;
+                    } else if elsewhere_since.get_or_insert_with(Instant::now).elapsed()
+                        >= ELSEWHERE_GRACE
+                    {
+                        let _ = tx.send(Ev::ListensElsewhere { id, port, ports });
+                        return;
+                    }
+                }
+                if Instant::now() > deadline {
+                    let _ = tx.send(Ev::StartTimeout { id });
+                    return;
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+        });
+    }
+}
 
 pub(super) fn accept(listener: TcpListener, shared: Arc<Shared>, hold: Duration) {
     for conn in listener.incoming() {

@@ -5,13 +5,12 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -251,43 +250,12 @@ impl Supervisor {
                 let _ = tx.send(Ev::StartTimeout { id });
             });
         } else {
-            self.probe(tx, id, gone, port, deadline);
+            self.probe(tx, id, pid, gone, port, deadline);
         }
         if self.live.is_none() {
             self.status.state = RunState::Starting;
         }
         self.starting = Some(p);
-    }
-
-    /// Forwarder mode: connects to the new process's private port until it accepts.
-    pub(super) fn probe(
-        &self,
-        tx: Sender<Ev>,
-        id: u64,
-        gone: Arc<AtomicBool>,
-        port: u16,
-        deadline: Instant,
-    ) {
-        thread::spawn(move || {
-            let addrs: [SocketAddr; 2] = [
-                ([127, 0, 0, 1], port).into(),
-                (std::net::Ipv6Addr::LOCALHOST, port).into(),
-            ];
-            while !gone.load(Ordering::Relaxed) {
-                // The app may bind 0.0.0.0, :: or only one loopback family.
-                for addr in addrs {
-                    if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                        let _ = tx.send(Ev::Listening { id, addr });
-                        return;
-                    }
-                }
-                if Instant::now() > deadline {
-                    let _ = tx.send(Ev::StartTimeout { id });
-                    return;
-                }
-                thread::sleep(Duration::from_millis(2));
-            }
-        });
     }
 
     /// Tells a loader to run the plan's entry point now: the standby when it was started with

@@ -140,9 +140,22 @@ use posix::*;
 enum Ev {
     Signal(i32),
     Trigger,
-    Listening { id: u64, addr: SocketAddr },
-    StartTimeout { id: u64 },
-    Drained { id: u64 },
+    Listening {
+        id: u64,
+        addr: SocketAddr,
+    },
+    StartTimeout {
+        id: u64,
+    },
+    /// It listens, but only on `ports`, not on its `port`.
+    ListensElsewhere {
+        id: u64,
+        port: u16,
+        ports: Vec<u16>,
+    },
+    Drained {
+        id: u64,
+    },
     Restart,
     KillAll,
 }

@@ -92,6 +92,17 @@ impl Supervisor {
                         self.start_failed(why, false);
                     }
                 }
+                Ev::ListensElsewhere { id, port, ports } => {
+                    if self.starting.as_ref().is_some_and(|p| p.id == id) {
+                        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+                        let why = format!(
+                            "listens on port {}, not on its PORT ({port}): listen on process.env.PORT, or set \"aether\": {{\"port\": {}}} in package.json",
+                            list.join(", "),
+                            ports[0]
+                        );
+                        self.start_failed(why, false);
+                    }
+                }
                 Ev::Drained { id } => {
                     if let Some(p) = self.draining.iter().find(|p| p.id == id) {
                         signal_group(p.pid, SIGTERM);
