@@ -17,6 +17,8 @@ pub struct Plan {
     pub ws: Workspace,
     /// The sibling packages it depends on, by package name, and where they are.
     pub siblings: BTreeMap<String, PathBuf>,
+    /// Every workspace directory the root's `node_modules` links to (left out of the tree).
+    linked: BTreeSet<PathBuf>,
 }
 
 impl Plan {
@@ -36,7 +38,12 @@ impl Plan {
             todo.extend(dependency_names(target));
             siblings.insert(name, target.clone());
         }
-        Ok(Plan { ws, siblings })
+        let linked = links.into_values().collect();
+        Ok(Plan {
+            ws,
+            siblings,
+            linked,
+        })
     }
 
     /// The layer's key: the root lockfile, the member's path, the siblings' content digests.
@@ -62,11 +69,9 @@ impl Plan {
     pub fn materialize(&self, into: &Path) -> Result<PathBuf> {
         let out = into.join(DEPS_DIR);
         fs::create_dir_all(&out)?;
-        let links = workspace_links(&self.ws)?;
-        let linked: BTreeSet<&PathBuf> = links.values().collect();
         // The root's first, then the member's own over it: the nearest copy wins, as in node.
         for modules in self.ws.modules().iter().rev().filter(|m| m.is_dir()) {
-            overlay(modules, &out, &linked)?;
+            overlay(modules, &out, &self.linked)?;
         }
         for (name, dir) in &self.siblings {
             let dest = out.join(name);
@@ -134,7 +139,7 @@ fn dependency_names(pkg: &Path) -> BTreeSet<String> {
 
 /// `from`'s packages into `out`, replacing what is there; `.bin` merged entry by entry; links
 /// to workspace directories left out (the siblings the member needs are copied in later).
-fn overlay(from: &Path, out: &Path, linked: &BTreeSet<&PathBuf>) -> Result<()> {
+fn overlay(from: &Path, out: &Path, linked: &BTreeSet<PathBuf>) -> Result<()> {
     for (name, path) in packages(from)? {
         let dest = out.join(&name);
         let meta = fs::symlink_metadata(&path)?;
