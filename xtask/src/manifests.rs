@@ -48,6 +48,11 @@ pub struct PlatformValues {
     pub minio_node_port: u16,
     pub access_key: String,
     pub secret_key: String,
+    /// The read-only user the apps' pods get ([`minio_reader`]).
+    pub read_access_key: String,
+    pub read_secret_key: String,
+    pub reader_job: String,
+    pub reader_policy: String,
     pub postgres_image: String,
     pub postgres_node_port: u16,
     pub db_user: String,
@@ -77,6 +82,8 @@ pub struct AppValues {
     pub fetcher_image: String,
     pub node_image: String,
     pub store: StoreValues,
+    /// The app's own store Secret ([`store_secret_name`]).
+    pub store_secret: String,
     /// The release ConfigMap's data.
     pub release: BTreeMap<String, String>,
     /// The fetcher's cap on what an artifact expands to ([`Runtime::max_expanded`]).
@@ -173,6 +180,31 @@ pub fn render(name: &str, values: &impl serde::Serialize) -> Result<String> {
         out.push('\n');
     }
     Ok(out)
+}
+
+/// The Job that creates MinIO's read-only user (named after its inputs, so new credentials make
+/// a new Job) and that user's policy: GET under `artifacts/` of `bucket`, nothing else.
+pub fn minio_reader(bucket: &str, user: &str, secret: &str) -> (String, String) {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(format!("{bucket}\0{user}\0{secret}").as_bytes());
+    let job = format!(
+        "minio-reader-{:02x}{:02x}{:02x}{:02x}",
+        h[0], h[1], h[2], h[3]
+    );
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": [format!("arn:aws:s3:::{bucket}/{}*", aether_artifact::KEY_PREFIX)],
+        }],
+    });
+    (job, policy.to_string())
+}
+
+/// The Secret holding an app's read-only store key: one per app, since each app's key differs.
+pub fn store_secret_name(app: &str) -> String {
+    format!("{app}-store")
 }
 
 /// Every object of an app, in apply order, as one multi-document YAML stream; the release
@@ -298,6 +330,7 @@ pub fn example_values(app: &str, digest: &str) -> AppValues {
         node_image: Runtime::default().node_image(),
         max_expanded: Runtime::default().max_expanded(),
         volume_mib: Runtime::default().volume_mib(),
+        store_secret: store_secret_name("demo"),
         store: StoreValues {
             endpoint: "http://minio.aether-system.svc.cluster.local:9000".into(),
             region: "us-east-1".into(),
@@ -629,6 +662,10 @@ mod validate {
             minio_node_port: MINIO_NODE_PORT,
             access_key: "REPLACE_ME".into(),
             secret_key: "REPLACE_ME".into(),
+            read_access_key: "aether-read".into(),
+            read_secret_key: "REPLACE_ME".into(),
+            reader_job: minio_reader("aether-artifacts", "aether-read", "REPLACE_ME").0,
+            reader_policy: minio_reader("aether-artifacts", "aether-read", "REPLACE_ME").1,
             postgres_image: POSTGRES_IMAGE.into(),
             postgres_node_port: POSTGRES_NODE_PORT,
             db_user: "aether".into(),
@@ -656,6 +693,10 @@ mod validate {
             let kind = v["kind"].as_str().unwrap().to_string();
             match kind.as_str() {
                 "Secret" => drop(typed::<Secret>(v, &mut unknown)),
+                "Job" => {
+                    let j: k8s_openapi::api::batch::v1::Job = typed(v, &mut unknown);
+                    check_pod_spec(j.spec.unwrap().template.spec.as_ref().unwrap());
+                }
                 "PersistentVolumeClaim" => {
                     let pvc: PersistentVolumeClaim = typed(v, &mut unknown);
                     assert_eq!(
@@ -700,6 +741,7 @@ mod validate {
                 "PersistentVolumeClaim",
                 "Deployment",
                 "Service",
+                "Job",
                 "Secret",
                 "Secret",
                 "StatefulSet",

@@ -227,6 +227,49 @@ impl Ns {
     }
 }
 
+impl Ns {
+    /// The only store key in the namespace is the app's read-only one: it reads the app's
+    /// artifact, and is refused a PUT and another app's object (asked where pods ask).
+    fn pod_key_reads_only_its_app(&self, digest: &str) {
+        use aether_artifact::store::{ErrorKind, PartialStore, Secret, Store};
+        let secrets = self.k(&["get", "secrets", "-o", "json"]).ok().stdout;
+        let v: serde_json::Value = serde_json::from_str(&secrets).unwrap();
+        let items = v["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{secrets}");
+        assert_eq!(items[0]["metadata"]["name"], "demo-store");
+        let var = |k: &str| {
+            let t = format!("go-template={{{{index .data \"{k}\" | base64decode}}}}");
+            self.k(&["get", "secret", "demo-store", "-o", &t])
+                .ok()
+                .stdout
+        };
+        assert_eq!(var("AETHER_S3_ACCESS_KEY"), "aether-read-demo");
+        let owner: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.project.path().join(".aether/local/store.json")).unwrap(),
+        )
+        .unwrap();
+        assert_ne!(owner["secret_key"], var("AETHER_S3_SECRET_KEY").as_str());
+        let pod = Store::new(
+            PartialStore {
+                endpoint: Some(var("AETHER_S3_ENDPOINT")),
+                access_key: Some(var("AETHER_S3_ACCESS_KEY")),
+                secret_key: Some(Secret::new(var("AETHER_S3_SECRET_KEY"))),
+                ..Default::default()
+            }
+            .finish()
+            .unwrap(),
+        )
+        .unwrap();
+        let own = format!("artifacts/demo/{digest}/app.tar.gz");
+        pod.get_to_writer(&own, &mut Vec::new()).unwrap();
+        let e = pod.put_bytes(&own, b"overwritten").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Forbidden, "{e}");
+        let other = format!("artifacts/other/{digest}/app.tar.gz");
+        let e = pod.get_to_writer(&other, &mut Vec::new()).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Forbidden, "{e}");
+    }
+}
+
 impl Drop for Ns {
     fn drop(&mut self) {
         // The embedded store this test's project started (a process group of its own).
@@ -383,9 +426,12 @@ fn replicas_and_replacement_pods_serve_the_wanted_digest() {
 fn deploy_down_deploy_and_a_prompt_stop() {
     let ns = Ns::new("redeploy");
     let src = ns.app("v1");
-    ns.x(&["deploy-sample", "demo", src.to_str().unwrap()]).ok();
+    let first = ns.x(&["deploy-sample", "demo", src.to_str().unwrap()]).ok();
+    ns.pod_key_reads_only_its_app(&first.last("digest"));
     let old = ns.pods();
     ns.x(&["down", "demo"]).ok();
+    let left = ns.k(&["get", "secrets", "-o", "name"]).ok().stdout;
+    assert!(!left.contains("demo-store"), "down left {left}");
     // At once, while the old pod may still be terminating: the wait must only count the new
     // Deployment's pods, and the old pod must not be annotated.
     let again = ns

@@ -841,9 +841,15 @@ fn the_local_pod_gets_a_container_environment_not_the_shell() {
         ("FORWARDED", "yes"),
         ("AETHER_APP_ENV", "FORWARDED"),
     ];
-    let url = xtask(p, &env, &["deploy-sample", "demo", dir.to_str().unwrap()])
-        .ok()
-        .last("url");
+    let deployed = xtask(p, &env, &["deploy-sample", "demo", dir.to_str().unwrap()]).ok();
+    assert!(
+        deployed
+            .stderr
+            .contains("pods read the store with a read-only key for this app alone"),
+        "{}",
+        deployed.stderr
+    );
+    let url = deployed.last("url");
     let seen: serde_json::Value = serde_json::from_str(&get(&url)).unwrap();
     for k in [
         "AETHER_SIGNING_KEY",
@@ -875,6 +881,7 @@ fn the_local_pod_gets_a_container_environment_not_the_shell() {
             "the fetcher has {k}: {names:?}"
         );
     }
+    pod_key_reads_only_its_app(p, &environ, &deployed.last("digest"));
     use std::os::unix::fs::PermissionsExt as _;
     let mode = fs::metadata(p.join(".aether"))
         .unwrap()
@@ -882,6 +889,57 @@ fn the_local_pod_gets_a_container_environment_not_the_shell() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o700);
+}
+
+/// The fetcher's store key (from its environment) reads its own app's artifact, and is refused
+/// a PUT anywhere and a GET of another app's object; the uploader's key is not the pod's.
+fn pod_key_reads_only_its_app(p: &Path, environ: &[u8], digest: &str) {
+    let var = |name: &str| {
+        environ
+            .split(|b| *b == 0)
+            .find_map(|kv| kv.strip_prefix(format!("{name}=").as_bytes()))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_else(|| panic!("the fetcher has no {name}"))
+    };
+    let owner = local_store(p);
+    assert_eq!(var("AETHER_S3_ACCESS_KEY"), "aether-read-demo");
+    assert_ne!(
+        var("AETHER_S3_SECRET_KEY"),
+        owner.config().secret_key.expose()
+    );
+    let pod = Store::new(
+        PartialStore {
+            endpoint: Some(var("AETHER_S3_ENDPOINT")),
+            access_key: Some(var("AETHER_S3_ACCESS_KEY")),
+            secret_key: Some(Secret::new(var("AETHER_S3_SECRET_KEY"))),
+            ..Default::default()
+        }
+        .finish()
+        .unwrap(),
+    )
+    .unwrap();
+    let demo = AppName::parse("demo").unwrap();
+    let own = object_key(&demo, &digest.parse::<Digest>().unwrap());
+    let mut buf = Vec::new();
+    pod.get_to_writer(&own, &mut buf).unwrap();
+    assert_eq!(Some(buf.len() as u64), owner.size(&own).unwrap());
+
+    let other = object_key(
+        &AppName::parse("other").unwrap(),
+        &"c".repeat(64).parse().unwrap(),
+    );
+    owner.put_bytes(&other, b"another app's bytes").unwrap();
+    let e = pod.get_to_writer(&other, &mut Vec::new()).unwrap_err();
+    assert_eq!(e.kind, aether_artifact::store::ErrorKind::Forbidden, "{e}");
+    let e = pod.put_bytes(&own, b"overwritten").unwrap_err();
+    assert_eq!(e.kind, aether_artifact::store::ErrorKind::Forbidden, "{e}");
+    let e = pod
+        .put_bytes("artifacts/demo/new/app.tar.gz", b"x")
+        .unwrap_err();
+    assert_eq!(e.kind, aether_artifact::store::ErrorKind::Forbidden, "{e}");
+    let mut after = Vec::new();
+    owner.get_to_writer(&own, &mut after).unwrap();
+    assert_eq!(after, buf, "the refused PUT changed nothing");
 }
 
 /// The committed express example, installed from the registry with `npm ci`: it starts from

@@ -50,7 +50,8 @@ fn mutating(calls: &[String]) -> Vec<String> {
 fn write_config(project: &Path) {
     fs::create_dir_all(project.join(".aether")).unwrap();
     let cfg = serde_json::json!({
-        "store": {"endpoint": "http://127.0.0.1:30900", "access_key": "aether-abc", "secret_key": SK},
+        "store": {"endpoint": "http://127.0.0.1:30900", "access_key": "aether-abc", "secret_key": SK,
+                  "read_access_key": "aether-read", "read_secret_key": SK},
         "database_url": format!("postgres://aether:{SK}@127.0.0.1:30432/aether"),
     });
     fs::write(project.join(".aether/config.json"), cfg.to_string()).unwrap();
@@ -95,11 +96,28 @@ fn rand_suffix() -> u64 {
 #[test]
 fn bootstrap_then_again_changes_nothing_the_second_time() {
     let t = tempfile::tempdir().unwrap();
-    let server = aether_s3local::Server::start_ephemeral(&t.path().join("s3"), AK, SK).unwrap();
+    // Stands in for MinIO once bootstrap's Job made its read-only user.
+    const READER: &str = "aether-read-t";
+    const READER_SK: &str = "reader-secret-0123456789";
+    let server = aether_s3local::Server::start_with(
+        &t.path().join("s3"),
+        &["127.0.0.1:0".parse().unwrap()],
+        AK,
+        SK,
+        Some(std::sync::Arc::new(|ak: &str| {
+            (ak == READER).then(|| aether_s3local::ReadOnly {
+                secret_key: READER_SK.into(),
+                prefix: "artifacts/".into(),
+            })
+        })),
+    )
+    .unwrap();
     let db = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let db_url = format!("postgres://aether:{SK}@{}/aether", db.local_addr().unwrap());
     let mut env = store_env(&server.endpoint(), SK);
     env.push(("AETHER_DATABASE_URL", db_url.clone()));
+    env.push(("AETHER_S3_READ_ACCESS_KEY", READER.into()));
+    env.push(("AETHER_S3_READ_SECRET_KEY", READER_SK.into()));
     let shim = Shim::new();
     microk8s_only(&shim);
     let project = t.path().join("project");
@@ -132,10 +150,16 @@ fn bootstrap_then_again_changes_nothing_the_second_time() {
     }
     // Credentials travel on stdin and into a 0600 file, never on a command line or to the terminal.
     assert!(applied.contains(&format!("MINIO_ROOT_PASSWORD: \"{SK}\"")));
+    // The pods' read-only MinIO user, created by a Job from the Secret.
+    assert!(applied.contains(&format!("AETHER_READ_PASSWORD: \"{READER_SK}\"")));
+    assert!(applied.contains("kind: Job") && applied.contains("mc admin user add"));
     for c in &calls {
-        assert!(!c.contains(SK), "secret on a command line: {c}");
+        assert!(
+            !c.contains(SK) && !c.contains(READER_SK),
+            "secret on a command line: {c}"
+        );
     }
-    assert!(!first.all().contains(SK));
+    assert!(!first.all().contains(SK) && !first.all().contains(READER_SK));
     let cfg_path = project.join(".aether/config.json");
     assert_eq!(
         fs::metadata(&cfg_path).unwrap().permissions().mode() & 0o777,
@@ -143,6 +167,7 @@ fn bootstrap_then_again_changes_nothing_the_second_time() {
     );
     let cfg: serde_json::Value = serde_json::from_slice(&fs::read(&cfg_path).unwrap()).unwrap();
     assert_eq!(cfg["store"]["secret_key"], SK);
+    assert_eq!(cfg["store"]["read_access_key"], READER);
     assert_eq!(cfg["database_url"], db_url.as_str());
     // The bucket exists now: the store answered with our credentials.
     assert!(aether_artifact::store::Store::new(

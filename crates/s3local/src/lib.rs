@@ -4,6 +4,9 @@
 //! The local target runs one as its object store when no endpoint is configured, and the tests
 //! start one per test on port 0. It counts requests per method so tests can assert, for
 //! example, that a re-upload sent no PUT.
+//!
+//! Besides its owner's key pair it can accept read-only keys (see [`ReadKeys`]): each may GET
+//! or HEAD objects under one key prefix and nothing else, checked by an s3s access hook.
 
 use std::collections::HashMap;
 use std::io;
@@ -14,9 +17,70 @@ use std::thread::JoinHandle;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
-use s3s::auth::SimpleAuth;
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::path::S3Path;
 use s3s::service::S3ServiceBuilder;
+use s3s::{s3_error, S3Result};
 use tokio::sync::oneshot;
+
+/// A read-only key: its secret, and the prefix of the object keys it may read.
+pub struct ReadOnly {
+    pub secret_key: String,
+    pub prefix: String,
+}
+
+/// Looks up a read-only key by its access key (`None`: no such key). A function rather than a
+/// list, so keys derived from the owner's secret need no registration.
+pub type ReadKeys = Arc<dyn Fn(&str) -> Option<ReadOnly> + Send + Sync>;
+
+#[derive(Clone)]
+struct Keys {
+    access_key: String,
+    secret_key: String,
+    read: Option<ReadKeys>,
+}
+
+#[async_trait::async_trait]
+impl S3Auth for Keys {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        if access_key == self.access_key {
+            return Ok(SecretKey::from(self.secret_key.as_str()));
+        }
+        match self.read.as_ref().and_then(|f| f(access_key)) {
+            Some(r) => Ok(SecretKey::from(r.secret_key)),
+            None => Err(s3_error!(InvalidAccessKeyId)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Access for Keys {
+    /// Runs after the signature was checked, so the access key here is proven.
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let Some(ak) = cx.credentials().map(|c| c.access_key.clone()) else {
+            return Err(s3_error!(AccessDenied, "Signature is required"));
+        };
+        if ak == self.access_key {
+            return Ok(());
+        }
+        let Some(r) = self.read.as_ref().and_then(|f| f(&ak)) else {
+            return Err(s3_error!(AccessDenied));
+        };
+        let reads = matches!(cx.s3_op().name(), "GetObject" | "HeadObject");
+        let inside =
+            matches!(cx.s3_path(), S3Path::Object { key, .. } if key.starts_with(&r.prefix));
+        if reads && inside {
+            Ok(())
+        } else {
+            Err(s3_error!(
+                AccessDenied,
+                "{ak} may only read objects under {}",
+                r.prefix
+            ))
+        }
+    }
+}
 
 /// A running server; stops when dropped.
 pub struct Server {
@@ -46,11 +110,28 @@ impl Server {
         access_key: &str,
         secret_key: &str,
     ) -> io::Result<Server> {
+        Server::start_with(root, binds, access_key, secret_key, None)
+    }
+
+    /// As [`Server::start_on`], also accepting the read-only keys `read` knows.
+    pub fn start_with(
+        root: &Path,
+        binds: &[SocketAddr],
+        access_key: &str,
+        secret_key: &str,
+        read: Option<ReadKeys>,
+    ) -> io::Result<Server> {
         std::fs::create_dir_all(root)?;
         let fs = s3s_fs::FileSystem::new(root)
             .map_err(|e| io::Error::other(format!("s3s-fs: {e:?}")))?;
+        let keys = Keys {
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+            read,
+        };
         let mut b = S3ServiceBuilder::new(fs);
-        b.set_auth(SimpleAuth::from_single(access_key, secret_key));
+        b.set_auth(keys.clone());
+        b.set_access(keys);
         let service = b.build();
 
         let rt = tokio::runtime::Builder::new_multi_thread()

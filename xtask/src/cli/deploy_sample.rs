@@ -32,6 +32,11 @@ pub struct DeploySample {
     /// verification off on them (refused without this flag).
     #[arg(long)]
     allow_unsigned: bool,
+    /// Give the pods the uploader's store key when the store has no read-only key for them
+    /// (AETHER_S3_READ_ACCESS_KEY): anyone who reads their Secret can then overwrite every
+    /// app's artifacts (refused without this flag).
+    #[arg(long, env = "AETHER_ALLOW_WRITER_CREDENTIALS")]
+    allow_writer_credentials: bool,
 }
 
 impl DeploySample {
@@ -46,6 +51,7 @@ impl DeploySample {
             image_import: self.image_import.clone(),
             replicas: self.replicas,
             allow_unsigned: self.allow_unsigned,
+            allow_writer_credentials: self.allow_writer_credentials,
             ..Default::default()
         };
         deploy(

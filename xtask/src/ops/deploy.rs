@@ -33,6 +33,8 @@ pub fn deploy(
     opts: &DeployOpts,
 ) -> Result<Running> {
     keep_verification(t, app, opts.allow_unsigned)?;
+    let creds = t.pod_credentials(app, opts.allow_writer_credentials)?;
+    eprintln!("{app}'s pods read the store with {}", creds.kind.describe());
     let up = upload(&t.store()?, global, app, dir, 3600, true)?;
     if let Some(line) = up.deps_line() {
         eprintln!("{line}");
@@ -63,6 +65,7 @@ pub fn deploy(
             glibc: up.deps.as_ref().is_some_and(|d| d.deps.native),
             content_bytes: up.content_bytes + up.deps.as_ref().map_or(0, |d| d.size.content_bytes),
         },
+        pod_credentials: Some(creds),
         ..opts.clone()
     };
     if opts.runtime.glibc {

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod local;
+pub mod pod_store;
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use xshell::Shell;
 use crate::config::Global;
 pub use crate::manifests::Runtime;
 use crate::release::Release;
+pub use pod_store::{PodCredentials, Writer};
 
 pub trait Target {
     /// For people and `--json`: `local` or `cluster`.
@@ -29,6 +31,10 @@ pub trait Target {
     }
 
     /// The wanted release; `None` when the app was never deployed here.
+    /// The store key the app's pods read with (`allow_writer`: the uploader's may do, on
+    /// purpose); asked before anything changes, so a refusal leaves everything as it was.
+    fn pod_credentials(&self, app: &AppName, allow_writer: bool) -> Result<PodCredentials>;
+
     fn release(&self, app: &AppName) -> Result<Option<Release>>;
 
     /// The one release update: read the current release, compute the next with `next_of`
@@ -92,6 +98,10 @@ pub struct DeployOpts {
     /// Deploy without a verify key although the running pods verify signatures (which turns
     /// verification off on them): only on purpose.
     pub allow_unsigned: bool,
+    /// Give pods the uploader's store key when the store has no read-only one.
+    pub allow_writer_credentials: bool,
+    /// What [`Target::pod_credentials`] chose, once per deploy.
+    pub pod_credentials: Option<PodCredentials>,
 }
 
 /// One pod's fetcher as `hot-status` shows it.

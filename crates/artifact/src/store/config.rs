@@ -65,6 +65,12 @@ pub struct PartialStore {
     pub secret_key: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// A read-only key pair for pods, made by the operator of a store that cannot derive
+    /// per-app keys ([`super::read_credentials`]); never used to upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_access_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_secret_key: Option<Secret>,
 }
 
 impl PartialStore {
@@ -81,6 +87,8 @@ impl PartialStore {
             access_key: get(ENV_ACCESS_KEY),
             secret_key: get(ENV_SECRET_KEY).map(Secret),
             ca_file: get(ENV_CA_FILE).map(PathBuf::from),
+            read_access_key: get(super::ENV_READ_ACCESS_KEY),
+            read_secret_key: get(super::ENV_READ_SECRET_KEY).map(Secret),
         }
     }
 
@@ -93,6 +101,8 @@ impl PartialStore {
             access_key: self.access_key.or(lower.access_key),
             secret_key: self.secret_key.or(lower.secret_key),
             ca_file: self.ca_file.or(lower.ca_file),
+            read_access_key: self.read_access_key.or(lower.read_access_key),
+            read_secret_key: self.read_secret_key.or(lower.read_secret_key),
         }
     }
 

@@ -15,9 +15,11 @@ use rusty_s3::{actions::S3Action, Bucket, Credentials, UrlStyle};
 
 mod config;
 mod error;
+mod scoped;
 
 pub use config::*;
 pub use error::*;
+pub use scoped::*;
 
 /// Timeouts of one download (see [`Store::get_with_timeouts`]).
 #[derive(Debug, Clone, Copy)]

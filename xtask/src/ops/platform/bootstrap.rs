@@ -96,6 +96,8 @@ fn have_credentials(global: &Global) -> Result<bool> {
     let cfg = ProjectConfig::load(&global.state_dir())?;
     Ok(cfg.store.access_key.is_some()
         && cfg.store.secret_key.is_some()
+        && cfg.store.read_access_key.is_some()
+        && cfg.store.read_secret_key.is_some()
         && cfg.database_url.is_some())
 }
 
@@ -227,6 +229,13 @@ fn run_step(sh: &Shell, c: &Cluster, global: &Global, s: &Step) -> Result<()> {
                     .secret_key
                     .unwrap_or(Secret::new(crate::config::random_hex(24)?)),
             );
+            cfg.store.read_access_key =
+                Some(layers.read_access_key.unwrap_or("aether-read".into()));
+            cfg.store.read_secret_key = Some(
+                layers
+                    .read_secret_key
+                    .unwrap_or(Secret::new(crate::config::random_hex(24)?)),
+            );
             if let Some(url) = std::env::var("AETHER_DATABASE_URL")
                 .ok()
                 .filter(|u| !u.is_empty())
@@ -260,6 +269,14 @@ fn run_step(sh: &Shell, c: &Cluster, global: &Global, s: &Step) -> Result<()> {
                 .or(Some(crate::targets::cluster::DEFAULT_HOST_ENDPOINT.into()));
             cfg.store.access_key = Some(get("MINIO_ROOT_USER")?);
             cfg.store.secret_key = Some(Secret::new(get("MINIO_ROOT_PASSWORD")?));
+            // A MinIO from before pods got a read-only user has none: make one (the Job that
+            // creates it runs with the next apply).
+            cfg.store.read_access_key =
+                Some(get("AETHER_READ_USER").unwrap_or_else(|_| "aether-read".into()));
+            cfg.store.read_secret_key = Some(Secret::new(match get("AETHER_READ_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => crate::config::random_hex(24)?,
+            }));
             if let Some(pg) = c
                 .kube
                 .get::<k8s_openapi::api::core::v1::Secret>("secret", "aether-postgres")?

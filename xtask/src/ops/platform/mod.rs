@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
+use aether_artifact::store::{Store, DEFAULT_BUCKET};
+
 use crate::config::Global;
 use crate::manifests::{self, PlatformValues};
 use crate::targets::cluster::Cluster;
@@ -49,6 +51,10 @@ pub fn render(ns: &str) -> Result<String> {
         minio_node_port: manifests::MINIO_NODE_PORT,
         access_key: "REPLACE_ME".into(),
         secret_key: "REPLACE_ME".into(),
+        read_access_key: "aether-read".into(),
+        read_secret_key: "REPLACE_ME".into(),
+        reader_job: manifests::minio_reader(DEFAULT_BUCKET, "aether-read", "REPLACE_ME").0,
+        reader_policy: manifests::minio_reader(DEFAULT_BUCKET, "aether-read", "REPLACE_ME").1,
         postgres_image: manifests::POSTGRES_IMAGE.into(),
         postgres_node_port: manifests::POSTGRES_NODE_PORT,
         db_user: DB_USER.into(),
@@ -68,9 +74,16 @@ pub fn render(ns: &str) -> Result<String> {
 
 pub fn platform_values(c: &Cluster, global: &Global) -> Result<PlatformValues> {
     let store = global.store_layers()?;
-    let (Some(ak), Some(sk)) = (store.access_key, store.secret_key) else {
+    let (Some(ak), Some(sk), Some(rak), Some(rsk)) = (
+        store.access_key,
+        store.secret_key,
+        store.read_access_key,
+        store.read_secret_key,
+    ) else {
         bail!("no store credentials: the credentials step did not run")
     };
+    let bucket = store.bucket.unwrap_or_else(|| DEFAULT_BUCKET.into());
+    let (reader_job, reader_policy) = manifests::minio_reader(&bucket, &rak, rsk.expose());
     let db = global
         .database_url()?
         .context("no database URL: the credentials step did not run")?;
@@ -92,6 +105,10 @@ pub fn platform_values(c: &Cluster, global: &Global) -> Result<PlatformValues> {
         minio_node_port: manifests::MINIO_NODE_PORT,
         access_key: ak,
         secret_key: sk.expose().into(),
+        read_access_key: rak,
+        read_secret_key: rsk.expose().into(),
+        reader_job,
+        reader_policy,
         postgres_image: manifests::POSTGRES_IMAGE.into(),
         postgres_node_port: manifests::POSTGRES_NODE_PORT,
         db_user: DB_USER.into(),
@@ -119,6 +136,7 @@ pub fn verify(c: &Cluster, global: &Global) -> Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
+    wait_reader(c, &store, global, deadline)?;
     let db = global
         .database_url()?
         .context("no database URL configured")?;
@@ -132,6 +150,45 @@ pub fn verify(c: &Cluster, global: &Global) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The read-only user pods get exists: the store accepts its signature (the Job that creates
+/// it runs once MinIO answers).
+fn wait_reader(
+    c: &Cluster,
+    store: &Store,
+    global: &Global,
+    deadline: std::time::Instant,
+) -> Result<()> {
+    use aether_artifact::store::{ErrorKind, StoreConfig};
+    let layers = global.store_layers()?;
+    let (Some(ak), Some(sk)) = (layers.read_access_key, layers.read_secret_key) else {
+        bail!("no read-only store key configured: rerun `cargo xtask bootstrap`")
+    };
+    let (job, _) = manifests::minio_reader(&store.config().bucket, &ak, sk.expose());
+    let reader = Store::new(StoreConfig {
+        access_key: ak.clone(),
+        secret_key: sk,
+        ..store.config().clone()
+    })?;
+    loop {
+        match reader.exists(&format!("{}.aether-probe", aether_artifact::KEY_PREFIX)) {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if std::time::Instant::now() < deadline
+                    && matches!(e.kind, ErrorKind::BadCredentials | ErrorKind::Forbidden) =>
+            {
+                std::thread::sleep(Duration::from_secs(2))
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "the store does not accept the pods' read-only user {ak}: see \
+                     `kubectl -n {} logs job/{job}`",
+                    c.kube.namespace
+                )))
+            }
+        }
+    }
 }
 
 #[cfg(test)]

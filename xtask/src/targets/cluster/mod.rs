@@ -15,6 +15,7 @@ pub mod kube;
 
 use crate::manifests::{self, AppValues, StoreValues};
 use crate::release::Release;
+use crate::targets::pod_store::{self, CredentialKind, PodCredentials, Writer};
 use crate::targets::{DeployOpts, Kind, PodStatus, Published, Running, Target, TargetArgs};
 use kube::{AppObjects, ApplyError, Flavor, Kube};
 
@@ -49,11 +50,13 @@ impl<'a> Cluster<'a> {
         release: &Release,
         store: &StoreConfig,
         pods_endpoint: String,
+        creds: &PodCredentials,
     ) -> Result<AppValues> {
         Ok(AppValues {
             ns: self.kube.namespace.clone(),
             app: app.to_string(),
             replicas: 1,
+            store_secret: manifests::store_secret_name(app.as_str()),
             fetcher_image: fetcher_image()?,
             node_image: crate::targets::Runtime::default().node_image(),
             max_expanded: crate::targets::Runtime::default().max_expanded(),
@@ -62,8 +65,8 @@ impl<'a> Cluster<'a> {
                 endpoint: pods_endpoint,
                 region: store.region.clone(),
                 bucket: store.bucket.clone(),
-                access_key: store.access_key.clone(),
-                secret_key: store.secret_key.expose().to_string(),
+                access_key: creds.access_key.clone(),
+                secret_key: creds.secret_key.expose().to_string(),
                 ca_pem: match &store.ca_file {
                     Some(p) => Some(std::fs::read_to_string(p).with_context(|| {
                         format!("reading the store's CA {} (AETHER_S3_CA_FILE)", p.display())
@@ -227,7 +230,15 @@ impl<'a> Cluster<'a> {
             secret_key: aether_artifact::store::Secret::new("REPLACE_ME"),
             ca_file: None,
         };
-        manifests::render_app(&self.values(app, &release, &store, pods_endpoint)?, true)
+        let placeholder = PodCredentials {
+            access_key: "REPLACE_ME".into(),
+            secret_key: aether_artifact::store::Secret::new("REPLACE_ME"),
+            kind: CredentialKind::ReadOnly,
+        };
+        manifests::render_app(
+            &self.values(app, &release, &store, pods_endpoint, &placeholder)?,
+            true,
+        )
     }
 
     /// `k8s-start`: MicroK8s ready, addons on, namespace present. Says when nothing changed.
@@ -283,6 +294,16 @@ impl Target for Cluster<'_> {
         self.host_store_config()
     }
 
+    fn pod_credentials(&self, app: &AppName, allow_writer: bool) -> Result<PodCredentials> {
+        let (store, _) = self.stores()?;
+        let writer = if allow_writer {
+            Writer::AllowedByFlag
+        } else {
+            Writer::Refuse
+        };
+        pod_store::pod_credentials(app, &store, &self.global.store_layers()?, writer)
+    }
+
     fn release(&self, app: &AppName) -> Result<Option<Release>> {
         release_of(&self.kube.app_objects(app.as_str())?)
     }
@@ -300,6 +321,10 @@ impl Target for Cluster<'_> {
     /// [`Target::publish`], conditioned on what was read.
     fn ensure_running(&self, app: &AppName, first: &Release, opts: &DeployOpts) -> Result<Running> {
         let (store, pods_endpoint) = self.stores()?;
+        let creds = match &opts.pod_credentials {
+            Some(c) => c.clone(),
+            None => self.pod_credentials(app, opts.allow_writer_credentials)?,
+        };
         let image = fetcher_image()?;
         self.ensure_image(&image, opts.image_import.as_deref())?;
         let objs = self.kube.app_objects(app.as_str())?;
@@ -309,6 +334,7 @@ impl Target for Cluster<'_> {
             release.as_ref().unwrap_or(first),
             &store,
             pods_endpoint,
+            &creds,
         )?;
         values.node_image = opts.runtime.node_image();
         values.max_expanded = opts.runtime.max_expanded();

@@ -24,7 +24,7 @@ use xshell::{cmd, Shell};
 use crate::config::Global;
 use crate::proc::alive;
 use crate::release::Release;
-use crate::targets::{DeployOpts, PodStatus, Published, Running, Target};
+use crate::targets::{DeployOpts, PodCredentials, PodStatus, Published, Running, Target, Writer};
 
 mod pod;
 
@@ -173,6 +173,17 @@ impl Target for Local {
     /// The configured store, or the embedded one (started when needed).
     fn store_config(&self) -> Result<StoreConfig> {
         self.embedded_store_config()
+    }
+
+    /// The same choice as on a cluster, except that the uploader's own key may do without a
+    /// flag: the fetcher runs as the uploader, who can read that key anyway.
+    fn pod_credentials(&self, app: &AppName, _allow_writer: bool) -> Result<PodCredentials> {
+        crate::targets::pod_store::pod_credentials(
+            app,
+            &self.store_config()?,
+            &self.global.store_layers()?,
+            Writer::SameUser,
+        )
     }
 
     fn release(&self, app: &AppName) -> Result<Option<Release>> {

@@ -38,6 +38,7 @@ impl Local {
             kill_group(stale.pgid)?;
         }
         let store = self.store_config()?;
+        let creds = self.pod_credentials(app, false)?;
         let fetcher = fetcher_bin(sh)?;
         let node = which_node(sh)?;
         let dir = self.app_dir(app);
@@ -84,8 +85,8 @@ impl Local {
             .env(ENV_ENDPOINT, &store.endpoint)
             .env(aether_artifact::store::ENV_REGION, &store.region)
             .env(ENV_BUCKET, &store.bucket)
-            .env(ENV_ACCESS_KEY, &store.access_key)
-            .env(ENV_SECRET_KEY, store.secret_key.expose())
+            .env(ENV_ACCESS_KEY, &creds.access_key)
+            .env(ENV_SECRET_KEY, creds.secret_key.expose())
             .env(FetcherEnv::RUN_STATUS, self.run_status(app))
             .stdin(Stdio::null())
             .stdout(flog.try_clone()?)

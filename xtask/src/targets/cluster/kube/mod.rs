@@ -174,7 +174,7 @@ impl<'a> Kube<'a> {
     pub fn cmd_delete_app(&self, app: &str) -> Cmd<'a> {
         self.kubectl().args([
             "delete",
-            "deployment,service,configmap",
+            "deployment,service,configmap,secret",
             "-l",
             &format!("{}={app}", keys::APP),
             "--ignore-not-found",
