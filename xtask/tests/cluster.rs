@@ -64,3 +64,37 @@ fn render_prints_valid_manifests_without_credentials() {
     assert!(r.stdout.contains("kind: Deployment") && r.stdout.contains("REPLACE_ME"));
     assert!(!r.stdout.contains(SK));
 }
+
+#[test]
+fn a_store_without_a_read_only_key_is_refused_before_any_upload() {
+    let t = tempfile::tempdir().unwrap();
+    let server = aether_s3local::Server::start_ephemeral(&t.path().join("s3"), AK, SK).unwrap();
+    let env = store_env(&server.endpoint(), SK);
+    let shim = Shim::new();
+    let app = t.path().join("app");
+    fs::create_dir_all(&app).unwrap();
+    fs::write(
+        app.join("server.js"),
+        "require('http').createServer().listen(3000)\n",
+    )
+    .unwrap();
+    let r = shim.run(
+        t.path(),
+        &env,
+        &["deploy-sample", "demo", app.to_str().unwrap()],
+    );
+    assert_ne!(r.code, 0);
+    for want in [
+        "no read-only key for pods",
+        "AETHER_S3_READ_ACCESS_KEY",
+        "--allow-writer-credentials",
+    ] {
+        assert!(r.stderr.contains(want), "{want}: {}", r.stderr);
+    }
+    assert_eq!(server.requests("PUT") + server.requests("POST"), 0);
+    assert!(
+        shim.calls().iter().all(|c| !c.contains("apply")),
+        "{:?}",
+        shim.calls()
+    );
+}

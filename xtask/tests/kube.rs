@@ -585,7 +585,7 @@ fn restricted_pod_security_admits_every_pod_and_rejects_a_privileged_one() {
             bad.stderr
         );
     }
-    assert_eq!(pods, 3, "app, MinIO and Postgres");
+    assert_eq!(pods, 4, "app, MinIO, its reader Job and Postgres");
     // The whole app, as rendered, is accepted by the API server too.
     let app_only: String = yaml.replace("aether-system", &ns.name);
     let mut c = Command::new("kubectl");

@@ -32,8 +32,8 @@ pub fn deploy(
     timeout: Duration,
     opts: &DeployOpts,
 ) -> Result<Running> {
-    keep_verification(t, app, opts.allow_unsigned)?;
     let creds = t.pod_credentials(app, opts.allow_writer_credentials)?;
+    keep_verification(t, app, opts.allow_unsigned)?;
     eprintln!("{app}'s pods read the store with {}", creds.kind.describe());
     let up = upload(&t.store()?, global, app, dir, 3600, true)?;
     if let Some(line) = up.deps_line() {
