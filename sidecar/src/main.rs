@@ -101,6 +101,13 @@ struct Cli {
     /// the fetcher (the pod never gets ready) instead of turning verification off silently.
     #[arg(long, env = FetcherEnv::REQUIRE_SIGNATURES, default_value_t = false, action = clap::ArgAction::Set)]
     require_signatures: bool,
+    /// Watch the release ConfigMap through the API server (the pod's ServiceAccount token),
+    /// for news in milliseconds; the mounted volumes stay the fallback.
+    #[arg(long, env = FetcherEnv::WATCH_API, default_value_t = true, action = clap::ArgAction::Set)]
+    watch_api: bool,
+    /// The pod's namespace, for that watch [default: the ServiceAccount's].
+    #[arg(long, env = FetcherEnv::NAMESPACE)]
+    namespace: Option<String>,
     /// Cap on the entries an artifact may hold.
     #[arg(long, env = FetcherEnv::MAX_ENTRIES, default_value_t = 500_000)]
     max_entries: u64,
@@ -223,6 +230,8 @@ fn main() -> ExitCode {
         http_bind: cli.http_bind,
         run_status: cli.run_status,
         public_key,
+        watch_api: cli.watch_api,
+        namespace: cli.namespace,
         limits: aether_artifact::unpack::Limits {
             max_bytes: cli.max_bytes,
             max_entries: cli.max_entries,

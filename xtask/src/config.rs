@@ -132,7 +132,7 @@ pub fn random_hex(bytes: usize) -> Result<String> {
 
 /// Creates `dir` (0700) or takes group and other access away from it. Errors are left to the
 /// first real use of the directory, which names the path.
-fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     match std::fs::metadata(dir) {
         Ok(m) if m.permissions().mode() & 0o077 != 0 => {

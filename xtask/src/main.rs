@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod embedded;
 mod fetcher_image;
+mod k8s_local;
 mod keys;
 mod manifests;
 mod ops;

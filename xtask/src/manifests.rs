@@ -25,6 +25,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../manifests/release-configmap.yaml.j2"),
     ),
     (
+        "fetcher-rbac",
+        include_str!("../../manifests/fetcher-rbac.yaml.j2"),
+    ),
+    (
         "deployment",
         include_str!("../../manifests/deployment.yaml.j2"),
     ),
@@ -108,6 +112,7 @@ fn contract() -> serde_json::Value {
         "release_keys": release::KEYS,
         "fetcher_env": {
             "root": E::ROOT, "app": E::APP, "http_bind": E::HTTP_BIND, "public_key": E::PUBLIC_KEY,
+            "namespace": E::NAMESPACE,
             "require_signatures": E::REQUIRE_SIGNATURES, "max_bytes": E::MAX_BYTES,
         },
         "run_env": {
@@ -147,6 +152,7 @@ fn env() -> Result<Environment<'static>> {
     env.add_function("release_configmap", |app: String| {
         aether_artifact::release::configmap_name(&app)
     });
+    env.add_function("fetcher_account", |app: String| fetcher_account(&app));
     for (name, src) in TEMPLATES {
         env.add_template(name, src)
             .with_context(|| format!("template manifests/{name}.yaml.j2"))?;
@@ -202,6 +208,12 @@ pub fn minio_reader(bucket: &str, user: &str, secret: &str) -> (String, String) 
     (job, policy.to_string())
 }
 
+/// The ServiceAccount (and Role, RoleBinding) of an app's fetchers: a watch on its release
+/// ConfigMap and nothing more.
+pub fn fetcher_account(app: &str) -> String {
+    format!("{app}-fetcher")
+}
+
 /// The Secret holding an app's read-only store key: one per app, since each app's key differs.
 pub fn store_secret_name(app: &str) -> String {
     format!("{app}-store")
@@ -215,6 +227,7 @@ pub fn render_app(v: &AppValues, with_release: bool) -> Result<String> {
         "namespace",
         "store-secret",
         "release-configmap",
+        "fetcher-rbac",
         "deployment",
         "service",
     ] {
@@ -357,7 +370,10 @@ mod validate {
     //! know (a typo, a wrong level) fails the test instead of being silently dropped.
     use super::*;
     use k8s_openapi::api::apps::v1::Deployment;
-    use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, PodSpec, Secret, Service};
+    use k8s_openapi::api::core::v1::{
+        ConfigMap, Container, Namespace, PodSpec, Secret, Service, ServiceAccount,
+    };
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 
     // Parsing into the type is the check; not every test reads every object back.
     #[allow(dead_code)]
@@ -367,6 +383,9 @@ mod validate {
         ConfigMap(ConfigMap),
         Deployment(Box<Deployment>),
         Service(Service),
+        ServiceAccount(ServiceAccount),
+        Role(Role),
+        RoleBinding(RoleBinding),
     }
 
     fn typed<T: serde::de::DeserializeOwned>(v: serde_json::Value, unknown: &mut Vec<String>) -> T {
@@ -393,6 +412,9 @@ mod validate {
                 "ConfigMap" => Obj::ConfigMap(typed(v, &mut unknown)),
                 "Deployment" => Obj::Deployment(Box::new(typed(v, &mut unknown))),
                 "Service" => Obj::Service(typed(v, &mut unknown)),
+                "ServiceAccount" => Obj::ServiceAccount(typed(v, &mut unknown)),
+                "Role" => Obj::Role(typed(v, &mut unknown)),
+                "RoleBinding" => Obj::RoleBinding(typed(v, &mut unknown)),
                 other => panic!("unexpected kind {other}"),
             });
         }
@@ -450,7 +472,26 @@ mod validate {
     fn every_object_is_a_valid_kubernetes_object() {
         let (objs, unknown) = parse(&app_yaml());
         assert!(unknown.is_empty(), "unknown fields: {unknown:?}");
-        assert_eq!(objs.len(), 5);
+        assert_eq!(objs.len(), 8);
+        // The fetcher's Role: a watch on the app's release ConfigMap and nothing else.
+        let rules: Vec<_> = objs
+            .iter()
+            .filter_map(|o| match o {
+                Obj::Role(r) => r.rules.clone(),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            rules[0].resources.as_deref(),
+            Some(&["configmaps".to_string()][..])
+        );
+        assert_eq!(
+            rules[0].resource_names.as_deref(),
+            Some(&["demo-release".to_string()][..])
+        );
+        assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
     }
 
     #[test]
@@ -519,9 +560,17 @@ mod validate {
                 "/work",
                 "/etc/podinfo",
                 "/etc/aether/release",
-                "/run/aether"
+                "/run/aether",
+                "/var/run/secrets/kubernetes.io/serviceaccount"
             ]
         );
+        // The API token reaches the fetcher alone: no automount, no mount in the app.
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert!(spec.containers.iter().all(|c| c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .all(|m| m.name != "api-token")));
         // Downward-API annotations and the release ConfigMap as volumes.
         let vols = spec.volumes.as_ref().unwrap();
         let podinfo = vols

@@ -546,6 +546,12 @@ fn restricted_pod_security_admits_every_pod_and_rejects_a_privileged_one() {
     let mut ns_doc = ns_doc;
     ns_doc["metadata"]["name"] = ns.name.clone().into();
     apply(&ns_doc, false).ok();
+    // The pods run as their app's ServiceAccount, which admission looks up.
+    for sa in docs.iter().filter(|d| d["kind"] == "ServiceAccount") {
+        let mut sa = sa.clone();
+        sa["metadata"]["namespace"] = ns.name.clone().into();
+        apply(&sa, false).ok();
+    }
     // Enforcement applies to Pods, not to Deployments: dry-run each workload's pod template as
     // a Pod, in that namespace, on the server.
     let mut pods = 0;
@@ -1081,4 +1087,44 @@ fn a_built_app_with_flags_on_a_fixed_port() {
     ns.x(&["hot-patch", "demo", &v2, "--wait", "30"]).ok();
     ns.wait_body(&url, "v2 production welcome", Duration::from_secs(20));
     assert_eq!(ns.shape(), before, "the edit rolled something out");
+}
+
+/// The fetcher hears of releases from its watch on the release ConfigMap (its ServiceAccount
+/// may do only that); with the watch forbidden it says so and still reloads, from the volumes.
+#[test]
+#[ignore = "needs a real cluster: cargo xtask test --cluster"]
+fn the_fetcher_watches_the_api_and_falls_back_when_forbidden() {
+    let ns = Ns::new("watch");
+    let url = ns.deploy_v1();
+    ns.wait_status("the fetcher to watch the API", &[], |st| {
+        st.stdout.contains("news: api")
+    });
+    let d2 = ns.upload("v2");
+    ns.x(&["hot-patch", "demo", &d2, "--wait", "30"]).ok();
+    assert!(get(&url).unwrap().contains("version: v2"));
+    // What the token allows: the app's release ConfigMap, not another one, not a Secret.
+    let sa = format!("system:serviceaccount:{}:demo-fetcher", ns.name);
+    let can = |args: &[&str]| {
+        let mut full = vec!["auth", "can-i"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--as", &sa]);
+        ns.k(&full).stdout.trim().to_string()
+    };
+    assert_eq!(can(&["watch", "configmaps/demo-release"]), "yes");
+    assert_eq!(can(&["get", "configmaps/other-release"]), "no");
+    assert_eq!(can(&["get", "secrets/demo-store"]), "no");
+    assert_eq!(can(&["patch", "configmaps/demo-release"]), "no");
+
+    // Without the binding the watch is forbidden: a new pod falls back and says why.
+    ns.k(&["delete", "rolebinding", "demo-fetcher"]).ok();
+    ns.k(&["delete", "pod", "-l", "aether.dev/app=demo", "--wait=false"])
+        .ok();
+    ns.wait_status("the new pod to fall back to the volumes", &[], |st| {
+        st.stdout
+            .contains("news: volumes (the API watch failed: 403")
+            && st.stdout.matches("news:").count() == 1
+    });
+    let d3 = ns.upload("v3");
+    ns.x(&["hot-patch", "demo", &d3, "--wait", "30"]).ok();
+    assert!(get(&url).unwrap().contains("version: v3"));
 }

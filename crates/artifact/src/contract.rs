@@ -17,6 +17,10 @@ pub mod release {
     pub const ACTIVATE_AT: &str = "activate-at";
     /// Every key, in the order the ConfigMap lists them.
     pub const KEYS: [&str; 4] = [DIGEST, GENERATION, HISTORY, ACTIVATE_AT];
+    /// A release every pod should fetch and keep ready without making it live (a cutover's
+    /// first phase), beside the release in the ConfigMap: fetchers that watch the ConfigMap
+    /// see it within milliseconds; the rest get it from their pod's `aether.dev/stage`.
+    pub const STAGE: &str = "stage";
 
     /// The ConfigMap's name for an app.
     pub fn configmap_name(app: &str) -> String {
@@ -84,6 +88,14 @@ impl FetcherEnv {
     pub const MAX_FAILURES: &'static str = "AETHER_FETCHER_MAX_FAILURES";
     pub const ONE_TIME: &'static str = "AETHER_FETCHER_ONE_TIME";
     pub const HTTP_BIND: &'static str = "AETHER_FETCHER_HTTP_BIND";
+    /// Watch the release ConfigMap through the API server (`true` by default): news in
+    /// milliseconds instead of the kubelet's volume refresh.
+    pub const WATCH_API: &'static str = "AETHER_FETCHER_WATCH_API";
+    /// The pod's namespace (downward API), for that watch.
+    pub const NAMESPACE: &'static str = "AETHER_FETCHER_NAMESPACE";
+    /// The port of the fetcher's `/status` in a pod (its default bind is `:8081`): the CLI
+    /// reads it through the API server's pod proxy.
+    pub const HTTP_PORT: u16 = 8081;
     pub const MAX_BYTES: &'static str = "AETHER_FETCHER_MAX_BYTES";
     pub const MAX_ENTRIES: &'static str = "AETHER_FETCHER_MAX_ENTRIES";
     pub const INSTALL_RUNNER: &'static str = "AETHER_FETCHER_INSTALL_RUNNER";
@@ -211,6 +223,10 @@ pub struct Status {
     /// Timings of the last release this fetcher downloaded (to stage it or to make it live).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetch: Option<FetchTrace>,
+    /// How the news of a release reaches this fetcher: `api` (its watch on the release
+    /// ConfigMap) or `volumes` (the kubelet's refresh of its mounted files), with why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub news: Option<String>,
     /// The id of the minisign key this fetcher requires signatures from (as in the `.pub`
     /// file's comment); absent: it does not verify signatures.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,7 @@
-//! Which version is wanted: the pod's annotations (fast: patched by `hot-patch`) and the release
-//! ConfigMap (durable: what a new pod starts from). The higher generation wins. Both files are
-//! re-opened on every read because the kubelet replaces them through a `..data` symlink swap.
+//! Which version is wanted: the release ConfigMap as the API watch delivers it (fastest), the
+//! pod's annotations (patched by `hot-patch`) and the ConfigMap's mounted files (durable: what
+//! a new pod starts from). The higher generation wins. Both files are re-opened on every read
+//! because the kubelet replaces them through a `..data` symlink swap.
 
 use std::fs;
 use std::io;
@@ -32,9 +33,36 @@ pub struct Desired {
     pub warnings: Vec<String>,
 }
 
-pub fn read(annotations_file: &Path, release_dir: &Path) -> Desired {
+pub fn read(
+    annotations_file: &Path,
+    release_dir: &Path,
+    api: Option<&std::collections::BTreeMap<String, String>>,
+) -> Desired {
     let mut d = Desired::default();
     let mut candidates = Vec::new();
+    let mut api_stage = None;
+    if let Some(data) = api {
+        let get = |k: &str| data.get(k).map(String::as_str);
+        match source(
+            "api",
+            get(release::DIGEST),
+            get(release::GENERATION),
+            get(release::ACTIVATE_AT),
+        ) {
+            Ok(Some(w)) => candidates.push(w),
+            Ok(None) => {}
+            Err(e) => d.warnings.push(format!("the watched ConfigMap: {e}")),
+        }
+        if let Some(s) = get(release::STAGE).map(str::trim).filter(|s| !s.is_empty()) {
+            match Digest::parse(s) {
+                Ok(dg) => api_stage = Some(dg),
+                Err(e) => d.warnings.push(format!(
+                    "the watched ConfigMap's {} ignored: {e}",
+                    release::STAGE
+                )),
+            }
+        }
+    }
 
     match fs::read_to_string(annotations_file) {
         Ok(text) => {
@@ -115,7 +143,10 @@ pub fn read(annotations_file: &Path, release_dir: &Path) -> Desired {
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => d.warnings.push(e),
     }
 
-    // Ties go to the first candidate (the annotations): both name the same version then.
+    // A stage request the watch delivered is the freshest news; the annotation is the fallback
+    // (and what a CLI that writes only annotations uses).
+    d.stage = api_stage.or(d.stage);
+    // Ties go to the first candidate: all name the same version then.
     d.wanted = candidates
         .into_iter()
         .reduce(|a, b| if b.generation > a.generation { b } else { a });
@@ -182,6 +213,7 @@ mod tests {
         let des = read(
             &t.path().join("podinfo/annotations"),
             &t.path().join("release"),
+            None,
         );
         (t, des)
     }
@@ -260,5 +292,56 @@ mod tests {
         assert_eq!(x.wanted.unwrap().activate_at_ms, None);
         let (_t, x) = setup(Some(&[(keys::STAGE, "zz")]), None);
         assert!(x.stage.is_none() && !x.warnings.is_empty());
+    }
+
+    #[test]
+    fn the_watched_configmap_is_one_more_source_and_its_stage_wins() {
+        let (t, _) = setup(
+            Some(&[
+                (keys::DIGEST, &d('a')),
+                (keys::GENERATION, "5"),
+                (keys::STAGE, &d('e')),
+            ]),
+            Some((&d('b'), "5")),
+        );
+        let api: std::collections::BTreeMap<String, String> = [
+            (release::DIGEST, d('c')),
+            (release::GENERATION, "6".to_string()),
+            (release::ACTIVATE_AT, "1700000000999".to_string()),
+            (release::STAGE, d('f')),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let x = read(
+            &t.path().join("podinfo/annotations"),
+            &t.path().join("release"),
+            Some(&api),
+        );
+        let w = x.wanted.unwrap();
+        assert_eq!(
+            (
+                w.digest.to_string(),
+                w.generation,
+                w.source,
+                w.activate_at_ms
+            ),
+            (d('c'), 6, "api", Some(1700000000999))
+        );
+        assert_eq!(x.stage.unwrap().to_string(), d('f'));
+        // An older generation from the watch loses; no stage there: the annotation's.
+        let old: std::collections::BTreeMap<String, String> = [
+            (release::DIGEST.to_string(), d('c')),
+            (release::GENERATION.to_string(), "4".into()),
+        ]
+        .into_iter()
+        .collect();
+        let x = read(
+            &t.path().join("podinfo/annotations"),
+            &t.path().join("release"),
+            Some(&old),
+        );
+        assert_eq!(x.wanted.unwrap().digest.to_string(), d('a'));
+        assert_eq!(x.stage.unwrap().to_string(), d('e'));
     }
 }

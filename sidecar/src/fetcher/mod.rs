@@ -12,6 +12,7 @@ macro_rules! log {
     ($($t:tt)*) => { eprintln!("[fetcher] {}", format!($($t)*)) };
 }
 
+mod apiwatch;
 pub mod cause;
 pub mod desired;
 mod fetch;
@@ -79,6 +80,9 @@ pub struct Config {
     /// `aether-run`'s status file, merged into `/status`.
     pub run_status: PathBuf,
     pub public_key: Option<String>,
+    /// Watch the release ConfigMap through the API server ([`apiwatch`]).
+    pub watch_api: bool,
+    pub namespace: Option<String>,
     pub limits: Limits,
 }
 
@@ -87,6 +91,8 @@ pub struct Fetcher {
     pub(super) status: Arc<Mutex<Status>>,
     pub(super) started: u64,
     pub(super) last_warnings: Vec<String>,
+    /// The release ConfigMap as the API watch last delivered it.
+    pub(super) api: apiwatch::Latest,
 }
 
 impl Fetcher {
@@ -113,6 +119,7 @@ impl Fetcher {
             status: Arc::new(Mutex::new(status)),
             started: status::unix_now_ms(),
             last_warnings: Vec::new(),
+            api: Default::default(),
         })
     }
 
@@ -197,6 +204,7 @@ impl Fetcher {
             return None;
         }
         let (tx, rx) = mpsc::channel();
+        self.watch_api(tx.clone());
         // Reads are not changes: notify reports opens, and the pass reads these directories.
         let mut w = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
             if e.is_ok_and(|e| !e.kind.is_access()) {
@@ -220,12 +228,49 @@ impl Fetcher {
                 Err(e) => log!("cannot watch {} (polling it instead): {e}", dir.display()),
             }
         }
-        if !any {
-            return None;
-        }
         // The watcher lives as long as the process.
         std::mem::forget(w);
+        // Without a file watch the API watch alone still wakes the loop; the period polls.
+        if !any {
+            log!("no directory watched: the period decides how soon a change is seen");
+        }
         Some(rx)
+    }
+
+    /// Starts the release ConfigMap's watch when asked for and possible; says which path the
+    /// news take either way.
+    fn watch_api(&self, wake: mpsc::Sender<()>) {
+        let why_not = if !self.cfg.watch_api {
+            Err(anyhow::anyhow!(
+                "off ({}=false)",
+                aether_artifact::FetcherEnv::WATCH_API
+            ))
+        } else {
+            let app = self.app_name(
+                desired::read(&self.cfg.annotations_file, &self.cfg.release_dir, None).app,
+            );
+            app.and_then(|app| {
+                apiwatch::WatchConfig::in_cluster(
+                    self.cfg.namespace.clone(),
+                    aether_artifact::release::configmap_name(app.as_str()),
+                )
+            })
+        };
+        match why_not {
+            Ok(cfg) => {
+                log!(
+                    "watching configmap {} in {} through the API server",
+                    cfg.configmap,
+                    cfg.namespace
+                );
+                apiwatch::spawn(cfg, self.api.clone(), wake, self.status.clone());
+            }
+            Err(e) => {
+                let news = format!("volumes (no API watch: {e:#})");
+                log!("news of releases: {news}");
+                self.status.lock().unwrap().news = Some(news);
+            }
+        }
     }
 
     pub(super) fn save(&self) {
@@ -237,7 +282,12 @@ impl Fetcher {
 
     /// One pass; returns how long to wait before the next.
     pub(super) fn pass(&mut self) -> Result<Duration> {
-        let desired = desired::read(&self.cfg.annotations_file, &self.cfg.release_dir);
+        let api = self.api.lock().unwrap().clone();
+        let desired = desired::read(
+            &self.cfg.annotations_file,
+            &self.cfg.release_dir,
+            api.as_ref(),
+        );
         if desired.warnings != self.last_warnings {
             for w in &desired.warnings {
                 log!("warning: {w}");

@@ -329,6 +329,9 @@ fn print_status(
             Some(id) => println!("    signatures: required (key {id})"),
             None => println!("    signatures: NOT verified (deploy with AETHER_VERIFY_KEY)"),
         }
+        if let Some(n) = &s.news {
+            println!("    news: {n}");
+        }
     }
     if !pods.is_empty() && desired.digest.is_some() {
         println!("{}", fleet.line());

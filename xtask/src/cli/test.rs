@@ -23,6 +23,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("minisign", "minisign"),
     ("git", "git"),
     ("jq", "jq"),
+    ("socat", "socat"),
 ];
 
 /// Install what the tests need (apt, when missing) and run every test in the workspace.
@@ -69,6 +70,11 @@ fn run(sh: &Shell, t: &Test) -> Result<()> {
             install(sh, &missing)?;
         }
     }
+    let _relay = if cluster {
+        Some(crate::k8s_local::ApiRelay::start()?)
+    } else {
+        None
+    };
     let suite = if cluster {
         cluster_suite(sh, extra)?
     } else {

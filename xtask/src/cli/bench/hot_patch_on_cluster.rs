@@ -14,6 +14,7 @@ use super::*;
 /// timestamps into kubectl calls, the kubelet's volume refresh, fetch + swap, aether-run's
 /// switch, and the client seeing it.
 pub(super) fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
+    let _relay = crate::k8s_local::ApiRelay::start()?;
     let work = tempfile::Builder::new().prefix("aether-bench-").tempdir()?;
     let project = work.path().join("project");
     let dir = project.join("app");

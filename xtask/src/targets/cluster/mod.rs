@@ -39,7 +39,8 @@ impl<'a> Cluster<'a> {
             },
         };
         Cluster {
-            kube: Kube::new(sh, flavor, &target.namespace),
+            kube: Kube::new(sh, flavor, &target.namespace)
+                .with_run_dir(global.state_dir().join("run")),
             global: global.clone(),
         }
     }
@@ -118,10 +119,7 @@ impl<'a> Cluster<'a> {
                     "resource_version": cm.metadata.resource_version,
                 }),
             )?;
-            match self
-                .kube
-                .apply_conditional(&format!("configmap/{name}"), &yaml)
-            {
+            match self.kube.apply_configmap_conditional(&name, &yaml) {
                 Ok(()) => {}
                 Err(ApplyError::Conflict(what)) => {
                     eprintln!("{what} changed meanwhile (another hot-patch?); reading it again");
@@ -374,11 +372,15 @@ impl Target for Cluster<'_> {
             })
     }
 
-    fn stage(&self, _app: &AppName, digest: Option<Digest>, pods: &[String]) -> Result<()> {
+    /// The request in the release ConfigMap (fetchers that watch it hear in milliseconds) and
+    /// in the pods' annotations (those that do not), in one round of requests.
+    fn stage(&self, app: &AppName, digest: Option<Digest>, pods: &[String]) -> Result<()> {
         let names: Vec<&str> = pods.iter().map(String::as_str).collect();
         let value = digest.map(|d| d.to_string()).unwrap_or_default();
         let nudge = aether_artifact::unix_now_ms().to_string();
-        self.kube.annotate(
+        self.kube.stage(
+            &release::configmap_name(app.as_str()),
+            digest,
             &names,
             &[
                 (keys::STAGE.to_string(), value),

@@ -4,14 +4,14 @@
 //! Kubernetes types, manifests and secrets go in on stdin, and failures quote kubectl and say
 //! what to do.
 
+mod api;
+mod calls;
 pub mod host;
 mod nodes;
 mod objects;
 
 pub use nodes::unschedulable;
 pub use objects::{describe_pod, AppObjects};
-
-use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
@@ -32,6 +32,9 @@ pub struct Kube<'a> {
     sh: &'a Shell,
     pub flavor: Flavor,
     pub namespace: String,
+    /// Where the proxy's socket goes (`.aether/run`); the API is started on first use.
+    run_dir: std::path::PathBuf,
+    api: std::sync::OnceLock<api::Api>,
 }
 
 /// A list as `kubectl get … -o json` prints it.
@@ -59,7 +62,25 @@ impl<'a> Kube<'a> {
             sh,
             flavor,
             namespace: namespace.to_string(),
+            run_dir: std::env::temp_dir(),
+            api: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Puts the API proxy's socket in `dir` (private to its owner) instead of the temp dir.
+    pub fn with_run_dir(mut self, dir: std::path::PathBuf) -> Kube<'a> {
+        self.run_dir = dir;
+        self
+    }
+
+    /// The API server through one `kubectl proxy`, started on first use for this command.
+    fn api(&self) -> Result<&api::Api> {
+        if let Some(a) = self.api.get() {
+            return Ok(a);
+        }
+        let c = self.kubectl().arg("proxy");
+        let a = api::Api::start(std::process::Command::from(c), &self.run_dir)?;
+        Ok(self.api.get_or_init(|| a))
     }
 
     /// `kubectl` with the cluster selection and, always, an explicit namespace.
@@ -91,21 +112,6 @@ impl<'a> Kube<'a> {
             "-",
         ])
     }
-    /// As [`Kube::cmd_apply`] without client-side schema validation: kubectl would download
-    /// the OpenAPI document first (~0.2 s) for objects whose shape the tests already check.
-    pub fn cmd_apply_fast(&self) -> Cmd<'a> {
-        self.cmd_apply().arg("--validate=false")
-    }
-    pub fn cmd_app_objects(&self, app: &str) -> Cmd<'a> {
-        self.kubectl().args([
-            "get",
-            "deployments,replicasets,pods,configmaps",
-            "-l",
-            &format!("{}={app}", keys::APP),
-            "-o",
-            "json",
-        ])
-    }
     pub fn cmd_nodes(&self) -> Cmd<'a> {
         self.kubectl().args(["get", "nodes", "-o", "json"])
     }
@@ -121,15 +127,6 @@ impl<'a> Kube<'a> {
             "-o",
             "json",
         ])
-    }
-    /// One call for every pod: each extra kubectl process would add ~0.2 s to a reload.
-    pub fn cmd_annotate(&self, pods: &[&str], pairs: &BTreeMap<String, String>) -> Cmd<'a> {
-        let kv: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        self.kubectl()
-            .args(["annotate", "pod"])
-            .args(pods)
-            .args(kv)
-            .arg("--overwrite")
     }
     pub fn cmd_fetcher_status(&self, pod: &str) -> Cmd<'a> {
         self.kubectl().args([
@@ -174,7 +171,7 @@ impl<'a> Kube<'a> {
     pub fn cmd_delete_app(&self, app: &str) -> Cmd<'a> {
         self.kubectl().args([
             "delete",
-            "deployment,service,configmap,secret",
+            "deployment,service,configmap,secret,serviceaccount,role,rolebinding",
             "-l",
             &format!("{}={app}", keys::APP),
             "--ignore-not-found",
@@ -230,27 +227,6 @@ impl<'a> Kube<'a> {
         self.run(self.cmd_apply(), "applying manifests", Some(yaml))
     }
 
-    /// Applies one object whose `resourceVersion` is set: a concurrent change since it was read
-    /// is [`ApplyError::Conflict`], for the caller to re-read and retry.
-    pub fn apply_conditional(&self, what: &str, yaml: &str) -> Result<(), ApplyError> {
-        match self.run(
-            self.cmd_apply_fast(),
-            &format!("updating {what}"),
-            Some(yaml),
-        ) {
-            Ok(_) => Ok(()),
-            Err(e) if format!("{e:#}").contains("the object has been modified") => {
-                Err(ApplyError::Conflict(what.to_string()))
-            }
-            Err(e) => Err(ApplyError::Other(e)),
-        }
-    }
-
-    pub fn app_objects(&self, app: &str) -> Result<AppObjects> {
-        let out = self.run(self.cmd_app_objects(app), "reading the app's objects", None)?;
-        AppObjects::parse(&out, &aether_artifact::release::configmap_name(app))
-    }
-
     pub fn nodes(&self) -> Result<Vec<Node>> {
         let out = self.run(self.cmd_nodes(), "listing nodes", None)?;
         Ok(serde_json::from_str::<List<Node>>(&out)
@@ -299,32 +275,9 @@ impl<'a> Kube<'a> {
             .collect())
     }
 
-    /// Annotates the pods; one that was deleted meanwhile is skipped (its replacement starts
-    /// from the release ConfigMap).
-    pub fn annotate(&self, pods: &[&str], pairs: &BTreeMap<String, String>) -> Result<()> {
-        if pods.is_empty() {
-            return Ok(());
-        }
-        match self.run(self.cmd_annotate(pods, pairs), "annotating the pods", None) {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let msg = format!("{e:#}");
-                let only_gone = msg
-                    .lines()
-                    .filter(|l| l.starts_with("Error from server"))
-                    .all(|l| l.contains("NotFound"));
-                if only_gone && msg.contains("NotFound") {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
-        }
-    }
-
-    /// Every pod's fetcher status at once: one `kubectl exec` per pod, run side by side, so a
-    /// cutover polling three pods waits for one exec, not three.
-    pub fn fetcher_statuses(&self, pods: &[String]) -> Vec<Result<aether_artifact::Status>> {
+    /// Every pod's fetcher status at once: one `kubectl exec` per pod, run side by side (where
+    /// the pod proxy is forbidden).
+    fn exec_fetcher_statuses(&self, pods: &[String]) -> Vec<Result<aether_artifact::Status>> {
         use std::process::{Command, Stdio};
         let children: Vec<_> = pods
             .iter()
@@ -463,7 +416,7 @@ impl<'a> Kube<'a> {
     }
 }
 
-fn hint(stderr: &str) -> &'static str {
+pub(super) fn hint(stderr: &str) -> &'static str {
     if stderr.contains("connection refused")
         || stderr.contains("Unable to connect")
         || stderr.contains("no such host")
@@ -501,12 +454,8 @@ mod tests {
             "microk8s kubectl -n aether-system apply --server-side --field-manager=aether-dev --force-conflicts -f -"
         );
         assert_eq!(
-            k.cmd_apply_fast().to_string(),
-            "kubectl --context kind-dev -n team-a apply --server-side --field-manager=aether-dev --force-conflicts -f - --validate=false"
-        );
-        assert_eq!(
-            plain.cmd_app_objects("demo").to_string(),
-            "kubectl -n default get deployments,replicasets,pods,configmaps -l aether.dev/app=demo -o json"
+            k.cmd_delete_app("demo").to_string(),
+            "kubectl --context kind-dev -n team-a delete deployment,service,configmap,secret,serviceaccount,role,rolebinding -l aether.dev/app=demo --ignore-not-found"
         );
         assert_eq!(
             plain.cmd_get_json("configmap", "demo-release").to_string(),
@@ -515,16 +464,6 @@ mod tests {
         assert_eq!(
             m.cmd_pods("demo").to_string(),
             "microk8s kubectl -n aether-system get pods -l aether.dev/app=demo -o json"
-        );
-        let pairs: BTreeMap<String, String> = [
-            ("aether.dev/digest".to_string(), "ab".to_string()),
-            ("aether.dev/generation".to_string(), "7".to_string()),
-        ]
-        .into_iter()
-        .collect();
-        assert_eq!(
-            k.cmd_annotate(&["demo-1", "demo-2"], &pairs).to_string(),
-            "kubectl --context kind-dev -n team-a annotate pod demo-1 demo-2 aether.dev/digest=ab aether.dev/generation=7 --overwrite"
         );
         assert_eq!(
             m.cmd_fetcher_status("demo-1").to_string(),
@@ -607,7 +546,8 @@ mod tests {
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "demo-release"}, "data": {"generation": "4"}},
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other"}},
         ]});
-        let o = AppObjects::parse(&list.to_string(), "demo-release").unwrap();
+        let o = AppObjects::from_items(list["items"].as_array().unwrap().clone(), "demo-release")
+            .unwrap();
         let live: Vec<&str> = o
             .live_pods()
             .iter()
@@ -615,7 +555,7 @@ mod tests {
             .collect();
         assert_eq!(live, ["new-a"]);
         assert_eq!(o.release.unwrap().data.unwrap()["generation"], "4");
-        let none = AppObjects::parse(r#"{"items": []}"#, "demo-release").unwrap();
+        let none = AppObjects::from_items(Vec::new(), "demo-release").unwrap();
         assert!(none.live_pods().is_empty() && none.release.is_none());
     }
 

@@ -1,14 +1,11 @@
 //! What the cluster's JSON means for an app: its Deployment, ReplicaSets, pods and release
-//! ConfigMap from one `kubectl get`, which pods are live, and a pod described for people.
+//! ConfigMap, which pods are live, and a pod described for people.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 
-use super::List;
-
-/// Everything of one app that the commands read, from a single `kubectl get`: each kubectl
-/// process costs ~0.2 s, which is most of a hot reload's time on a cluster.
+/// Everything of one app that the commands read, listed side by side through the API proxy.
 #[derive(Debug, Default)]
 pub struct AppObjects {
     pub deployment: Option<Deployment>,
@@ -18,12 +15,10 @@ pub struct AppObjects {
 }
 
 impl AppObjects {
-    /// Parses the mixed list of `kubectl get deployments,replicasets,pods,configmaps -o json`.
-    pub fn parse(json: &str, release_name: &str) -> Result<AppObjects> {
-        let list: List<serde_json::Value> =
-            serde_json::from_str(json).context("parsing `kubectl get … -o json`")?;
+    /// Sorts objects, each with its `kind`, into the app's parts.
+    pub fn from_items(items: Vec<serde_json::Value>, release_name: &str) -> Result<AppObjects> {
         let mut o = AppObjects::default();
-        for item in list.items {
+        for item in items {
             let kind = item["kind"].as_str().unwrap_or_default().to_string();
             match kind.as_str() {
                 "Deployment" => o.deployment = Some(serde_json::from_value(item)?),
