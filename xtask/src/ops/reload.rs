@@ -39,7 +39,7 @@ pub struct CutoverArgs {
     #[arg(long, default_value_t = 60, env = "AETHER_STAGE_TIMEOUT")]
     pub stage_timeout: u64,
     /// Milliseconds from the activation signal to the switch [default: twice the time the
-    /// pods took to see the stage signal, plus 100 ms].
+    /// pods took to see the stage signal, plus 30 ms; at least 40].
     #[arg(long)]
     pub activate_lead_ms: Option<u64>,
 }
@@ -105,9 +105,12 @@ pub fn roll(
         };
         let seen = fetch_marks(&mut marks, &staged, &digest, None);
         let propagation = seen.map_or(100, |s| s.saturating_sub(asked));
+        // Twice what the slowest pod took to hear the stage request, and a margin for the
+        // write itself: tens of ms when the fetchers watch the API, most of a second when a
+        // pod hears through its volumes.
         lead = Some(
             args.activate_lead_ms
-                .unwrap_or_else(|| (2 * propagation + 100).clamp(100, 10_000)),
+                .unwrap_or_else(|| (2 * propagation + 30).clamp(40, 10_000)),
         );
         eprintln!(
             "every pod staged {}; activating in {} ms",
@@ -150,7 +153,7 @@ pub fn roll(
         if let Some(at) = p.release.activate_at {
             // Nothing switches before the activation time, and polling the pods (on a cluster,
             // a `kubectl exec` each) in the middle of their switch would only slow it down.
-            std::thread::sleep(Duration::from_millis((at + 100).saturating_sub(now_ms())));
+            std::thread::sleep(Duration::from_millis((at + 20).saturating_sub(now_ms())));
         }
         let waited = t.wait_served(app, &digest, wait);
         let pods = match waited {

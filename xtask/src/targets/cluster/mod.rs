@@ -169,7 +169,8 @@ impl<'a> Cluster<'a> {
                     }
                 );
             }
-            std::thread::sleep(Duration::from_millis(200));
+            // pace: a poll is a few parallel GETs through the proxy.
+            std::thread::sleep(Duration::from_millis(25));
         }
     }
 
@@ -360,8 +361,16 @@ impl Target for Cluster<'_> {
     /// pod's fetcher must report the digest. A failure comes with a diagnosis.
     fn wait_served(&self, app: &AppName, digest: &Digest, timeout: Duration) -> Result<()> {
         let t0 = std::time::Instant::now();
-        self.kube
-            .rollout_status(&format!("deployment/{app}"), timeout.as_secs())
+        // A hot reload finds the rollout long complete: one list says so, without a kubectl
+        // process; a deploy waits for it.
+        let rolled_out = self.kube.app_objects(app.as_str())?.rolled_out();
+        let rollout = match rolled_out {
+            true => Ok(()),
+            false => self
+                .kube
+                .rollout_status(&format!("deployment/{app}"), timeout.as_secs()),
+        };
+        rollout
             .and_then(|()| self.wait_synced(app, digest, timeout.saturating_sub(t0.elapsed())))
             .and_then(|()| self.wait_url(app, timeout.saturating_sub(t0.elapsed())))
             .map_err(|e| {

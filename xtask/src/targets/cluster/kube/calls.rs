@@ -79,6 +79,33 @@ impl Kube<'_> {
         ))
     }
 
+    /// The shortest of `n` GETs of the namespace's ConfigMaps through the proxy (started
+    /// first): the floor of one API call on this cluster, for the bench.
+    pub fn api_floor(&self, n: usize) -> Result<std::time::Duration> {
+        let api = self.api()?;
+        let path = format!("/api/v1/namespaces/{}/configmaps", self.namespace);
+        let mut best = std::time::Duration::MAX;
+        for _ in 0..n {
+            let t = std::time::Instant::now();
+            ok(api.send(Req::get(path.clone()))?, "listing configmaps")?;
+            best = best.min(t.elapsed());
+        }
+        Ok(best)
+    }
+
+    /// A Service, or `None` when it does not exist.
+    pub fn service(&self, name: &str) -> Result<Option<k8s_openapi::api::core::v1::Service>> {
+        let path = format!("/api/v1/namespaces/{}/services/{name}", self.namespace);
+        let resp = self.api()?.send(Req::get(path))?;
+        if resp.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = ok(resp, &format!("reading service/{name}"))?;
+        Ok(Some(
+            serde_json::from_slice(&resp.body).context("parsing a Service")?,
+        ))
+    }
+
     /// The app's Deployment, ReplicaSets, pods and release ConfigMap, listed side by side.
     pub fn app_objects(&self, app: &str) -> Result<AppObjects> {
         let api = self.api()?;

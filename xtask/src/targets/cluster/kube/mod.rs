@@ -14,7 +14,7 @@ pub use nodes::unschedulable;
 pub use objects::{describe_pod, AppObjects};
 
 use anyhow::{bail, Context, Result};
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use serde::de::DeserializeOwned;
 use xshell::{cmd, Cmd, Shell};
 
@@ -257,10 +257,6 @@ impl<'a> Kube<'a> {
         Ok(Some(serde_json::from_slice(&out.stdout).with_context(
             || format!("parsing the output of `{line}`"),
         )?))
-    }
-
-    pub fn service(&self, name: &str) -> Result<Option<Service>> {
-        self.get("service", name)
     }
 
     /// The app's pods that are not being deleted (any owner: for diagnosis).

@@ -54,6 +54,23 @@ impl AppObjects {
     /// Pods of the current Deployment (through any of its ReplicaSets) that are not being
     /// deleted. A pod left over from an earlier Deployment of the same name (`down` then
     /// `deploy-sample`) carries the same labels but belongs to none of these.
+    /// Whether the Deployment's rollout is complete, as `kubectl rollout status` decides it:
+    /// its controller saw the current spec, and every desired replica is updated and
+    /// available, with no old one left.
+    pub fn rolled_out(&self) -> bool {
+        let Some(d) = &self.deployment else {
+            return false;
+        };
+        let (Some(spec), Some(st)) = (&d.spec, &d.status) else {
+            return false;
+        };
+        let want = spec.replicas.unwrap_or(1);
+        st.observed_generation >= d.metadata.generation
+            && st.updated_replicas.unwrap_or(0) == want
+            && st.replicas.unwrap_or(0) == want
+            && st.available_replicas.unwrap_or(0) == want
+    }
+
     pub fn live_pods(&self) -> Vec<&Pod> {
         let owners: Vec<&str> = self
             .owned_replicasets()
