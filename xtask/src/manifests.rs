@@ -34,6 +34,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("service", include_str!("../../manifests/service.yaml.j2")),
     ("minio", include_str!("../../manifests/minio.yaml.j2")),
+    (
+        "developer-rbac",
+        include_str!("../../manifests/developer-rbac.yaml.j2"),
+    ),
     ("postgres", include_str!("../../manifests/postgres.yaml.j2")),
 ];
 
@@ -222,6 +226,12 @@ pub fn store_secret_name(app: &str) -> String {
 /// Every object of an app, in apply order, as one multi-document YAML stream; the release
 /// ConfigMap only `with_release`.
 pub fn render_app(v: &AppValues, with_release: bool) -> Result<String> {
+    render_app_parts(v, with_release, true)
+}
+
+/// As [`render_app`], without the Namespace when `with_namespace` is false (it exists, and a
+/// developer bound to a namespaced Role could not apply a cluster-scoped object).
+pub fn render_app_parts(v: &AppValues, with_release: bool, with_namespace: bool) -> Result<String> {
     let mut out = String::new();
     for name in [
         "namespace",
@@ -231,7 +241,9 @@ pub fn render_app(v: &AppValues, with_release: bool) -> Result<String> {
         "deployment",
         "service",
     ] {
-        if name == "release-configmap" && !with_release {
+        if (name == "release-configmap" && !with_release)
+            || (name == "namespace" && !with_namespace)
+        {
             continue;
         }
         out.push_str("---\n");

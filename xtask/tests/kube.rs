@@ -763,25 +763,28 @@ fn three_replicas_switch_together_or_not_at_all() {
                 "10",
             ])
         });
-        // Scaled up once the three pods carry the stage request, i.e. while they stage.
+        // Scaled up once the stage request is out (in the release ConfigMap, which the
+        // pods' fetchers watch), i.e. while they stage.
         let stage = d3.clone();
         wait_for(
-            "the stage request on every pod",
+            "the stage request in the release ConfigMap",
             PATIENCE,
             || {
-                let a = ns
-                    .k(&[
-                        "get",
-                        "pods",
-                        "-l",
-                        "aether.dev/app=demo",
-                        "-o",
-                        "jsonpath={range .items[*]}{.metadata.annotations.aether\\.dev/stage}{\"\\n\"}{end}",
-                    ])
-                    .stdout;
-                a.lines().filter(|l| l.trim() == stage).count() == 3
+                ns.k(&[
+                    "get",
+                    "configmap",
+                    "demo-release",
+                    "-o",
+                    "jsonpath={.data.stage}",
+                ])
+                .stdout
+                .trim()
+                    == stage
             },
-            || ns.k(&["get", "pods", "-o", "yaml"]).stdout,
+            || {
+                ns.k(&["get", "configmap", "demo-release", "-o", "yaml"])
+                    .stdout
+            },
         );
         ns.k(&["scale", "deployment/demo", "--replicas=4"]).ok();
         patch.join().unwrap()
@@ -1127,4 +1130,77 @@ fn the_fetcher_watches_the_api_and_falls_back_when_forbidden() {
     let d3 = ns.upload("v3");
     ns.x(&["hot-patch", "demo", &d3, "--wait", "30"]).ok();
     assert!(get(&url).unwrap().contains("version: v3"));
+}
+
+/// The loop run as a user bound only to the Role `render --developer-role` prints (through a
+/// kubeconfig that impersonates that user): deploy, hot-patch, hot-status, logs, down.
+#[test]
+#[ignore = "needs a real cluster: cargo xtask test --cluster"]
+fn a_developer_with_only_the_documented_role_runs_the_loop() {
+    let ns = Ns::new("rbac");
+    let user = format!("aether-t-dev-{}", std::process::id());
+    // An admin makes the namespace and binds the Role; the developer does the rest.
+    ns.k(&["create", "namespace", &ns.name]).ok();
+    let rbac = ns.x(&["render", "--developer-role", &user]).ok().stdout;
+    let mut c = Command::new("kubectl");
+    c.args(["apply", "-f", "-"]);
+    pipe(c, &rbac).ok();
+    // The admin's kubeconfig, impersonating the developer (`as`, kubectl's `--as`).
+    let kubeconfig = ns.project.path().join("dev.kubeconfig");
+    let mut cfg: serde_json::Value = serde_norway::from_str(
+        &std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap()).unwrap(),
+    )
+    .unwrap();
+    for u in cfg["users"].as_array_mut().unwrap() {
+        u["user"]["as"] = user.clone().into();
+    }
+    std::fs::write(&kubeconfig, serde_norway::to_string(&cfg).unwrap()).unwrap();
+    let as_dev = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        c.args(args)
+            .env("AETHER_PROJECT_DIR", ns.project.path())
+            .env_remove("AETHER_S3_ENDPOINT");
+        for (k, v) in ns.env() {
+            c.env(k, v);
+        }
+        c.env("KUBECONFIG", &kubeconfig);
+        run(c)
+    };
+    // The kubeconfig really is that user, with no more rights than the Role.
+    let mut c = Command::new("kubectl");
+    c.arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["auth", "can-i", "create", "namespaces"]);
+    assert_eq!(run(c).stdout.trim(), "no");
+    let mut c = Command::new("kubectl");
+    c.arg("--kubeconfig").arg(&kubeconfig).args([
+        "auth",
+        "can-i",
+        "get",
+        "secrets",
+        "-n",
+        "kube-system",
+    ]);
+    assert_eq!(run(c).stdout.trim(), "no");
+
+    let d = as_dev(&["deploy-sample", "demo", ns.app("v1").to_str().unwrap()]).ok();
+    let url = d.last("url");
+    assert!(get(&url).unwrap().contains("version: v1"));
+    let d2 = as_dev(&["hot-upload", "demo", ns.app("v2").to_str().unwrap()])
+        .ok()
+        .last("digest");
+    as_dev(&["hot-patch", "demo", &d2, "--wait", "30"]).ok();
+    assert!(get(&url).unwrap().contains("version: v2"));
+    let st = as_dev(&["hot-status", "demo"]).ok();
+    assert!(st.stdout.contains("(in sync)"), "{}", st.stdout);
+    let logs = as_dev(&["logs", "demo", "--fetcher"]).ok();
+    assert!(logs.stdout.contains("[fetcher]"), "{}", logs.all());
+    as_dev(&["down", "demo"]).ok();
+    let mut c = Command::new("kubectl");
+    c.args([
+        "delete",
+        "clusterrolebinding",
+        &format!("aether-developer-nodes:{user}"),
+    ]);
+    run(c).ok();
 }

@@ -21,6 +21,8 @@ pub mod release {
     /// first phase), beside the release in the ConfigMap: fetchers that watch the ConfigMap
     /// see it within milliseconds; the rest get it from their pod's `aether.dev/stage`.
     pub const STAGE: &str = "stage";
+    /// Changed with every stage request, so asking again is a change a watch reports.
+    pub const NUDGE: &str = "nudge";
 
     /// The ConfigMap's name for an app.
     pub fn configmap_name(app: &str) -> String {

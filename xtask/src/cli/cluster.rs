@@ -9,9 +9,14 @@ use crate::targets::Kind;
 /// Print the Kubernetes manifests of an app (credentials as placeholders), for review or GitOps.
 #[derive(clap::Args)]
 pub struct Render {
-    app: AppName,
-    #[arg(long, value_parser = crate::parse_digest)]
-    digest: Digest,
+    #[arg(required_unless_present = "developer_role")]
+    app: Option<AppName>,
+    #[arg(long, value_parser = crate::parse_digest, required_unless_present = "developer_role")]
+    digest: Option<Digest>,
+    /// Instead: the Role (and bindings) a developer needs in the namespace to run the loop,
+    /// for this user name.
+    #[arg(long, value_name = "USER", conflicts_with_all = ["app", "platform"])]
+    developer_role: Option<String>,
     /// Also print the MinIO and Postgres objects `bootstrap` applies.
     #[arg(long)]
     platform: bool,
@@ -26,15 +31,23 @@ impl Render {
             Some(Kind::Kube) => Kind::Kube,
             _ => Kind::Microk8s,
         };
+        if let Some(user) = &self.developer_role {
+            let v = serde_json::json!({"ns": ctx.target.namespace, "user": user});
+            print!("{}", crate::manifests::render("developer-rbac", &v)?);
+            return Ok(());
+        }
+        let (Some(app), Some(digest)) = (&self.app, self.digest) else {
+            bail!("render needs an app and --digest");
+        };
         let c = ctx.target.open_cluster(ctx.sh, &ctx.global, kind);
-        let mut yaml = c.render(&self.app, self.digest)?;
+        let mut yaml = c.render(app, digest)?;
         if self.platform {
             yaml.push_str(&crate::ops::platform::render(&ctx.target.namespace)?);
         }
         if self.json {
             println!(
                 "{}",
-                serde_json::json!({"app": self.app.as_str(), "objects": objects(&yaml), "yaml": yaml})
+                serde_json::json!({"app": app.as_str(), "objects": objects(&yaml), "yaml": yaml})
             );
         } else {
             print!("{yaml}");

@@ -152,8 +152,9 @@ pub fn roll(
     if let (Some(wait), false) = (r.wait, p.signalled.is_empty()) {
         if let Some(at) = p.release.activate_at {
             // Nothing switches before the activation time, and polling the pods (on a cluster,
-            // a `kubectl exec` each) in the middle of their switch would only slow it down.
-            std::thread::sleep(Duration::from_millis((at + 20).saturating_sub(now_ms())));
+            // a GET through the API server each) in the middle of their switch competes with
+            // it for the CPU.
+            std::thread::sleep(Duration::from_millis((at + 100).saturating_sub(now_ms())));
         }
         let waited = t.wait_served(app, &digest, wait);
         let pods = match waited {

@@ -132,13 +132,32 @@ impl<'a> Cluster<'a> {
                 .into_iter()
                 .filter_map(|p| p.metadata.name.as_deref())
                 .collect();
-            self.kube.annotate(&pods, &next.annotations(None))?;
+            self.kube
+                .annotate(&self.hear_by_volume(&pods), &next.annotations(None))?;
             return Ok(Some(Published {
                 release: next,
                 signalled: pods.into_iter().map(String::from).collect(),
             }));
         }
         bail!("configmap/{name} changed {ATTEMPTS} times while updating it: retry when other hot-patches are done")
+    }
+
+    /// The pods whose fetchers do not report hearing from the API watch (or whose status cannot
+    /// be read): only they need the news in their annotations. Patching the others would only
+    /// make their kubelets refresh volumes, work that landed in the middle of the cutover's
+    /// switch and spread it (p95 80 ms against 45 ms without, on these two cores).
+    fn hear_by_volume<'p>(&self, pods: &[&'p str]) -> Vec<&'p str> {
+        let names: Vec<String> = pods.iter().map(|p| p.to_string()).collect();
+        self.kube
+            .fetcher_statuses(&names)
+            .into_iter()
+            .zip(pods)
+            .filter(|(st, _)| {
+                !st.as_ref()
+                    .is_ok_and(|s| s.news.as_deref().is_some_and(|n| n.starts_with("api")))
+            })
+            .map(|(_, p)| *p)
+            .collect()
     }
 
     /// Waits until every live pod's fetcher reports `digest` live.
@@ -349,8 +368,11 @@ impl Target for Cluster<'_> {
                     .and_then(|r| u32::try_from(r).ok())
             })
             .unwrap_or(1);
-        self.kube
-            .apply(&manifests::render_app(&values, release.is_none())?)?;
+        self.kube.apply(&manifests::render_app_parts(
+            &values,
+            release.is_none(),
+            !self.kube.namespace_ready()?,
+        )?)?;
         Ok(Running {
             url: self.url(app)?,
         })
@@ -390,7 +412,7 @@ impl Target for Cluster<'_> {
         self.kube.stage(
             &release::configmap_name(app.as_str()),
             digest,
-            &names,
+            &self.hear_by_volume(&names),
             &[
                 (keys::STAGE.to_string(), value),
                 (keys::NUDGE.to_string(), nudge),

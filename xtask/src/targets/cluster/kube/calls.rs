@@ -59,8 +59,13 @@ impl Kube<'_> {
 
     /// Sets (or, with `None`, removes) the release ConfigMap's stage request, under a field
     /// manager of its own so the release's server-side apply never owns or drops it.
-    pub fn req_stage_configmap(&self, name: &str, digest: Option<Digest>) -> Req {
-        let body = serde_json::json!({"data": {release::STAGE: digest.map(|d| d.to_string())}});
+    pub fn req_stage_configmap(&self, name: &str, digest: Option<Digest>, nudge: &str) -> Req {
+        // The nudge changes on every request: asking again is an event even when the stage
+        // request itself is unchanged.
+        let body = serde_json::json!({"data": {
+            release::STAGE: digest.map(|d| d.to_string()),
+            release::NUDGE: nudge,
+        }});
         Req::patch(
             format!(
                 "/api/v1/namespaces/{}/configmaps/{name}?fieldManager={FIELD_MANAGER}-stage",
@@ -91,6 +96,30 @@ impl Kube<'_> {
             best = best.min(t.elapsed());
         }
         Ok(best)
+    }
+
+    /// Whether the namespace exists with the restricted Pod Security level enforced, so a
+    /// deploy need not apply it. A user who may not read namespaces works in one an admin made
+    /// for them: it exists, and its labels are the admin's to set.
+    pub fn namespace_ready(&self) -> Result<bool> {
+        let resp = self
+            .api()?
+            .send(Req::get(format!("/api/v1/namespaces/{}", self.namespace)))?;
+        match resp.status {
+            StatusCode::NOT_FOUND => Ok(false),
+            StatusCode::FORBIDDEN => Ok(true),
+            _ => {
+                let ns: k8s_openapi::api::core::v1::Namespace =
+                    serde_json::from_slice(&ok(resp, "reading the namespace")?.body)
+                        .context("parsing a Namespace")?;
+                Ok(ns
+                    .metadata
+                    .labels
+                    .unwrap_or_default()
+                    .get("pod-security.kubernetes.io/enforce")
+                    .is_some_and(|l| l == "restricted"))
+            }
+        }
     }
 
     /// A Service, or `None` when it does not exist.
@@ -165,7 +194,8 @@ impl Kube<'_> {
         pods: &[&str],
         annotations: &BTreeMap<String, String>,
     ) -> Result<()> {
-        let mut reqs = vec![self.req_stage_configmap(configmap, digest)];
+        let nudge = aether_artifact::unix_now_ms().to_string();
+        let mut reqs = vec![self.req_stage_configmap(configmap, digest, &nudge)];
         reqs.extend(pods.iter().map(|p| self.req_annotate(p, annotations)));
         let mut resps = self.api()?.send_all(reqs).into_iter();
         ok(
@@ -269,12 +299,15 @@ mod tests {
             k.req_apply_configmap("demo-release", "x").path,
             "/api/v1/namespaces/team-a/configmaps/demo-release?fieldManager=aether-dev&force=true"
         );
-        let st = k.req_stage_configmap("demo-release", None);
+        let st = k.req_stage_configmap("demo-release", None, "7");
         assert_eq!(
             st.path,
             "/api/v1/namespaces/team-a/configmaps/demo-release?fieldManager=aether-dev-stage"
         );
-        assert_eq!(st.body.unwrap().1, br#"{"data":{"stage":null}}"#.to_vec());
+        assert_eq!(
+            st.body.unwrap().1,
+            br#"{"data":{"nudge":"7","stage":null}}"#.to_vec()
+        );
         assert_eq!(
             k.req_fetcher_status("demo-1").path,
             "/api/v1/namespaces/team-a/pods/demo-1:8081/proxy/status"
