@@ -1,7 +1,7 @@
 //! What only a recording `microk8s` shim can show here (MicroK8s itself cannot be installed on
 //! these machines): `k8s-start`'s calls, and that a refused digest makes no cluster call at all.
 //! Everything a real cluster can show (deploy, hot-patch, rollback, hot-status, no rollout,
-//! replicas, Pod Security admission) is in `tests/kube.rs`, against a real API server.
+//! replicas, Pod Security admission) is in `tests/kube/`, against a real API server.
 
 mod common;
 use common::*;

@@ -173,7 +173,7 @@ impl Drop for Hogs {
     }
 }
 
-/// The real-cluster suite (`xtask/tests/kube.rs`) against the cluster `KUBECONFIG` names. The
+/// The real-cluster suite (`xtask/tests/kube/`) against the cluster `KUBECONFIG` names. The
 /// fetcher image is built first; with `../shared/k8s-local` beside the project its
 /// `import-image` loads it (users of kind or minikube set `AETHER_IMAGE_IMPORT` themselves;
 /// MicroK8s imports on its own with `AETHER_TEST_TARGET=microk8s`).
