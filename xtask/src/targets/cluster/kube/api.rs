@@ -63,6 +63,7 @@ impl Resp {
 pub struct Api {
     rt: tokio::runtime::Runtime,
     socket: PathBuf,
+    log: PathBuf,
     proxy: Child,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
 }
@@ -75,11 +76,26 @@ impl Api {
         let socket = dir.join(format!("kube-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&socket);
         let line = format!("{proxy:?}");
+        // Its messages go to a file: a pipe nobody reads would block it once full (a long
+        // `dev` session), and the file is there to quote when it fails.
+        let log_path = dir.join(format!("kube-{}.log", std::process::id()));
+        let log = std::fs::File::create(&log_path)?;
+        use std::os::unix::process::CommandExt as _;
+        // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal,
+        // so the proxy never outlives the command, however the command ends. (The signal
+        // follows the thread that spawned it: commands make their cluster calls on the main
+        // thread.)
+        unsafe {
+            proxy.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
         let mut child = proxy
             .arg(format!("--unix-socket={}", socket.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(log)
             .spawn()
             .with_context(|| format!("starting {line}: is kubectl installed and on PATH?"))?;
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -91,10 +107,8 @@ impl Api {
                 break;
             }
             if let Some(st) = child.try_wait()? {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
+                let err = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let _ = std::fs::remove_file(&log_path);
                 bail!("{line} exited ({st}) before it served: {}", err.trim());
             }
             if Instant::now() > deadline {
@@ -107,6 +121,7 @@ impl Api {
         Ok(Api {
             rt,
             socket,
+            log: log_path,
             proxy: child,
             idle: Mutex::new(Vec::new()),
         })
@@ -217,5 +232,6 @@ impl Drop for Api {
         let _ = self.proxy.kill();
         let _ = self.proxy.wait();
         let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(&self.log);
     }
 }
