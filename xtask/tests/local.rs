@@ -894,30 +894,20 @@ fn the_local_pod_gets_a_container_environment_not_the_shell() {
 /// The fetcher's store key (from its environment) reads its own app's artifact, and is refused
 /// a PUT anywhere and a GET of another app's object; the uploader's key is not the pod's.
 fn pod_key_reads_only_its_app(p: &Path, environ: &[u8], digest: &str) {
-    let var = |name: &str| {
+    let lookup = |name: &str| {
         environ
             .split(|b| *b == 0)
             .find_map(|kv| kv.strip_prefix(format!("{name}=").as_bytes()))
             .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_else(|| panic!("the fetcher has no {name}"))
     };
+    let var = |name: &str| lookup(name).unwrap_or_else(|| panic!("the fetcher has no {name}"));
     let owner = local_store(p);
     assert_eq!(var("AETHER_S3_ACCESS_KEY"), "aether-read-demo");
     assert_ne!(
         var("AETHER_S3_SECRET_KEY"),
         owner.config().secret_key.expose()
     );
-    let pod = Store::new(
-        PartialStore {
-            endpoint: Some(var("AETHER_S3_ENDPOINT")),
-            access_key: Some(var("AETHER_S3_ACCESS_KEY")),
-            secret_key: Some(Secret::new(var("AETHER_S3_SECRET_KEY"))),
-            ..Default::default()
-        }
-        .finish()
-        .unwrap(),
-    )
-    .unwrap();
+    let pod = store_from(lookup);
     let demo = AppName::parse("demo").unwrap();
     let own = object_key(&demo, &digest.parse::<Digest>().unwrap());
     let mut buf = Vec::new();

@@ -235,3 +235,15 @@ pub fn package_to(project: &Path, dir: &Path, out: &Path) -> Run {
         ],
     )
 }
+
+/// A store client from `AETHER_S3_*` values as `get` finds them (a pod's Secret, a process's
+/// environment).
+#[allow(dead_code)]
+pub fn store_from(get: impl Fn(&str) -> Option<String>) -> aether_artifact::store::Store {
+    aether_artifact::store::Store::new(
+        aether_artifact::store::PartialStore::from_lookup(get)
+            .finish()
+            .unwrap(),
+    )
+    .unwrap()
+}

@@ -234,35 +234,31 @@ impl Ns {
     /// The only store key in the namespace is the app's read-only one: it reads the app's
     /// artifact, and is refused a PUT and another app's object (asked where pods ask).
     fn pod_key_reads_only_its_app(&self, digest: &str) {
-        use aether_artifact::store::{ErrorKind, PartialStore, Secret, Store};
+        use aether_artifact::store::ErrorKind;
         let secrets = self.k(&["get", "secrets", "-o", "json"]).ok().stdout;
         let v: serde_json::Value = serde_json::from_str(&secrets).unwrap();
         let items = v["items"].as_array().unwrap();
         assert_eq!(items.len(), 1, "{secrets}");
         assert_eq!(items[0]["metadata"]["name"], "demo-store");
-        let var = |k: &str| {
-            let t = format!("go-template={{{{index .data \"{k}\" | base64decode}}}}");
-            self.k(&["get", "secret", "demo-store", "-o", &t])
-                .ok()
-                .stdout
+        let t =
+            r#"go-template={{range $k, $v := .data}}{{$k}}={{$v | base64decode}}{{"\n"}}{{end}}"#;
+        let data = self
+            .k(&["get", "secret", "demo-store", "-o", t])
+            .ok()
+            .stdout;
+        let lookup = |k: &str| {
+            data.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .map(str::to_string)
         };
+        let var = |k: &str| lookup(k).unwrap_or_default();
         assert_eq!(var("AETHER_S3_ACCESS_KEY"), "aether-read-demo");
         let owner: serde_json::Value = serde_json::from_slice(
             &std::fs::read(self.project.path().join(".aether/local/store.json")).unwrap(),
         )
         .unwrap();
         assert_ne!(owner["secret_key"], var("AETHER_S3_SECRET_KEY").as_str());
-        let pod = Store::new(
-            PartialStore {
-                endpoint: Some(var("AETHER_S3_ENDPOINT")),
-                access_key: Some(var("AETHER_S3_ACCESS_KEY")),
-                secret_key: Some(Secret::new(var("AETHER_S3_SECRET_KEY"))),
-                ..Default::default()
-            }
-            .finish()
-            .unwrap(),
-        )
-        .unwrap();
+        let pod = store_from(lookup);
         let own = format!("artifacts/demo/{digest}/app.tar.gz");
         pod.get_to_writer(&own, &mut Vec::new()).unwrap();
         let e = pod.put_bytes(&own, b"overwritten").unwrap_err();
