@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aether_artifact::store::StoreConfig;
-use aether_artifact::{keys, release, AppName, Digest};
+use aether_artifact::{release, AppName, Digest};
 use anyhow::{bail, Context, Result};
 use xshell::Shell;
 
@@ -407,18 +407,10 @@ impl Target for Cluster<'_> {
     /// in the pods' annotations (those that do not), in one round of requests.
     fn stage(&self, app: &AppName, digest: Option<Digest>, pods: &[String]) -> Result<()> {
         let names: Vec<&str> = pods.iter().map(String::as_str).collect();
-        let value = digest.map(|d| d.to_string()).unwrap_or_default();
-        let nudge = aether_artifact::unix_now_ms().to_string();
         self.kube.stage(
             &release::configmap_name(app.as_str()),
             digest,
             &self.hear_by_volume(&names),
-            &[
-                (keys::STAGE.to_string(), value),
-                (keys::NUDGE.to_string(), nudge),
-            ]
-            .into_iter()
-            .collect(),
         )
     }
 

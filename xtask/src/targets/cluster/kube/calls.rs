@@ -176,39 +176,30 @@ impl Kube<'_> {
             return Ok(());
         }
         let reqs = pods.iter().map(|p| self.req_annotate(p, pairs)).collect();
-        for (resp, pod) in self.api()?.send_all(reqs).into_iter().zip(pods) {
-            let resp = resp?;
-            if resp.status != StatusCode::NOT_FOUND {
-                ok(resp, &format!("annotating pod {pod}"))?;
-            }
-        }
-        Ok(())
+        annotated(self.api()?.send_all(reqs).into_iter(), pods)
     }
 
-    /// A cutover's stage request: in the release ConfigMap and in each pod's annotations, all
-    /// at once. A pod deleted meanwhile is skipped.
-    pub fn stage(
-        &self,
-        configmap: &str,
-        digest: Option<Digest>,
-        pods: &[&str],
-        annotations: &BTreeMap<String, String>,
-    ) -> Result<()> {
+    /// A cutover's stage request (`None` withdraws it): in the release ConfigMap and in the
+    /// annotations of `pods`, all at once, with a new nudge so that asking again is a change.
+    pub fn stage(&self, configmap: &str, digest: Option<Digest>, pods: &[&str]) -> Result<()> {
         let nudge = aether_artifact::unix_now_ms().to_string();
+        let annotations: BTreeMap<String, String> = [
+            (
+                keys::STAGE.to_string(),
+                digest.map(|d| d.to_string()).unwrap_or_default(),
+            ),
+            (keys::NUDGE.to_string(), nudge.clone()),
+        ]
+        .into_iter()
+        .collect();
         let mut reqs = vec![self.req_stage_configmap(configmap, digest, &nudge)];
-        reqs.extend(pods.iter().map(|p| self.req_annotate(p, annotations)));
+        reqs.extend(pods.iter().map(|p| self.req_annotate(p, &annotations)));
         let mut resps = self.api()?.send_all(reqs).into_iter();
         ok(
             resps.next().expect("one response per request")?,
             &format!("asking configmap/{configmap} to stage"),
         )?;
-        for (resp, pod) in resps.zip(pods) {
-            let resp = resp?;
-            if resp.status != StatusCode::NOT_FOUND {
-                ok(resp, &format!("annotating pod {pod}"))?;
-            }
-        }
-        Ok(())
+        annotated(resps, pods)
     }
 
     /// Every pod's fetcher status at once, through the API server's pod proxy. Where that is
@@ -236,6 +227,18 @@ impl Kube<'_> {
             })
             .collect()
     }
+}
+
+/// The answers to annotating `pods`: an error for any but a pod deleted meanwhile (its
+/// replacement starts from the release ConfigMap).
+fn annotated(resps: impl Iterator<Item = Result<Resp>>, pods: &[&str]) -> Result<()> {
+    for (resp, pod) in resps.zip(pods) {
+        let resp = resp?;
+        if resp.status != StatusCode::NOT_FOUND {
+            ok(resp, &format!("annotating pod {pod}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn kind_of(resource: &str) -> &'static str {
