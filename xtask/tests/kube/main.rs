@@ -1016,16 +1016,7 @@ fn an_express_app_and_its_dependency_layer() {
     for f in ["package.json", "package-lock.json", "index.js"] {
         std::fs::copy(example.join(f), dir.join(f)).unwrap();
     }
-    let npm = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .output()
-        .expect("running npm");
-    assert!(
-        npm.status.success(),
-        "{}",
-        String::from_utf8_lossy(&npm.stderr)
-    );
+    npm(&dir, &["ci"]);
     let d = ns.x(&["deploy-sample", "demo", dir.to_str().unwrap()]).ok();
     let url = d.last("url");
     ns.wait_body(&url, "hello from express", Duration::from_secs(30));
