@@ -174,24 +174,17 @@ pub fn serve(data: &Path, port: u16, also: &[IpAddr]) -> Result<()> {
         .chain(also.iter().copied())
         .map(|ip| SocketAddr::new(ip, port))
         .collect();
-    let server = aether_s3local::Server::start_with(data, &binds, &ak, &sk, Some(read_keys(&sk)))
-        .with_context(|| format!("listening on {binds:?}"))?;
+    let server = aether_s3local::Server::start_with(
+        data,
+        &binds,
+        &ak,
+        &sk,
+        Some(aether_store::read_keys(&sk)),
+    )
+    .with_context(|| format!("listening on {binds:?}"))?;
     eprintln!("embedded S3 store on {binds:?}");
     server.wait();
     Ok(())
-}
-
-/// The per-app read-only keys pods get ([`aether_artifact::store::read_credentials`]).
-pub fn read_keys(store_secret: &str) -> aether_s3local::ReadKeys {
-    use aether_artifact::store::{read_credentials, read_key_app, read_prefix};
-    let secret = Secret::new(store_secret);
-    std::sync::Arc::new(move |ak: &str| {
-        let app = read_key_app(ak)?;
-        Some(aether_s3local::ReadOnly {
-            secret_key: read_credentials(&app, &secret).1.expose().into(),
-            prefix: read_prefix(&app),
-        })
-    })
 }
 
 /// Whether `ip` is an address of this machine (binding to it works).

@@ -4,7 +4,7 @@
 mod cli;
 mod config;
 mod embedded;
-mod fetcher_image;
+mod images;
 mod k8s_local;
 mod keys;
 mod manifests;
@@ -51,8 +51,11 @@ enum Cmd {
     Render(cli::cluster::Render),
     /// Check every prerequisite and service; print what is missing and the command that fixes it.
     Doctor(cli::platform::Doctor),
-    /// Install or start what is missing: MicroK8s, its addons, the namespace, MinIO and Postgres.
+    /// Install or start what is missing: on MicroK8s the snap and its addons; on any cluster the
+    /// namespace, an object store (ours by default) and Postgres.
     Bootstrap(cli::platform::Bootstrap),
+    /// Remove what bootstrap deployed, and its namespace when it created it and nothing is left.
+    Uninstall(cli::platform::Uninstall),
     /// Ensure MicroK8s is running and ready, addons dns and hostpath-storage are on, and the
     /// namespace exists. Changes nothing when all is in place.
     K8sStart(cli::cluster::K8sStart),
@@ -67,7 +70,9 @@ enum Cmd {
     /// Make an Ed25519 (minisign) key pair for signing uploads; the secret key is never printed.
     Keygen(cli::keygen::Keygen),
     /// Build the fetcher as a static binary and write its OCI image archive (no Docker needed).
-    SidecarImage(cli::sidecar_image::SidecarImage),
+    SidecarImage(cli::image::SidecarImage),
+    /// Write the OCI image archive of the fetcher, the in-cluster store or a Debian-built Postgres.
+    Image(cli::image::Image),
     /// Install what the tests need (apt, when missing) and run every test in the workspace.
     Test(cli::test::Test),
     /// Print packing and unpacking figures next to tar+gzip on the same machine.
@@ -93,12 +98,14 @@ fn main() -> std::process::ExitCode {
             Cmd::Render(c) => c.run(&ctx),
             Cmd::Doctor(c) => c.run(&ctx),
             Cmd::Bootstrap(c) => c.run(&ctx),
+            Cmd::Uninstall(c) => c.run(&ctx),
             Cmd::K8sStart(c) => c.run(&ctx),
             Cmd::Down(c) => c.run(&ctx),
             Cmd::Dev(c) => c.run(&ctx),
             Cmd::LocalStore(c) => c.run(&ctx),
             Cmd::Keygen(c) => c.run(&ctx),
             Cmd::SidecarImage(c) => c.run(&ctx),
+            Cmd::Image(c) => c.run(&ctx),
             Cmd::Test(c) => c.run(&ctx),
             Cmd::Bench(c) => c.run(&ctx),
         }

@@ -39,19 +39,29 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../manifests/developer-rbac.yaml.j2"),
     ),
     ("postgres", include_str!("../../manifests/postgres.yaml.j2")),
+    (
+        "aether-store",
+        include_str!("../../manifests/aether-store.yaml.j2"),
+    ),
 ];
 
 pub const MINIO_IMAGE: &str = "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z";
 pub const POSTGRES_IMAGE: &str = "docker.io/library/postgres:16.4-alpine";
-pub const MINIO_NODE_PORT: u16 = 30900;
+/// The store's NodePort, whichever store bootstrap deploys (only one at a time).
+pub const STORE_NODE_PORT: u16 = 30900;
+pub const MINIO_NODE_PORT: u16 = STORE_NODE_PORT;
 pub const POSTGRES_NODE_PORT: u16 = 30432;
+/// MicroK8s' hostpath-storage addon.
 pub const STORAGE_CLASS: &str = "microk8s-hostpath";
 
 /// Values of the platform services `bootstrap` deploys.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PlatformValues {
     pub ns: String,
-    pub storage_class: String,
+    /// `None`: no StorageClass, the data lives in the pods (emptyDir).
+    pub storage_class: Option<String>,
+    pub store_image: String,
+    pub store_node_port: u16,
     pub minio_image: String,
     pub minio_node_port: u16,
     pub access_key: String,
@@ -110,6 +120,7 @@ fn contract() -> serde_json::Value {
         ENV_ACCESS_KEY, ENV_BUCKET, ENV_CA_FILE, ENV_ENDPOINT, ENV_REGION, ENV_SECRET_KEY,
     };
     use aether_artifact::{keys, release, volume, FetcherEnv as E};
+    use aether_store::StoreEnv as S;
     let root = E::DEFAULT_ROOT;
     serde_json::json!({
         "keys": {"app": keys::APP},
@@ -126,6 +137,10 @@ fn contract() -> serde_json::Value {
         "store_env": {
             "endpoint": ENV_ENDPOINT, "region": ENV_REGION, "bucket": ENV_BUCKET,
             "access_key": ENV_ACCESS_KEY, "secret_key": ENV_SECRET_KEY, "ca_file": ENV_CA_FILE,
+        },
+        "store_server": {
+            "dir": S::DIR, "listen": S::LISTEN, "access_key": S::ACCESS_KEY,
+            "secret_key": S::SECRET_KEY, "port": S::PORT, "data": S::DATA_IN_IMAGE,
         },
         "store_ca": {
             "configmap": E::STORE_CA_CONFIGMAP, "item": E::STORE_CA_ITEM, "dir": E::STORE_CA_DIR,

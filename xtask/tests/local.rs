@@ -62,9 +62,15 @@ fn deploy_edit_hot_patch_rollback_and_down() {
     }
     let t = tempfile::tempdir().unwrap();
     let p = t.path();
-    // Something listening stands in for Postgres: the sample reports the database reachable.
-    let db = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let db_url = format!("postgres://aether:pw@{}/aether", db.local_addr().unwrap());
+    // A real Postgres: the sample answers a query through it.
+    if !aether_testkit::require(
+        aether_testkit::postgres::bin_dir().is_some(),
+        "Postgres is not installed",
+    ) {
+        return;
+    }
+    let db = aether_testkit::postgres::Postgres::start();
+    let db_url = db.url();
     let env = [
         ("AETHER_TARGET", "local"),
         ("AETHER_DATABASE_URL", db_url.as_str()),
@@ -82,7 +88,7 @@ fn deploy_edit_hot_patch_rollback_and_down() {
     );
     let body = get(&url);
     assert!(
-        body.contains("version: v1") && body.contains("database: reachable"),
+        body.contains("version: v1") && body.contains("database: ok"),
         "{body}"
     );
     let fetcher_pid = pod(p)["fetcher_pid"].as_u64().unwrap();

@@ -60,12 +60,19 @@ fn write_config(project: &Path) {
 #[test]
 fn dry_run_plans_for_three_starting_states() {
     let t = tempfile::tempdir().unwrap();
-    let plan = |prepare: &dyn Fn(&Shim, &Path)| -> String {
+    // The store image is not built here: the plan says it will be (or, with a registry image
+    // named, that it need not).
+    let none = t.path().join("no-store-image.tar").display().to_string();
+    let plan = |prepare: &dyn Fn(&Shim, &Path), image: Option<&str>| -> String {
         let shim = Shim::new();
         let project = t.path().join(format!("p{}", rand_suffix()));
         fs::create_dir_all(&project).unwrap();
         prepare(&shim, &project);
-        let r = shim.run(&project, &[], &["bootstrap", "--dry-run"]).ok();
+        let mut env = vec![("AETHER_STORE_IMAGE_ARCHIVE", none.clone())];
+        if let Some(i) = image {
+            env.push(("AETHER_STORE_IMAGE", i.to_string()));
+        }
+        let r = shim.run(&project, &env, &["bootstrap", "--dry-run"]).ok();
         assert!(
             mutating(&shim.calls()).is_empty(),
             "dry run changed something: {:?}",
@@ -75,15 +82,18 @@ fn dry_run_plans_for_three_starting_states() {
         assert!(!r.all().contains(SK));
         r.stdout
     };
-    let nothing = plan(&|s, _| without_microk8s(s));
+    let nothing = plan(&|s, _| without_microk8s(s), None);
     insta::assert_snapshot!("plan_nothing_installed", nothing);
-    let mk = plan(&|s, _| microk8s_only(s));
+    let mk = plan(&|s, _| microk8s_only(s), None);
     insta::assert_snapshot!("plan_microk8s_only", mk);
-    let up = plan(&|s, p| {
-        write_config(p);
-        fs::write(s.dir.join("obj-deployment-minio"), "").unwrap();
-        fs::write(s.dir.join("obj-statefulset-postgres"), "").unwrap();
-    });
+    let up = plan(
+        &|s, p| {
+            write_config(p);
+            fs::write(s.dir.join("obj-deployment-aether-store"), "").unwrap();
+            fs::write(s.dir.join("obj-statefulset-postgres"), "").unwrap();
+        },
+        Some("registry.example/aether/store:1"),
+    );
     insta::assert_snapshot!("plan_everything_up", up);
 }
 
@@ -123,7 +133,10 @@ fn bootstrap_then_again_changes_nothing_the_second_time() {
     let project = t.path().join("project");
     fs::create_dir_all(&project).unwrap();
 
-    let first = shim.run(&project, &env, &["bootstrap", "--yes"]).ok();
+    // MinIO, the store whose read-only user bootstrap makes with a Job (ours derives keys).
+    let first = shim
+        .run(&project, &env, &["bootstrap", "--yes", "--store", "minio"])
+        .ok();
     assert!(first.stderr.contains("bootstrap done"), "{}", first.stderr);
     let calls = shim.calls();
     assert!(
@@ -183,7 +196,9 @@ fn bootstrap_then_again_changes_nothing_the_second_time() {
     .unwrap());
 
     fs::remove_file(shim.dir.join("calls.log")).unwrap();
-    let second = shim.run(&project, &env, &["bootstrap", "--yes"]).ok();
+    let second = shim
+        .run(&project, &env, &["bootstrap", "--yes", "--store", "minio"])
+        .ok();
     assert!(
         second.stdout.contains("plan: nothing to do"),
         "{}",
@@ -323,4 +338,55 @@ fn doctor_reports_each_state() {
     );
     assert!(!r.all().contains("wrong-secret"));
     let _ = PathBuf::new();
+}
+
+/// An OCI archive holding just the index that names `image` (all bootstrap reads of it).
+fn image_archive(path: &Path, image: &str) {
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": format!("sha256:{}", "0".repeat(64)), "size": 1,
+        "annotations": {"io.containerd.image.name": image}}]});
+    let mut b = tar::Builder::new(Vec::new());
+    let body = index.to_string();
+    let mut h = tar::Header::new_ustar();
+    h.set_size(body.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "index.json", body.as_bytes())
+        .unwrap();
+    fs::write(path, b.into_inner().unwrap()).unwrap();
+}
+
+/// `microk8s ctr image import` loads one node: on a MicroK8s of two, bootstrap refuses before
+/// importing or deploying the store, and names the fixes.
+#[test]
+fn a_multi_node_microk8s_is_refused_before_the_store_image_is_loaded() {
+    let t = tempfile::tempdir().unwrap();
+    let shim = Shim::new();
+    microk8s_only(&shim);
+    let nodes = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"metadata": {"name": "a"}, "status": {}}, {"metadata": {"name": "b"}, "status": {}}]});
+    fs::write(shim.dir.join("nodes.json"), nodes.to_string()).unwrap();
+    let archive = t.path().join("store.tar");
+    image_archive(&archive, "docker.io/aether/store:0.1.0-abc");
+    let project = t.path().join("project");
+    fs::create_dir_all(&project).unwrap();
+    let env = [("AETHER_STORE_IMAGE_ARCHIVE", archive.display().to_string())];
+    let r = shim.run(&project, &env, &["bootstrap", "--yes"]);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr.contains("this MicroK8s has 2 nodes")
+            && r.stderr.contains("AETHER_STORE_IMAGE")
+            && r.stderr.contains("on every node"),
+        "{}",
+        r.stderr
+    );
+    let calls = shim.calls();
+    assert!(
+        !calls.iter().any(|c| c.contains("ctr image import")),
+        "{calls:?}"
+    );
+    assert!(
+        !shim.stdins().join("\n").contains("name: aether-store"),
+        "the store was deployed"
+    );
 }

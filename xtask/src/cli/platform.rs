@@ -3,7 +3,8 @@
 use anyhow::Result;
 
 use super::Ctx;
-use crate::ops::platform::{bootstrap::bootstrap, doctor::doctor};
+use crate::ops::platform::bootstrap::{bootstrap, Options};
+use crate::ops::platform::{doctor::doctor, uninstall::uninstall, StoreKind};
 
 /// Check every prerequisite and service; print what is missing and the command that fixes it.
 #[derive(clap::Args)]
@@ -18,7 +19,8 @@ impl Doctor {
     }
 }
 
-/// Install or start what is missing: MicroK8s, its addons, the namespace, MinIO and Postgres.
+/// Install or start what is missing: on MicroK8s the snap and its addons; on any cluster the
+/// namespace, an object store and Postgres.
 #[derive(clap::Args)]
 pub struct Bootstrap {
     /// Do not ask before steps that run sudo.
@@ -27,10 +29,44 @@ pub struct Bootstrap {
     /// Print the plan and change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// The object store: ours (built here, no registry pull), MinIO, or an external S3 store
+    /// given by AETHER_S3_ENDPOINT and its keys.
+    #[arg(long, value_enum, env = "AETHER_STORE", default_value_t)]
+    store: StoreKind,
+    /// StorageClass of the store's and Postgres' volumes [default: the cluster's default
+    /// class; none: the data lives in the pods]
+    #[arg(long, env = "AETHER_STORAGE_CLASS")]
+    storage_class: Option<String>,
+    /// Command that loads an image archive into the cluster's nodes ({archive} is replaced),
+    /// e.g. 'kind load image-archive {archive}'.
+    #[arg(long, env = "AETHER_IMAGE_IMPORT")]
+    image_import: Option<String>,
 }
 
 impl Bootstrap {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        bootstrap(ctx.sh, &ctx.global, &ctx.target, self.yes, self.dry_run)
+        let opts = Options {
+            yes: self.yes,
+            dry_run: self.dry_run,
+            store: self.store,
+            storage_class: self.storage_class,
+            image_import: self.image_import,
+        };
+        bootstrap(ctx.sh, &ctx.global, &ctx.target, &opts)
+    }
+}
+
+/// Remove what bootstrap deployed (the store, Postgres, their Secrets), and its namespace when
+/// bootstrap created it and nothing else is left.
+#[derive(clap::Args)]
+pub struct Uninstall {
+    /// Also delete the store's and Postgres' volumes (their data) and the saved credentials.
+    #[arg(long)]
+    delete_data: bool,
+}
+
+impl Uninstall {
+    pub fn run(self, ctx: &Ctx) -> Result<()> {
+        uninstall(ctx.sh, &ctx.global, &ctx.target, self.delete_data)
     }
 }

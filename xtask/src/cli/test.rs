@@ -24,6 +24,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("git", "git"),
     ("jq", "jq"),
     ("socat", "socat"),
+    // A real Postgres for the sample's database check, and the image built from its package.
+    ("/usr/lib/postgresql", "postgresql"),
 ];
 
 /// Install what the tests need (apt, when missing) and run every test in the workspace.
@@ -186,12 +188,18 @@ fn cluster_suite<'a>(sh: &'a Shell, extra: &[String]) -> Result<xshell::Cmd<'a>>
         .ignore_stdout()
         .run()
         .context("no reachable cluster: start one (`../shared/k8s-local/up`, `microk8s start`) and set KUBECONFIG")?;
-    crate::fetcher_image::run(sh, None)?;
+    crate::images::fetcher::run(sh, None)?;
+    crate::images::store_server::run(sh, None)?;
+    // No registry to pull postgres:* from: bootstrap's test runs the one built from this
+    // machine's Debian package, loaded into the nodes by the test itself.
+    let pg = crate::images::postgres::run(sh, None)?;
     let shared = crate::project_root().join("../shared/k8s-local/import-image");
     let mut suite = cmd!(
         sh,
         "cargo test --locked -p xtask --test kube {extra...} -- --ignored --test-threads=1"
-    );
+    )
+    .env("AETHER_TEST_POSTGRES_ARCHIVE", &pg.archive)
+    .env("AETHER_POSTGRES_IMAGE", &pg.reference);
     if std::env::var_os("AETHER_IMAGE_IMPORT").is_none() && shared.exists() {
         suite = suite.env(
             "AETHER_IMAGE_IMPORT",
@@ -204,6 +212,9 @@ fn cluster_suite<'a>(sh: &'a Shell, extra: &[String]) -> Result<xshell::Cmd<'a>>
 /// Whether `tool` is an executable file in a directory of PATH.
 fn has(_sh: &Shell, tool: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
+    if tool.starts_with('/') {
+        return std::path::Path::new(tool).exists();
+    }
     std::env::var_os("PATH").is_some_and(|path| {
         std::env::split_paths(&path).any(|d| {
             std::fs::metadata(d.join(tool))

@@ -333,10 +333,12 @@ fn a_private_store_ca_is_mounted_into_the_fetcher() {
     );
 }
 
-fn platform_yaml() -> String {
+fn platform_yaml(storage_class: Option<&str>) -> String {
     let v = PlatformValues {
         ns: NAMESPACE.into(),
-        storage_class: STORAGE_CLASS.into(),
+        storage_class: storage_class.map(Into::into),
+        store_image: "docker.io/aether/store:0.1.0-0123456789ab".into(),
+        store_node_port: STORE_NODE_PORT,
         minio_image: MINIO_IMAGE.into(),
         minio_node_port: MINIO_NODE_PORT,
         access_key: "REPLACE_ME".into(),
@@ -355,7 +357,8 @@ fn platform_yaml() -> String {
                 .into(),
     };
     format!(
-        "{}---\n{}",
+        "{}---\n{}---\n{}",
+        render("aether-store", &v).unwrap(),
         render("minio", &v).unwrap(),
         render("postgres", &v).unwrap()
     )
@@ -367,7 +370,7 @@ fn platform_services_are_valid_and_restricted() {
     use k8s_openapi::api::core::v1::PersistentVolumeClaim;
     let mut unknown = Vec::new();
     let mut kinds = Vec::new();
-    for doc in serde_norway::Deserializer::from_str(&platform_yaml()) {
+    for doc in serde_norway::Deserializer::from_str(&platform_yaml(Some(STORAGE_CLASS))) {
         let v: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
         let kind = v["kind"].as_str().unwrap().to_string();
         match kind.as_str() {
@@ -404,7 +407,7 @@ fn platform_services_are_valid_and_restricted() {
             "Service" => {
                 let s: Service = typed(v, &mut unknown);
                 let port = s.spec.unwrap().ports.unwrap()[0].node_port.unwrap();
-                assert!([i32::from(MINIO_NODE_PORT), i32::from(POSTGRES_NODE_PORT)].contains(&port));
+                assert!([i32::from(STORE_NODE_PORT), i32::from(POSTGRES_NODE_PORT)].contains(&port));
             }
             other => panic!("unexpected kind {other}"),
         }
@@ -418,6 +421,10 @@ fn platform_services_are_valid_and_restricted() {
             "PersistentVolumeClaim",
             "Deployment",
             "Service",
+            "Secret",
+            "PersistentVolumeClaim",
+            "Deployment",
+            "Service",
             "Job",
             "Secret",
             "Secret",
@@ -425,7 +432,52 @@ fn platform_services_are_valid_and_restricted() {
             "Service"
         ]
     );
-    insta::assert_snapshot!("platform", platform_yaml());
+    insta::assert_snapshot!("platform", platform_yaml(Some(STORAGE_CLASS)));
+}
+
+/// A cluster without a StorageClass: no claim that would never bind; each service keeps its
+/// data in an emptyDir named like the claim's volume.
+#[test]
+fn without_a_storage_class_the_data_lives_in_the_pods() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let yaml = platform_yaml(None);
+    assert!(!yaml.contains("PersistentVolumeClaim") && !yaml.contains("volumeClaimTemplates"));
+    let mut specs = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(&yaml) {
+        let v: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+        match v["kind"].as_str().unwrap() {
+            "Deployment" => specs.push(
+                serde_json::from_value::<Deployment>(v)
+                    .unwrap()
+                    .spec
+                    .unwrap()
+                    .template
+                    .spec
+                    .unwrap(),
+            ),
+            "StatefulSet" => specs.push(
+                serde_json::from_value::<StatefulSet>(v)
+                    .unwrap()
+                    .spec
+                    .unwrap()
+                    .template
+                    .spec
+                    .unwrap(),
+            ),
+            _ => {}
+        }
+    }
+    assert_eq!(specs.len(), 3);
+    for spec in specs {
+        check_pod_spec(&spec);
+        let data = spec
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "data")
+            .unwrap();
+        assert!(data.empty_dir.is_some(), "{data:?}");
+    }
 }
 
 #[test]

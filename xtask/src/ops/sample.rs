@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 const SERVER_JS: &str = include_str!("../../templates/sample-node/server.js");
+const DB_JS: &str = include_str!("../../templates/sample-node/db.js");
 const PACKAGE_JSON: &str = include_str!("../../templates/sample-node/package.json");
 const README: &str = include_str!("../../templates/sample-node/README.md");
 
@@ -19,6 +20,7 @@ pub fn ensure(dir: &Path) -> Result<bool> {
     }
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     fs::write(dir.join("server.js"), SERVER_JS)?;
+    fs::write(dir.join("db.js"), DB_JS)?;
     fs::write(dir.join("package.json"), PACKAGE_JSON)?;
     fs::write(dir.join("README.md"), README)?;
     Ok(true)

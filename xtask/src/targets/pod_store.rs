@@ -133,7 +133,7 @@ mod tests {
             &["127.0.0.1:0".parse().unwrap()],
             "owner",
             "owner-secret",
-            Some(crate::embedded::read_keys("owner-secret")),
+            Some(aether_store::read_keys("owner-secret")),
         )
         .unwrap();
         let c = pod_credentials(

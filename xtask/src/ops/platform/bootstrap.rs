@@ -1,19 +1,30 @@
-//! `bootstrap`: install or start what is missing (MicroK8s, its addons, the namespace, MinIO
-//! and Postgres), idempotently, from a probe of what is there and a plan of the steps.
+//! `bootstrap`: install or start what is missing, idempotently, from a probe of what is there
+//! and a plan of the steps. On MicroK8s: the snap, its start and addons first. On any cluster:
+//! the namespace, credentials, the object store (ours, MinIO, or an external one), Postgres.
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use aether_artifact::store::Secret;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use xshell::Shell;
 
 use crate::config::{Global, ProjectConfig};
-use crate::manifests::{self};
+use crate::manifests;
+use crate::targets::cluster::kube::{host, Flavor};
 use crate::targets::cluster::Cluster;
 use crate::targets::{Kind, TargetArgs};
 
 use super::*;
-use crate::targets::cluster::kube::host;
+
+/// What the user asked for beyond the target.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub yes: bool,
+    pub dry_run: bool,
+    pub store: StoreKind,
+    pub storage_class: Option<String>,
+    /// Loads an image archive into the nodes (`{archive}` replaced), as `deploy-sample`'s.
+    pub image_import: Option<String>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -23,7 +34,9 @@ pub enum Step {
     CreateNamespace,
     GenerateCredentials,
     RecoverCredentials,
-    DeployMinio,
+    BuildStoreImage,
+    ImportStoreImage,
+    DeployStore,
     DeployPostgres,
 }
 
@@ -31,16 +44,28 @@ impl Step {
     fn sudo(&self) -> bool {
         matches!(self, Step::InstallMicrok8s | Step::StartMicrok8s)
     }
-    fn describe(&self, ns: &str) -> String {
+    fn describe(&self, ns: &str, l: &Layout) -> String {
+        let volume = |size: &str| {
+            match &l.storage_class {
+            Some(c) => format!("a {size} volume of class {c}"),
+            None => "its data in the pod (no StorageClass: lost when the pod goes; pass --storage-class to keep it)".into(),
+        }
+        };
         match self {
             Step::InstallMicrok8s => format!("install MicroK8s: sudo snap install microk8s --classic --channel={MICROK8S_CHANNEL}"),
             Step::StartMicrok8s => "start MicroK8s: sudo microk8s start, then wait until it is ready".into(),
             Step::EnableAddon(a) => format!("enable the {a} addon: microk8s enable {a}"),
-            Step::CreateNamespace => format!("create namespace {ns}"),
+            Step::CreateNamespace => format!("create namespace {ns} (restricted Pod Security)"),
             Step::GenerateCredentials => "generate store and database credentials (saved to .aether/config.json, mode 0600, and to Secrets; never printed)".into(),
             Step::RecoverCredentials => "read the existing credentials from the cluster's Secrets into .aether/config.json (mode 0600)".into(),
-            Step::DeployMinio => format!("deploy MinIO ({}) with a 10Gi volume, NodePort {}", manifests::MINIO_IMAGE, manifests::MINIO_NODE_PORT),
-            Step::DeployPostgres => format!("deploy Postgres ({}) with a 5Gi volume, NodePort {}", manifests::POSTGRES_IMAGE, manifests::POSTGRES_NODE_PORT),
+            Step::BuildStoreImage => "build the store's image: cargo xtask image store (a static binary, FROM scratch)".into(),
+            Step::ImportStoreImage => format!("load {} into the cluster's nodes", crate::images::store_server::NAME),
+            Step::DeployStore => match l.store {
+                StoreKind::Aether => format!("deploy the store (aether-store) with {}, NodePort {}", volume("10Gi"), manifests::STORE_NODE_PORT),
+                StoreKind::Minio => format!("deploy MinIO ({}) with {}, NodePort {}", manifests::MINIO_IMAGE, volume("10Gi"), manifests::MINIO_NODE_PORT),
+                StoreKind::External => "use the external store (nothing deployed)".into(),
+            },
+            Step::DeployPostgres => format!("deploy Postgres ({}) with {}, NodePort {}", l.postgres_image, volume("5Gi"), manifests::POSTGRES_NODE_PORT),
         }
     }
 }
@@ -48,86 +73,175 @@ impl Step {
 /// What is there now, as far as can be seen without changing anything.
 #[derive(Debug, Default)]
 pub struct Inventory {
-    pub microk8s: Option<String>,
-    pub running: bool,
-    pub disabled_addons: Vec<&'static str>,
+    /// `None` on a cluster that is not MicroK8s.
+    pub microk8s: Option<Microk8s>,
     pub namespace: bool,
-    pub minio: bool,
+    pub store: bool,
     pub postgres: bool,
     pub credentials: bool,
+    /// The store image: `None` when this store needs none; `Some(false)` to build.
+    pub store_archive: Option<bool>,
+    pub store_image_on_nodes: bool,
 }
 
-pub fn inventory(sh: &Shell, c: &Cluster, global: &Global) -> Result<Inventory> {
+#[derive(Debug, Default)]
+pub struct Microk8s {
+    pub installed: bool,
+    pub running: bool,
+    pub disabled_addons: Vec<&'static str>,
+}
+
+fn kind_of(sh: &Shell, targs: &TargetArgs) -> Result<Kind> {
+    Ok(match targs.target {
+        Some(Kind::Local) => bail!(
+            "bootstrap sets up a cluster; the local target needs none (its store is embedded): \
+             pass --target microk8s or --target kube"
+        ),
+        Some(k) => k,
+        None => {
+            let _ = sh;
+            Kind::Microk8s
+        }
+    })
+}
+
+pub fn inventory(
+    sh: &Shell,
+    c: &Cluster,
+    global: &Global,
+    opts: &Options,
+) -> Result<(Inventory, Option<Layout>)> {
     let mut p = Inventory {
-        credentials: have_credentials(global)?,
+        credentials: have_credentials(global, opts.store)?,
         ..Default::default()
     };
-    p.microk8s = host::microk8s_version(sh);
-    if p.microk8s.is_none() {
-        return Ok(p);
-    }
-    p.running = c.kube.microk8s_wait_ready(10).is_ok();
-    if !p.running {
-        return Ok(p);
-    }
-    for a in ["dns", "hostpath-storage"] {
-        if !c.kube.addon_enabled(a)? {
-            p.disabled_addons.push(a);
+    if c.kube.flavor == Flavor::Microk8s {
+        let mut mk = Microk8s {
+            installed: host::microk8s_version(sh).is_some(),
+            ..Default::default()
+        };
+        mk.running = mk.installed && c.kube.microk8s_wait_ready(10).is_ok();
+        if mk.running {
+            for a in ["dns", "hostpath-storage"] {
+                if !c.kube.addon_enabled(a)? {
+                    mk.disabled_addons.push(a);
+                }
+            }
+        }
+        let running = mk.running;
+        p.microk8s = Some(mk);
+        if !running {
+            if opts.store == StoreKind::Aether && store_image_given().is_none() {
+                p.store_archive = Some(crate::images::store_server::archive().exists());
+            }
+            return Ok((p, None));
         }
     }
+    let layout = layout(c, opts)?;
     let ns = c.kube.namespace.clone();
     p.namespace = c.kube.get::<serde_json::Value>("namespace", &ns)?.is_some();
+    let mut store_runs = None;
     if p.namespace {
-        p.minio = c
-            .kube
-            .get::<serde_json::Value>("deployment", "minio")?
-            .is_some();
+        p.store = match opts.store.workload() {
+            Some(w) => {
+                let d = c.kube.get::<serde_json::Value>("deployment", w)?;
+                store_runs = d.as_ref().and_then(|d| {
+                    d["spec"]["template"]["spec"]["containers"][0]["image"]
+                        .as_str()
+                        .map(str::to_string)
+                });
+                d.is_some()
+            }
+            None => true,
+        };
         p.postgres = c
             .kube
             .get::<serde_json::Value>("statefulset", "postgres")?
             .is_some();
     }
-    Ok(p)
+    if opts.store == StoreKind::Aether && store_image_given().is_none() {
+        let archive = crate::images::store_server::archive().exists();
+        p.store_archive = Some(archive);
+        // The store running this very image had it imported; the nodes' image lists lag
+        // behind an import by up to a status update (10 s), so they are asked only otherwise.
+        p.store_image_on_nodes = archive
+            && (store_runs.as_deref() == Some(layout.store_image.as_str())
+                || c.has_image(&layout.store_image)?);
+    }
+    Ok((p, Some(layout)))
+}
+
+/// A store image in a registry (`AETHER_STORE_IMAGE`): the kubelet pulls it, nothing to load.
+fn store_image_given() -> Option<String> {
+    std::env::var("AETHER_STORE_IMAGE")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Decides where data lives and how pods find Services.
+fn layout(c: &Cluster, opts: &Options) -> Result<Layout> {
+    let mk = c.kube.flavor == Flavor::Microk8s;
+    let storage_class = match &opts.storage_class {
+        Some(s) => Some(s.clone()),
+        None if mk => Some(manifests::STORAGE_CLASS.into()),
+        None => c.kube.default_storage_class()?,
+    };
+    Ok(Layout {
+        store: opts.store,
+        storage_class,
+        // MicroK8s' dns addon is one of bootstrap's steps.
+        dns: mk || c.kube.resolves_services()?,
+        store_image: crate::targets::cluster::store_image()?,
+        postgres_image: postgres_image(),
+    })
 }
 
 /// The config file holds store credentials and a database URL (the environment may override
 /// them at use time, but a later run without it must still work).
-fn have_credentials(global: &Global) -> Result<bool> {
+fn have_credentials(global: &Global, store: StoreKind) -> Result<bool> {
     let cfg = ProjectConfig::load(&global.state_dir())?;
     Ok(cfg.store.access_key.is_some()
         && cfg.store.secret_key.is_some()
-        && cfg.store.read_access_key.is_some()
-        && cfg.store.read_secret_key.is_some()
+        && (store == StoreKind::External
+            || (cfg.store.read_access_key.is_some() && cfg.store.read_secret_key.is_some()))
         && cfg.database_url.is_some())
 }
 
 pub fn plan(p: &Inventory) -> Vec<Step> {
     let mut steps = Vec::new();
-    if p.microk8s.is_none() {
-        steps.push(Step::InstallMicrok8s);
+    if let Some(mk) = &p.microk8s {
+        if !mk.installed {
+            steps.push(Step::InstallMicrok8s);
+        }
+        if !mk.running {
+            steps.push(Step::StartMicrok8s);
+        }
+        // Nothing is known about addons on a cluster that is not running yet: plan both.
+        let addons: Vec<&'static str> = if mk.running {
+            mk.disabled_addons.clone()
+        } else {
+            vec!["dns", "hostpath-storage"]
+        };
+        steps.extend(addons.into_iter().map(Step::EnableAddon));
     }
-    if !p.running {
-        steps.push(Step::StartMicrok8s);
-    }
-    // Nothing is known about addons on a cluster that is not running yet: plan both.
-    let addons: Vec<&'static str> = if p.running {
-        p.disabled_addons.clone()
-    } else {
-        vec!["dns", "hostpath-storage"]
-    };
-    steps.extend(addons.into_iter().map(Step::EnableAddon));
     if !p.namespace {
         steps.push(Step::CreateNamespace);
     }
     if !p.credentials {
-        steps.push(if p.minio {
+        steps.push(if p.store && p.namespace {
             Step::RecoverCredentials
         } else {
             Step::GenerateCredentials
         });
     }
-    if !p.minio {
-        steps.push(Step::DeployMinio);
+    match p.store_archive {
+        Some(false) => steps.extend([Step::BuildStoreImage, Step::ImportStoreImage]),
+        Some(true) if !p.store_image_on_nodes => steps.push(Step::ImportStoreImage),
+        _ => {}
+    }
+    // A store image the nodes lack is a new build: the running store moves to it.
+    if !p.store || (p.store_archive.is_some() && !p.store_image_on_nodes) {
+        steps.push(Step::DeployStore);
     }
     if !p.postgres {
         steps.push(Step::DeployPostgres);
@@ -135,52 +249,70 @@ pub fn plan(p: &Inventory) -> Vec<Step> {
     steps
 }
 
-pub fn bootstrap(
-    sh: &Shell,
-    global: &Global,
-    targs: &TargetArgs,
-    yes: bool,
-    dry_run: bool,
-) -> Result<()> {
-    let c = targs.open_cluster(sh, global, Kind::Microk8s);
+pub fn bootstrap(sh: &Shell, global: &Global, targs: &TargetArgs, opts: &Options) -> Result<()> {
+    let c = targs.open_cluster(sh, global, kind_of(sh, targs)?);
     let ns = c.kube.namespace.clone();
-    let p = inventory(sh, &c, global)?;
+    let (p, known) = inventory(sh, &c, global, opts)?;
+    // A MicroK8s that is not running yet: its layout is MicroK8s' own.
+    let mut layout = known.clone().unwrap_or(Layout {
+        store: opts.store,
+        storage_class: Some(
+            opts.storage_class
+                .clone()
+                .unwrap_or(manifests::STORAGE_CLASS.into()),
+        ),
+        dns: true,
+        store_image: crate::images::store_server::NAME.into(),
+        postgres_image: postgres_image(),
+    });
     let steps = plan(&p);
     if steps.is_empty() {
-        println!("plan: nothing to do: MicroK8s, addons, namespace {ns}, MinIO and Postgres are in place");
+        println!("plan: nothing to do: namespace {ns}, the store and Postgres are in place");
     } else {
         println!("plan:");
         for (i, s) in steps.iter().enumerate() {
             println!(
                 "  {}. {}{}",
                 i + 1,
-                s.describe(&ns),
+                s.describe(&ns, &layout),
                 if s.sudo() { " [sudo]" } else { "" }
             );
         }
     }
-    if dry_run {
+    if opts.dry_run {
         println!("dry run: nothing was changed");
         return Ok(());
     }
     for (i, s) in steps.iter().enumerate() {
-        eprintln!("step {}/{}: {}", i + 1, steps.len(), s.describe(&ns));
+        eprintln!(
+            "step {}/{}: {}",
+            i + 1,
+            steps.len(),
+            s.describe(&ns, &layout)
+        );
         if s.sudo()
-            && !yes
+            && !opts.yes
             && !confirm(&format!(
                 "this step runs sudo: {}. Go ahead?",
-                s.describe(&ns)
+                s.describe(&ns, &layout)
             ))?
         {
             bail!("stopped before a sudo step; run it yourself or rerun with --yes");
         }
-        run_step(sh, &c, global, s)?;
+        steps::run(sh, &c, global, opts, &mut layout, s)?;
+        if *s == Step::StartMicrok8s || (known.is_none() && *s == Step::EnableAddon("dns")) {
+            layout = super::bootstrap::layout(&c, opts)?;
+        }
     }
-    verify(&c, global)?;
+    steps::record_endpoints(&c, global, &layout)?;
+    verify(&c, global, &layout)?;
     if steps.is_empty() {
-        eprintln!("everything was already in place; MinIO and Postgres answer");
+        eprintln!("everything was already in place; the store and Postgres answer");
     } else {
-        eprintln!("bootstrap done; MinIO and Postgres answer");
+        eprintln!("bootstrap done; the store and Postgres answer");
+    }
+    if layout.storage_class.is_none() {
+        eprintln!("note: no StorageClass, so the store's and Postgres' data live in their pods and go with them; rerun with --storage-class to keep it");
     }
     Ok(())
 }
@@ -196,121 +328,17 @@ fn confirm(q: &str) -> Result<bool> {
     Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }
 
-fn run_step(sh: &Shell, c: &Cluster, global: &Global, s: &Step) -> Result<()> {
-    let ns = c.kube.namespace.clone();
-    match s {
-        Step::InstallMicrok8s => host::install_microk8s(sh, MICROK8S_CHANNEL)?,
-        Step::StartMicrok8s => {
-            host::start_microk8s(sh)?;
-            c.kube.microk8s_wait_ready(300)?;
-        }
-        Step::EnableAddon(a) => c.kube.enable(a)?,
-        Step::CreateNamespace => {
-            c.kube.apply(&manifests::render(
-                "namespace",
-                &serde_json::json!({ "ns": ns }),
-            )?)?;
-        }
-        Step::GenerateCredentials => {
-            let layers = global.store_layers()?;
-            let mut cfg = ProjectConfig::load(&global.state_dir())?;
-            // Credentials already given (environment or config) are kept; the rest is random.
-            cfg.store.endpoint = cfg
-                .store
-                .endpoint
-                .or(Some(crate::targets::cluster::DEFAULT_HOST_ENDPOINT.into()));
-            cfg.store.access_key = Some(
-                layers
-                    .access_key
-                    .unwrap_or(format!("aether-{}", crate::config::random_hex(6)?)),
-            );
-            cfg.store.secret_key = Some(
-                layers
-                    .secret_key
-                    .unwrap_or(Secret::new(crate::config::random_hex(24)?)),
-            );
-            cfg.store.read_access_key =
-                Some(layers.read_access_key.unwrap_or("aether-read".into()));
-            cfg.store.read_secret_key = Some(
-                layers
-                    .read_secret_key
-                    .unwrap_or(Secret::new(crate::config::random_hex(24)?)),
-            );
-            if let Some(url) = std::env::var("AETHER_DATABASE_URL")
-                .ok()
-                .filter(|u| !u.is_empty())
-            {
-                cfg.database_url = Some(Secret::new(url));
-            }
-            if cfg.database_url.is_none() {
-                let pw = crate::config::random_hex(18)?;
-                cfg.database_url = Some(Secret::new(format!(
-                    "postgres://{DB_USER}:{pw}@127.0.0.1:{}/{DB_NAME}",
-                    manifests::POSTGRES_NODE_PORT
-                )));
-            }
-            cfg.save(&global.state_dir())?;
-        }
-        Step::RecoverCredentials => {
-            let secret: k8s_openapi::api::core::v1::Secret =
-                c.kube.get("secret", "aether-minio")?.context(
-                    "Secret aether-minio is gone; delete the minio Deployment and rerun bootstrap",
-                )?;
-            let data = secret.data.unwrap_or_default();
-            let get = |k: &str| {
-                data.get(k)
-                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                    .with_context(|| format!("Secret aether-minio lacks {k}"))
-            };
-            let mut cfg = ProjectConfig::load(&global.state_dir())?;
-            cfg.store.endpoint = cfg
-                .store
-                .endpoint
-                .or(Some(crate::targets::cluster::DEFAULT_HOST_ENDPOINT.into()));
-            cfg.store.access_key = Some(get("MINIO_ROOT_USER")?);
-            cfg.store.secret_key = Some(Secret::new(get("MINIO_ROOT_PASSWORD")?));
-            // A MinIO from before pods got a read-only user has none: make one (the Job that
-            // creates it runs with the next apply).
-            cfg.store.read_access_key =
-                Some(get("AETHER_READ_USER").unwrap_or_else(|_| "aether-read".into()));
-            cfg.store.read_secret_key = Some(Secret::new(match get("AETHER_READ_PASSWORD") {
-                Ok(p) => p,
-                Err(_) => crate::config::random_hex(24)?,
-            }));
-            if let Some(pg) = c
-                .kube
-                .get::<k8s_openapi::api::core::v1::Secret>("secret", "aether-postgres")?
-            {
-                if let Some(pw) = pg.data.unwrap_or_default().get("POSTGRES_PASSWORD") {
-                    let pw = String::from_utf8_lossy(&pw.0).into_owned();
-                    cfg.database_url = Some(Secret::new(format!(
-                        "postgres://{DB_USER}:{pw}@127.0.0.1:{}/{DB_NAME}",
-                        manifests::POSTGRES_NODE_PORT
-                    )));
-                }
-            }
-            cfg.save(&global.state_dir())?;
-        }
-        Step::DeployMinio | Step::DeployPostgres => {
-            let v = platform_values(c, global)?;
-            let name = if *s == Step::DeployMinio {
-                "minio"
-            } else {
-                "postgres"
-            };
-            c.kube.apply(&manifests::render(name, &v)?)?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn plans() {
-        let nothing = Inventory::default();
+        let nothing = Inventory {
+            microk8s: Some(Microk8s::default()),
+            store_archive: Some(false),
+            ..Default::default()
+        };
         assert_eq!(
             plan(&nothing),
             [
@@ -320,18 +348,20 @@ mod tests {
                 Step::EnableAddon("hostpath-storage"),
                 Step::CreateNamespace,
                 Step::GenerateCredentials,
-                Step::DeployMinio,
+                Step::BuildStoreImage,
+                Step::ImportStoreImage,
+                Step::DeployStore,
                 Step::DeployPostgres
             ]
         );
         let up = Inventory {
-            microk8s: Some("v1.33".into()),
-            running: true,
+            microk8s: None,
             namespace: true,
-            minio: true,
+            store: true,
             postgres: true,
             credentials: true,
-            ..Default::default()
+            store_archive: Some(true),
+            store_image_on_nodes: true,
         };
         assert!(plan(&up).is_empty());
         let lost_config = Inventory {
@@ -339,5 +369,17 @@ mod tests {
             ..up
         };
         assert_eq!(plan(&lost_config), [Step::RecoverCredentials]);
+        let rebuilt_image = Inventory {
+            store_image_on_nodes: false,
+            ..lost_config
+        };
+        assert_eq!(
+            plan(&rebuilt_image),
+            [
+                Step::RecoverCredentials,
+                Step::ImportStoreImage,
+                Step::DeployStore
+            ]
+        );
     }
 }

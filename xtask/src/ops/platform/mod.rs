@@ -1,18 +1,21 @@
 //! The platform under the apps: `doctor` (what is there, what is missing, how to fix it;
-//! changes nothing), `bootstrap` (MicroK8s, then MinIO and Postgres inside the cluster,
-//! idempotently) and the manifests of both services.
+//! changes nothing), `bootstrap` (on any cluster: MicroK8s' own steps where it is MicroK8s, then
+//! an object store and Postgres inside the cluster, idempotently), `uninstall`, and the
+//! manifests of both services.
 
 pub mod bootstrap;
 pub mod doctor;
+mod steps;
+pub mod uninstall;
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use aether_artifact::store::{Store, DEFAULT_BUCKET};
+use aether_artifact::store::{Secret, Store, DEFAULT_BUCKET};
 
-use crate::config::Global;
+use crate::config::{Global, ProjectConfig};
 use crate::manifests::{self, PlatformValues};
 use crate::targets::cluster::Cluster;
 use crate::targets::Target;
@@ -42,37 +45,141 @@ pub fn parse_microk8s_version(s: &str) -> Option<(u32, u32)> {
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
-/// The MinIO and Postgres objects as `bootstrap` applies them, credentials as placeholders.
+/// Which object store `bootstrap` provides.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The project's own S3 server (`aether-store`), built here and imported: no registry pull.
+    #[default]
+    Aether,
+    /// MinIO (its community image; pulled by the nodes).
+    Minio,
+    /// Any S3 store you run (AWS, SeaweedFS, Garage, an existing MinIO): nothing deployed;
+    /// give it with AETHER_S3_ENDPOINT and its keys.
+    External,
+}
+
+impl StoreKind {
+    /// The store's Deployment and Service (`None`: not deployed by bootstrap).
+    pub fn workload(self) -> Option<&'static str> {
+        match self {
+            StoreKind::Aether => Some("aether-store"),
+            StoreKind::Minio => Some("minio"),
+            StoreKind::External => None,
+        }
+    }
+    /// The Secret holding the store owner's keys, which a later run recovers them from.
+    fn owner_secret(self) -> Option<(&'static str, &'static str, &'static str)> {
+        use aether_store::StoreEnv;
+        match self {
+            StoreKind::Aether => Some((
+                "aether-store-owner",
+                StoreEnv::ACCESS_KEY,
+                StoreEnv::SECRET_KEY,
+            )),
+            StoreKind::Minio => Some(("aether-minio", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")),
+            StoreKind::External => None,
+        }
+    }
+}
+
+/// How the platform is laid out on this cluster, decided once per run from flags and the
+/// cluster: every step and the printed plan read it.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub store: StoreKind,
+    /// `None`: no StorageClass, the store's and database's data live in their pods.
+    pub storage_class: Option<String>,
+    /// Pods resolve Service names; without DNS they are given the Services' cluster IPs.
+    pub dns: bool,
+    pub store_image: String,
+    pub postgres_image: String,
+}
+
+/// The image Postgres runs: `AETHER_POSTGRES_IMAGE` (e.g. one `cargo xtask image postgres`
+/// built and the nodes imported), else the upstream image.
+pub fn postgres_image() -> String {
+    std::env::var("AETHER_POSTGRES_IMAGE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| manifests::POSTGRES_IMAGE.into())
+}
+
+/// The platform's objects as `bootstrap` applies them (the default store), credentials as
+/// placeholders.
 pub fn render(ns: &str) -> Result<String> {
-    let v = PlatformValues {
-        ns: ns.into(),
-        storage_class: manifests::STORAGE_CLASS.into(),
-        minio_image: manifests::MINIO_IMAGE.into(),
-        minio_node_port: manifests::MINIO_NODE_PORT,
-        access_key: "REPLACE_ME".into(),
-        secret_key: "REPLACE_ME".into(),
-        read_access_key: "aether-read".into(),
-        read_secret_key: "REPLACE_ME".into(),
-        reader_job: manifests::minio_reader(DEFAULT_BUCKET, "aether-read", "REPLACE_ME").0,
-        reader_policy: manifests::minio_reader(DEFAULT_BUCKET, "aether-read", "REPLACE_ME").1,
+    let layout = Layout {
+        store: StoreKind::Aether,
+        storage_class: Some(manifests::STORAGE_CLASS.into()),
+        dns: true,
+        store_image: crate::targets::cluster::store_image()?,
         postgres_image: manifests::POSTGRES_IMAGE.into(),
-        postgres_node_port: manifests::POSTGRES_NODE_PORT,
-        db_user: DB_USER.into(),
-        db_password: "REPLACE_ME".into(),
-        db_name: DB_NAME.into(),
-        cluster_database_url: format!(
-            "postgres://{DB_USER}:REPLACE_ME@postgres.{ns}.svc.cluster.local:5432/{DB_NAME}"
-        ),
     };
+    let v = values(
+        ns,
+        &layout,
+        &placeholders(),
+        &format!("postgres.{ns}.svc.cluster.local"),
+    );
     let mut out = String::new();
-    for name in ["minio", "postgres"] {
+    for name in ["aether-store", "postgres"] {
         out.push_str("---\n");
         out.push_str(&manifests::render(name, &v)?);
     }
     Ok(out)
 }
 
-pub fn platform_values(c: &Cluster, global: &Global) -> Result<PlatformValues> {
+/// The credentials in the manifests: the store owner's, the read-only user's (MinIO), the
+/// database password.
+pub struct Creds {
+    pub access_key: String,
+    pub secret_key: String,
+    pub read_access_key: String,
+    pub read_secret_key: String,
+    pub bucket: String,
+    pub db_password: String,
+}
+
+fn placeholders() -> Creds {
+    Creds {
+        access_key: "REPLACE_ME".into(),
+        secret_key: "REPLACE_ME".into(),
+        read_access_key: "aether-read".into(),
+        read_secret_key: "REPLACE_ME".into(),
+        bucket: DEFAULT_BUCKET.into(),
+        db_password: "REPLACE_ME".into(),
+    }
+}
+
+pub fn values(ns: &str, layout: &Layout, c: &Creds, db_host: &str) -> PlatformValues {
+    let (reader_job, reader_policy) =
+        manifests::minio_reader(&c.bucket, &c.read_access_key, &c.read_secret_key);
+    PlatformValues {
+        ns: ns.into(),
+        storage_class: layout.storage_class.clone(),
+        store_image: layout.store_image.clone(),
+        store_node_port: manifests::STORE_NODE_PORT,
+        minio_image: manifests::MINIO_IMAGE.into(),
+        minio_node_port: manifests::MINIO_NODE_PORT,
+        access_key: c.access_key.clone(),
+        secret_key: c.secret_key.clone(),
+        read_access_key: c.read_access_key.clone(),
+        read_secret_key: c.read_secret_key.clone(),
+        reader_job,
+        reader_policy,
+        postgres_image: layout.postgres_image.clone(),
+        postgres_node_port: manifests::POSTGRES_NODE_PORT,
+        db_user: DB_USER.into(),
+        db_password: c.db_password.clone(),
+        db_name: DB_NAME.into(),
+        cluster_database_url: format!(
+            "postgres://{DB_USER}:{}@{db_host}:5432/{DB_NAME}",
+            c.db_password
+        ),
+    }
+}
+
+/// The credentials bootstrap saved (the credentials step runs before any deploy step).
+pub fn saved_creds(global: &Global) -> Result<Creds> {
     let store = global.store_layers()?;
     let (Some(ak), Some(sk), Some(rak), Some(rsk)) = (
         store.access_key,
@@ -82,48 +189,60 @@ pub fn platform_values(c: &Cluster, global: &Global) -> Result<PlatformValues> {
     ) else {
         bail!("no store credentials: the credentials step did not run")
     };
-    let bucket = store.bucket.unwrap_or_else(|| DEFAULT_BUCKET.into());
-    let (reader_job, reader_policy) = manifests::minio_reader(&bucket, &rak, rsk.expose());
     let db = global
         .database_url()?
         .context("no database URL: the credentials step did not run")?;
-    let pw = db
-        .expose()
-        .split_once("://")
-        .and_then(|(_, r)| r.split_once('@'))
-        .and_then(|(up, _)| up.split_once(':'))
-        .map(|(_, p)| p.to_string())
-        .context("the database URL has no password")?;
-    let ns = c.kube.namespace.clone();
-    Ok(PlatformValues {
-        cluster_database_url: format!(
-            "postgres://{DB_USER}:{pw}@postgres.{ns}.svc.cluster.local:5432/{DB_NAME}"
-        ),
-        ns,
-        storage_class: manifests::STORAGE_CLASS.into(),
-        minio_image: manifests::MINIO_IMAGE.into(),
-        minio_node_port: manifests::MINIO_NODE_PORT,
+    Ok(Creds {
         access_key: ak,
         secret_key: sk.expose().into(),
         read_access_key: rak,
         read_secret_key: rsk.expose().into(),
-        reader_job,
-        reader_policy,
-        postgres_image: manifests::POSTGRES_IMAGE.into(),
-        postgres_node_port: manifests::POSTGRES_NODE_PORT,
-        db_user: DB_USER.into(),
-        db_password: pw,
-        db_name: DB_NAME.into(),
+        bucket: store.bucket.unwrap_or_else(|| DEFAULT_BUCKET.into()),
+        db_password: password_of(db.expose()).context("the database URL has no password")?,
     })
 }
 
-/// Both services answer: the rollouts are complete, the store accepts our credentials (the
-/// bucket is created), the database accepts connections.
-pub fn verify(c: &Cluster, global: &Global) -> Result<()> {
-    c.kube.rollout_status("deployment/minio", 300)?;
+fn password_of(url: &str) -> Option<String> {
+    url.split_once("://")
+        .and_then(|(_, r)| r.rsplit_once('@'))
+        .and_then(|(up, _)| up.split_once(':'))
+        .map(|(_, p)| p.to_string())
+}
+
+/// Where pods reach a Service of the namespace: its DNS name, or on a cluster without DNS its
+/// cluster IP (stable for the Service's life; `None` until the Service exists).
+pub fn service_host(c: &Cluster, layout: &Layout, name: &str) -> Result<Option<String>> {
+    if layout.dns {
+        return Ok(Some(format!(
+            "{name}.{}.svc.cluster.local",
+            c.kube.namespace
+        )));
+    }
+    c.kube.cluster_ip(name)
+}
+
+/// Both services answer from this machine: the rollouts are complete, the store accepts our
+/// credentials (the bucket is created), the database accepts connections. A cluster whose
+/// NodePorts are not on 127.0.0.1 is reached on a node's address, saved for later commands.
+pub fn verify(c: &Cluster, global: &Global, layout: &Layout) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    if let Some(w) = layout.store.workload() {
+        c.kube.rollout_status(&format!("deployment/{w}"), 300)?;
+    }
     c.kube.rollout_status("statefulset/postgres", 300)?;
+    let default_host = |e: &str| e == crate::targets::cluster::DEFAULT_HOST_ENDPOINT;
+    let layers = global.store_layers()?;
+    if layout.store.workload().is_some() && layers.endpoint.as_deref().is_none_or(default_host) {
+        let host = host_address(c, manifests::STORE_NODE_PORT, deadline)?;
+        let mut cfg = ProjectConfig::load(&global.state_dir())?;
+        let endpoint = format!("http://{host}:{}", manifests::STORE_NODE_PORT);
+        if cfg.store.endpoint.as_deref() != Some(&endpoint) {
+            eprintln!("the store answers on {endpoint}");
+            cfg.store.endpoint = Some(endpoint);
+            cfg.save(&global.state_dir())?;
+        }
+    }
     let store = c.store()?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         match store.ensure_bucket() {
             Ok(_) => break,
@@ -131,12 +250,27 @@ pub fn verify(c: &Cluster, global: &Global) -> Result<()> {
                 if std::time::Instant::now() < deadline
                     && e.kind == aether_artifact::store::ErrorKind::Unreachable =>
             {
-                std::thread::sleep(Duration::from_secs(2))
+                // pace: the Service's endpoints follow the pod's readiness.
+                std::thread::sleep(Duration::from_millis(500))
             }
             Err(e) => return Err(e.into()),
         }
     }
-    wait_reader(c, &store, global, deadline)?;
+    if layout.store == StoreKind::Minio {
+        wait_reader(c, &store, global, deadline)?;
+    }
+    let was = format!("@127.0.0.1:{}/", manifests::POSTGRES_NODE_PORT);
+    let mut cfg = ProjectConfig::load(&global.state_dir())?;
+    if let Some(url) = cfg.database_url.as_ref().map(|u| u.expose().to_string()) {
+        if url.contains(&was) {
+            let host = host_address(c, manifests::POSTGRES_NODE_PORT, deadline)?;
+            if host != "127.0.0.1" {
+                let local = format!("@{host}:{}/", manifests::POSTGRES_NODE_PORT);
+                cfg.database_url = Some(Secret::new(url.replace(&was, &local)));
+                cfg.save(&global.state_dir())?;
+            }
+        }
+    }
     let db = global
         .database_url()?
         .context("no database URL configured")?;
@@ -144,12 +278,48 @@ pub fn verify(c: &Cluster, global: &Global) -> Result<()> {
         match doctor::database_reachable(&db) {
             Ok(_) => break,
             Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_secs(2))
+                std::thread::sleep(Duration::from_millis(500))
             }
             Err(e) => bail!("Postgres does not answer: {e}"),
         }
     }
     Ok(())
+}
+
+/// The first address of this machine's candidates (127.0.0.1, then each node's InternalIP)
+/// that accepts a connection on `port`: kube-proxy programs a new NodePort a moment after the
+/// Service appears, and kind or k3d nodes are not this machine.
+fn host_address(c: &Cluster, port: u16, deadline: std::time::Instant) -> Result<String> {
+    let mut candidates = vec!["127.0.0.1".to_string()];
+    candidates.extend(
+        c.kube
+            .nodes()?
+            .iter()
+            .filter_map(|n| n.status.as_ref()?.addresses.as_ref())
+            .flatten()
+            .filter(|a| a.type_ == "InternalIP")
+            .map(|a| a.address.clone()),
+    );
+    loop {
+        for h in &candidates {
+            let Ok(ip) = h.parse::<std::net::IpAddr>() else {
+                continue;
+            };
+            let addr = std::net::SocketAddr::new(ip, port);
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+                return Ok(h.clone());
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "NodePort {port} answers on none of {}: is kube-proxy running? Otherwise                  forward it yourself (`kubectl -n {} port-forward svc/<name> {port}:<port>`)                  and set AETHER_S3_ENDPOINT / AETHER_DATABASE_URL",
+                candidates.join(", "),
+                c.kube.namespace
+            );
+        }
+        // pace: kube-proxy programs the port within a second or two.
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// The read-only user pods get exists: the store accepts its signature (the Job that creates

@@ -19,9 +19,9 @@ pub fn fetcher_image() -> Result<String> {
     {
         return Ok(i);
     }
-    let archive = crate::fetcher_image::image_archive();
+    let archive = crate::images::fetcher::archive();
     if archive.exists() {
-        return crate::fetcher_image::reference_in(&archive);
+        return crate::images::reference_in(&archive);
     }
     Ok(manifests::FETCHER_IMAGE.into())
 }
@@ -40,52 +40,88 @@ pub fn import_command(template: &str, archive: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The store image bootstrap deploys: `AETHER_STORE_IMAGE`, else the name inside the archive
+/// `image store` wrote, else the repository alone (the plan names it before it is built).
+pub fn store_image() -> Result<String> {
+    if let Some(i) = std::env::var("AETHER_STORE_IMAGE")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
+        return Ok(i);
+    }
+    let archive = crate::images::store_server::archive();
+    if archive.exists() {
+        return crate::images::reference_in(&archive);
+    }
+    Ok(crate::images::store_server::NAME.into())
+}
+
 impl Cluster<'_> {
-    /// Makes sure every node can run the fetcher image: MicroK8s imports the archive itself;
-    /// any other cluster runs the user's import command (`--image-import`).
-    pub(super) fn ensure_image(&self, image: &str, import: Option<&str>) -> Result<()> {
-        let archive = crate::fetcher_image::image_archive();
-        let present = if self.kube.flavor == Flavor::Microk8s {
-            self.kube.images()?.iter().any(|i| i == image)
-        } else {
-            let nodes = self.kube.nodes()?;
-            !nodes.is_empty()
-                && nodes.iter().all(|n| {
-                    n.status
-                        .as_ref()
-                        .and_then(|s| s.images.as_ref())
-                        .is_some_and(|imgs| {
-                            imgs.iter()
-                                .any(|i| i.names.iter().flatten().any(|x| x == image))
-                        })
-                })
-        };
-        if present {
+    /// Whether every node holds `image` (MicroK8s: its containerd).
+    pub fn has_image(&self, image: &str) -> Result<bool> {
+        if self.kube.flavor == Flavor::Microk8s {
+            return Ok(self.kube.images()?.iter().any(|i| i == image));
+        }
+        let nodes = self.kube.nodes()?;
+        Ok(!nodes.is_empty()
+            && nodes.iter().all(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.images.as_ref())
+                    .is_some_and(|imgs| {
+                        imgs.iter()
+                            .any(|i| i.names.iter().flatten().any(|x| x == image))
+                    })
+            }))
+    }
+
+    /// Makes sure every node can run `image` from `archive`: MicroK8s imports it itself (on a
+    /// single node only: `ctr image import` reaches no other); any other cluster runs the user's
+    /// import command. An image named by `registry_env` is pulled by the kubelet instead.
+    pub fn ensure_image(
+        &self,
+        image: &str,
+        archive: &Path,
+        registry_env: &str,
+        import: Option<&str>,
+    ) -> Result<()> {
+        if self.has_image(image)? {
             return Ok(());
         }
-        if std::env::var("AETHER_FETCHER_IMAGE").is_ok_and(|s| !s.is_empty()) {
-            // Pushed to a registry by the user: the kubelet pulls it.
+        if std::env::var(registry_env).is_ok_and(|s| !s.is_empty()) {
             return Ok(());
         }
         if !archive.exists() {
             bail!(
-                "the cluster lacks {image} and {} does not exist: run `cargo xtask sidecar-image` first",
-                archive.display()
+                "the cluster lacks {image} and {} does not exist: run `cargo xtask image {}` first",
+                archive.display(),
+                if registry_env == "AETHER_FETCHER_IMAGE" {
+                    "fetcher"
+                } else {
+                    "store"
+                }
             );
         }
         if self.kube.flavor == Flavor::Microk8s {
+            let nodes = self.kube.nodes()?.len();
+            if nodes > 1 {
+                bail!(
+                    "this MicroK8s has {nodes} nodes and `microk8s ctr image import` loads {image}                      into this one only, so pods elsewhere could not start: push it to a registry                      the nodes pull from and set {registry_env}, or run `microk8s ctr image import                      {}` on every node first",
+                    archive.display()
+                );
+            }
             eprintln!("importing {image} into MicroK8s");
-            return self.kube.import_image(&archive);
+            return self.kube.import_image(archive);
         }
         let Some(template) = import else {
             bail!(
                 "no node of the cluster has {image}: pass --image-import '<command> {{archive}}' \
                  (AETHER_IMAGE_IMPORT), e.g. `kind load image-archive {{archive}}`, \
                  `minikube image load {{archive}}` or `../shared/k8s-local/import-image {{archive}}`; \
-                 or push the image to a registry your cluster pulls from and set AETHER_FETCHER_IMAGE"
+                 or push the image to a registry your cluster pulls from and set {registry_env}"
             );
         };
-        let argv = import_command(template, &archive)?;
+        let argv = import_command(template, archive)?;
         eprintln!("importing {image}: {}", argv.join(" "));
         let (prog, args) = argv
             .split_first()

@@ -22,7 +22,7 @@ use kube::{AppObjects, ApplyError, Flavor, Kube};
 mod images;
 mod store;
 
-pub use images::fetcher_image;
+pub use images::{fetcher_image, store_image};
 pub use store::{minio_cluster_endpoint, DEFAULT_HOST_ENDPOINT};
 
 pub struct Cluster<'a> {
@@ -344,7 +344,12 @@ impl Target for Cluster<'_> {
             None => self.pod_credentials(app, opts.allow_writer_credentials)?,
         };
         let image = fetcher_image()?;
-        self.ensure_image(&image, opts.image_import.as_deref())?;
+        self.ensure_image(
+            &image,
+            &crate::images::fetcher::archive(),
+            "AETHER_FETCHER_IMAGE",
+            opts.image_import.as_deref(),
+        )?;
         let objs = self.kube.app_objects(app.as_str())?;
         let release = release_of(&objs)?;
         let mut values = self.values(

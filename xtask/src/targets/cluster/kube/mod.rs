@@ -9,6 +9,7 @@ mod calls;
 pub mod host;
 mod nodes;
 mod objects;
+mod platform_objects;
 
 pub use nodes::unschedulable;
 pub use objects::{describe_pod, AppObjects};
