@@ -17,9 +17,12 @@ pub struct Render {
     /// for this user name.
     #[arg(long, value_name = "USER", conflicts_with_all = ["app", "platform"])]
     developer_role: Option<String>,
-    /// Also print the MinIO and Postgres objects `bootstrap` applies.
+    /// Also print the store and Postgres objects `bootstrap` applies.
     #[arg(long)]
     platform: bool,
+    /// The store of `--platform`.
+    #[arg(long, value_enum, default_value_t, requires = "platform")]
+    store: crate::ops::platform::StoreKind,
     /// Print one JSON object: the YAML and the list of objects in it.
     #[arg(long)]
     json: bool,
@@ -42,7 +45,10 @@ impl Render {
         let c = ctx.target.open_cluster(ctx.sh, &ctx.global, kind);
         let mut yaml = c.render(app, digest)?;
         if self.platform {
-            yaml.push_str(&crate::ops::platform::render(&ctx.target.namespace)?);
+            yaml.push_str(&crate::ops::platform::render(
+                &ctx.target.namespace,
+                self.store,
+            )?);
         }
         if self.json {
             println!(

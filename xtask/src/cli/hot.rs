@@ -217,12 +217,18 @@ impl HotStatus {
             Some(d) => crate::ops::signing::fetch(&t.store()?, &self.app, &d),
             None => None,
         };
+        // The database the apps are given, as this machine reaches it (doctor's check).
+        let database = ctx.global.database_url()?.map(|u| {
+            crate::ops::platform::doctor::database_reachable(&u)
+                .unwrap_or_else(|e| format!("unreachable: {e}"))
+        });
         print_status(
             &self.app,
             t.name(),
             &desired,
             provenance.as_ref(),
             &pods,
+            database.as_deref(),
             self.json,
         )
     }
@@ -237,6 +243,8 @@ struct StatusJson<'a> {
     provenance: Option<&'a aether_artifact::provenance::Provenance>,
     pods: &'a [PodStatus],
     fleet: Fleet,
+    /// The configured database as this machine reaches it (`None`: none configured).
+    database: Option<&'a str>,
 }
 
 /// Prints the wanted release and, per pod, what its fetcher reports. Fails (after printing)
@@ -247,6 +255,7 @@ fn print_status(
     desired: &Release,
     provenance: Option<&aether_artifact::provenance::Provenance>,
     pods: &[PodStatus],
+    database: Option<&str>,
     json: bool,
 ) -> Result<()> {
     let fleet = Fleet::of(desired, pods);
@@ -258,6 +267,7 @@ fn print_status(
             provenance,
             pods,
             fleet,
+            database,
         };
         println!("{}", serde_json::to_string_pretty(&st)?);
         return out_of_sync(app, desired, pods);
@@ -269,6 +279,9 @@ fn print_status(
     println!("app {app}: wants {d} generation {}", desired.generation);
     if let Some(p) = provenance {
         println!("  built: {}", p.summary());
+    }
+    if let Some(db) = database {
+        println!("  database: {db}");
     }
     if pods.is_empty() {
         println!("  no pod running");

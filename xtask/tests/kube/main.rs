@@ -527,11 +527,26 @@ fn concurrent_hot_patches_get_unique_increasing_generations() {
 #[ignore = "needs a real cluster: cargo xtask test --cluster"]
 fn restricted_pod_security_admits_every_pod_and_rejects_a_privileged_one() {
     let ns = Ns::new("pss");
-    let yaml = ns
-        .x(&["render", "demo", "--digest", &"a".repeat(64), "--platform"])
+    let render = |store: &str| {
+        ns.x(&[
+            "render",
+            "demo",
+            "--digest",
+            &"a".repeat(64),
+            "--platform",
+            "--store",
+            store,
+        ])
         .ok()
-        .stdout;
-    let docs: Vec<serde_json::Value> = yaml
+        .stdout
+    };
+    let yaml = render("aether");
+    // MinIO's objects too (the app's, rendered twice, are applied once below).
+    let minio = render("minio");
+    let minio = &minio[minio.find("# Object storage for artifacts: MinIO").unwrap()
+        ..minio.find("# The database: Postgres").unwrap()];
+    let docs_yaml = format!("{yaml}---\n{minio}");
+    let docs: Vec<serde_json::Value> = docs_yaml
         .split("\n---\n")
         .flat_map(|d| d.split("---\n"))
         .filter(|d| d.contains("kind:"))
@@ -591,7 +606,10 @@ fn restricted_pod_security_admits_every_pod_and_rejects_a_privileged_one() {
             bad.stderr
         );
     }
-    assert_eq!(pods, 4, "app, MinIO, its reader Job and Postgres");
+    assert_eq!(
+        pods, 5,
+        "app, our store, Postgres, MinIO and its reader Job"
+    );
     // The whole app, as rendered, is accepted by the API server too.
     let app_only: String = yaml.replace("aether-system", &ns.name);
     let mut c = Command::new("kubectl");

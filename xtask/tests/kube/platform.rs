@@ -119,6 +119,7 @@ fn bootstrap_twice_deploy_query_the_database_and_uninstall() {
     let by = |n: &str| checks.iter().find(|c| c["name"] == n).cloned().unwrap();
     assert_eq!(by("store")["status"], "ok", "{}", doc.all());
     assert_eq!(by("database")["status"], "ok", "{}", doc.all());
+    assert_eq!(by("platform")["status"], "ok", "{}", doc.all());
 
     // The sample against the in-cluster store, its pods keyed for their app only, and its
     // database line from a real query through the Service.
@@ -148,6 +149,12 @@ fn bootstrap_twice_deploy_query_the_database_and_uninstall() {
     let body = ns.wait_body(&url, "version: v2", PATIENCE);
     assert!(body.contains("database: ok"), "{body}");
     assert_eq!(ns.shape(), shape, "the hot-patch rolled something out");
+    let st = ns.x(&["hot-status", "demo"]).ok();
+    assert!(
+        st.stdout.contains("database: 127.0.0.1:30432 reachable"),
+        "{}",
+        st.stdout
+    );
 
     // Down and uninstall: the namespace bootstrap created goes with what was in it.
     ns.x(&["down", "demo"]).ok();

@@ -239,7 +239,7 @@ fn url_host_port(url: &str) -> Option<(String, u16)> {
     Some((host, port))
 }
 
-pub(super) fn database_reachable(url: &Secret) -> Result<String, String> {
+pub fn database_reachable(url: &Secret) -> Result<String, String> {
     use std::net::ToSocketAddrs;
     let (host, port) = url_host_port(url.expose()).ok_or("the database URL does not parse")?;
     let addr = (host.as_str(), port)
@@ -343,19 +343,47 @@ fn cluster_checks(sh: &Shell, global: &Global, targs: &TargetArgs, t: Kind) -> V
             required: false,
         },
     });
+    out.push(platform_check(&c));
+    if c.kube.flavor != Flavor::Microk8s {
+        out.push(match c.kube.default_storage_class() {
+            Ok(Some(class)) => Check {
+                name: "storage",
+                status: Verdict::Ok,
+                detail: format!("default StorageClass {class}"),
+                fix: None,
+                required: false,
+            },
+            Ok(None) => Check {
+                name: "storage",
+                status: Verdict::Ok,
+                detail: "no default StorageClass: bootstrap keeps the store's and Postgres' data in their pods".into(),
+                fix: Some("install a provisioner, or pass bootstrap --storage-class".into()),
+                required: false,
+            },
+            Err(e) => Check {
+                name: "storage",
+                status: Verdict::Skipped,
+                detail: format!("{e:#}").lines().next().unwrap_or_default().into(),
+                fix: None,
+                required: false,
+            },
+        });
+    }
     if c.kube.flavor == Flavor::Microk8s {
+        let want = crate::targets::cluster::fetcher_image()
+            .unwrap_or_else(|_| manifests::FETCHER_IMAGE.into());
         out.push(match c.kube.images() {
-            Ok(i) if i.iter().any(|x| x == manifests::FETCHER_IMAGE) => Check {
+            Ok(i) if i.iter().any(|x| *x == want) => Check {
                 name: "sidecar",
                 status: Verdict::Ok,
-                detail: format!("{} present", manifests::FETCHER_IMAGE),
+                detail: format!("{want} present"),
                 fix: None,
                 required: false,
             },
             Ok(_) => Check {
                 name: "sidecar",
                 status: Verdict::Missing,
-                detail: format!("{} not imported", manifests::FETCHER_IMAGE),
+                detail: format!("{want} not imported"),
                 fix: Some("cargo xtask sidecar-image (deploy-sample imports it)".into()),
                 required: false,
             },
@@ -369,6 +397,63 @@ fn cluster_checks(sh: &Shell, global: &Global, targs: &TargetArgs, t: Kind) -> V
         });
     }
     out
+}
+
+/// What bootstrap deploys, by its objects: the store (ours or MinIO), Postgres, and the Secret
+/// apps get `DATABASE_URL` from. Reachability is the `store` and `database` checks' job.
+fn platform_check(c: &crate::targets::cluster::Cluster) -> Check {
+    let has = |kind: &str, name: &str| {
+        c.kube
+            .get::<serde_json::Value>(kind, name)
+            .map(|o| o.is_some())
+    };
+    let found = (|| -> Result<Vec<String>> {
+        let mut present = Vec::new();
+        for (kind, name) in [
+            ("deployment", "aether-store"),
+            ("deployment", "minio"),
+            ("statefulset", "postgres"),
+            ("secret", "aether-database"),
+        ] {
+            if has(kind, name)? {
+                present.push(format!("{kind}/{name}"));
+            }
+        }
+        Ok(present)
+    })();
+    let fix = match c.kube.flavor {
+        Flavor::Microk8s => "cargo xtask bootstrap",
+        Flavor::Kube { .. } => "cargo xtask --target kube bootstrap",
+    };
+    match found {
+        Ok(p) if p.iter().any(|o| o.starts_with("deployment/")) && p.len() >= 3 => Check {
+            name: "platform",
+            status: Verdict::Ok,
+            detail: p.join(", "),
+            fix: None,
+            required: false,
+        },
+        Ok(p) => Check {
+            name: "platform",
+            status: Verdict::Missing,
+            detail: if p.is_empty() {
+                "no store or Postgres deployed in the namespace".into()
+            } else {
+                format!("only {}", p.join(", "))
+            },
+            fix: Some(format!(
+                "{fix} (or use your own: AETHER_S3_ENDPOINT, AETHER_DATABASE_URL)"
+            )),
+            required: false,
+        },
+        Err(e) => Check {
+            name: "platform",
+            status: Verdict::Skipped,
+            detail: format!("{e:#}").lines().next().unwrap_or_default().into(),
+            fix: None,
+            required: false,
+        },
+    }
 }
 
 #[cfg(test)]

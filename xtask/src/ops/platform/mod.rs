@@ -104,11 +104,11 @@ pub fn postgres_image() -> String {
         .unwrap_or_else(|| manifests::POSTGRES_IMAGE.into())
 }
 
-/// The platform's objects as `bootstrap` applies them (the default store), credentials as
+/// The platform's objects as `bootstrap` applies them with `store`, credentials as
 /// placeholders.
-pub fn render(ns: &str) -> Result<String> {
+pub fn render(ns: &str, store: StoreKind) -> Result<String> {
     let layout = Layout {
-        store: StoreKind::Aether,
+        store,
         storage_class: Some(manifests::STORAGE_CLASS.into()),
         dns: true,
         store_image: crate::targets::cluster::store_image()?,
@@ -121,7 +121,7 @@ pub fn render(ns: &str) -> Result<String> {
         &format!("postgres.{ns}.svc.cluster.local"),
     );
     let mut out = String::new();
-    for name in ["aether-store", "postgres"] {
+    for name in store.workload().into_iter().chain(["postgres"]) {
         out.push_str("---\n");
         out.push_str(&manifests::render(name, &v)?);
     }
