@@ -594,11 +594,10 @@ fn signed_uploads_provenance_and_json_for_ci() {
     // A source tree in git, as in a CI checkout.
     let src = p.join("repo/app");
     fs::create_dir_all(&src).unwrap();
-    let sample = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/templates/sample-node/server.js"
-    );
-    fs::copy(sample, src.join("server.js")).unwrap();
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/templates/sample-node");
+    for f in ["server.js", "db.js"] {
+        fs::copy(format!("{sample}/{f}"), src.join(f)).unwrap();
+    }
     git(&p.join("repo"), &["init", "-q"]);
     git(&p.join("repo"), &["add", "."]);
     git(&p.join("repo"), &["commit", "-qm", "v1"]);
