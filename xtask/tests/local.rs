@@ -279,6 +279,15 @@ fn deploy_edit_hot_patch_rollback_and_down() {
         .status()
         .unwrap()
         .success());
+    // SIGKILL is delivered when the scheduler gets to it: wait until the fetcher is gone.
+    wait_until("the killed fetcher to be gone", PATIENCE, || {
+        let left = group_pids(old_pgid);
+        if left.contains(&fetcher_pid) {
+            Err(left)
+        } else {
+            Ok(())
+        }
+    });
     let redeploy = xtask(p, &env, &["deploy-sample", "demo"]).ok();
     assert!(
         redeploy.stderr.contains("lost its fetcher"),

@@ -280,6 +280,19 @@ fn doctor_reports_each_state() {
     .ensure_bucket()
     .unwrap();
     let shim = Shim::new();
+    // The fetcher image deploy-sample would use is the one in the archive, by its content tag
+    // (doctor looked for the bare version tag before): the node has exactly that one.
+    let archive = t.path().join("fetcher.tar");
+    image_archive(&archive, "docker.io/aether/fetcher:0.1.0-0123456789ab");
+    fs::write(
+        shim.dir.join("images.txt"),
+        "docker.io/aether/fetcher:0.1.0-0123456789ab\n",
+    )
+    .unwrap();
+    env.push((
+        "AETHER_FETCHER_IMAGE_ARCHIVE",
+        archive.display().to_string(),
+    ));
     let path = restricted_path(&shim, &["cargo", "node"]);
     let r = shim.run_path(
         t.path(),
