@@ -403,3 +403,60 @@ fn a_multi_node_microk8s_is_refused_before_the_store_image_is_loaded() {
         "the store was deployed"
     );
 }
+
+/// `--store external`: nothing of a store is deployed; the given store is checked (the bucket
+/// made) and its endpoint and keys saved; Postgres is still bootstrap's.
+#[test]
+fn an_external_store_is_used_not_deployed() {
+    let t = tempfile::tempdir().unwrap();
+    let server = aether_s3local::Server::start_ephemeral(&t.path().join("s3"), AK, SK).unwrap();
+    let db = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut env = store_env(&server.endpoint(), SK);
+    env.push((
+        "AETHER_DATABASE_URL",
+        format!("postgres://aether:{SK}@{}/aether", db.local_addr().unwrap()),
+    ));
+    let shim = Shim::new();
+    microk8s_only(&shim);
+    let project = t.path().join("project");
+    fs::create_dir_all(&project).unwrap();
+    let plan = shim
+        .run(
+            &project,
+            &env,
+            &["bootstrap", "--store", "external", "--dry-run"],
+        )
+        .ok();
+    assert!(
+        !plan.stdout.contains("deploy the store") && !plan.stdout.contains("MinIO"),
+        "{}",
+        plan.stdout
+    );
+    let r = shim
+        .run(
+            &project,
+            &env,
+            &["bootstrap", "--yes", "--store", "external"],
+        )
+        .ok();
+    assert!(r.stderr.contains("bootstrap done"), "{}", r.all());
+    let applied = shim.stdins().join("\n");
+    assert!(applied.contains("name: postgres"));
+    assert!(
+        !applied.contains("aether-store") && !applied.contains("minio"),
+        "a store was deployed"
+    );
+    let calls = shim.calls();
+    assert!(
+        !calls.iter().any(|c| c.contains("ctr image import")),
+        "{calls:?}"
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(project.join(".aether/config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["store"]["endpoint"], server.endpoint().as_str());
+    // No read-only key was given, so none was invented: pods of a cluster deploy are refused
+    // until the operator gives one (or --allow-writer-credentials).
+    assert!(cfg["store"]["read_access_key"].is_null(), "{cfg}");
+    assert!(server.requests("PUT") >= 1, "the bucket was not made");
+    assert!(!r.all().contains(SK));
+}

@@ -162,3 +162,166 @@ fn bootstrap_twice_deploy_query_the_database_and_uninstall() {
     assert!(u.stderr.contains("deleted namespace"), "{}", u.all());
     assert!(!namespace_exists(&ns));
 }
+
+/// Volumes this test provisions by hand, as an admin of a cluster whose StorageClass has no
+/// provisioner does: removed with their directories when the test ends, pass or fail.
+struct Volumes {
+    class: String,
+    pvs: Vec<String>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Volumes {
+    fn drop(&mut self) {
+        let mut c = Command::new("kubectl");
+        c.args([
+            "delete",
+            "--ignore-not-found",
+            "--wait=false",
+            &format!("storageclass/{}", self.class),
+        ]);
+        c.args(self.pvs.iter().map(|p| format!("persistentvolume/{p}")));
+        let _ = c.output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(parent) = self.dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+/// Whether the cluster's node is this machine (k8s-local): only then can a test lay out its
+/// volumes' directories.
+fn node_is_here() -> bool {
+    let out = run({
+        let mut c = Command::new("kubectl");
+        c.args([
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[*].status.addresses[?(@.type==\"InternalIP\")].address}",
+        ]);
+        c
+    });
+    let ips: Vec<std::net::IpAddr> = out
+        .stdout
+        .split_whitespace()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    ips.len() == 1 && std::net::TcpListener::bind((ips[0], 0)).is_ok()
+}
+
+#[test]
+#[ignore = "needs a real cluster: cargo xtask test --cluster"]
+fn on_volumes_of_a_storage_class_the_data_outlives_the_pods() {
+    if !aether_testkit::require(
+        aether_testkit::is_root() && node_is_here(),
+        "the cluster's node is not this machine, or not root: the test cannot provision volumes",
+    ) {
+        return;
+    }
+    let ns = Ns::new("vol");
+    import_postgres();
+    let vols = Volumes {
+        class: format!("aether-test-{}", std::process::id()),
+        pvs: vec![
+            format!("{}-store", ns.name),
+            format!("{}-postgres", ns.name),
+        ],
+        dir: std::path::PathBuf::from(format!("/var/lib/aether-test-volumes/{}", ns.name)),
+    };
+    // (PV, claim it is for, size, owner: the store's uid and Postgres' uid; hostPath volumes
+    // get no fsGroup, so their owner is set here as an admin would.)
+    let layout = [
+        (&vols.pvs[0], "aether-store-data", "10Gi", 65532u32),
+        (&vols.pvs[1], "data-postgres-0", "5Gi", 70),
+    ];
+    let class = serde_json::json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": vols.class}, "provisioner": "kubernetes.io/no-provisioner",
+        "volumeBindingMode": "Immediate"});
+    apply(&class, false).ok();
+    for (pv, claim, size, uid) in layout {
+        let dir = vols.dir.join(claim);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).unwrap();
+        let obj = serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": pv},
+            "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
+                "storageClassName": vols.class, "hostPath": {"path": dir, "type": "Directory"},
+                "claimRef": {"namespace": ns.name, "name": claim}}});
+        apply(&obj, false).ok();
+    }
+
+    let b = ns.x(&["bootstrap", "--storage-class", &vols.class]).ok();
+    assert!(
+        b.stdout
+            .contains(&format!("a 10Gi volume of class {}", vols.class)),
+        "{}",
+        b.stdout
+    );
+    for claim in ["aether-store-data", "data-postgres-0"] {
+        let phase = ns
+            .k(&["get", "pvc", claim, "-o", "jsonpath={.status.phase}"])
+            .ok()
+            .stdout;
+        assert_eq!(phase, "Bound", "{claim}");
+    }
+    let d = ns.x(&["deploy-sample", "demo"]).ok();
+    let (url, digest) = (d.last("url"), d.last("digest"));
+    ns.wait_body(&url, "database: ok", PATIENCE * 2);
+    let object = vols.dir.join(format!(
+        "aether-store-data/aether-artifacts/artifacts/demo/{digest}/app.tar.gz"
+    ));
+    assert!(object.exists(), "{} is not on the volume", object.display());
+
+    // Both pods replaced: the store still has the artifact, Postgres its data directory (no
+    // second initdb), and the sample still answers a query.
+    ns.k(&[
+        "delete",
+        "pod",
+        "-l",
+        "app.kubernetes.io/name in (aether-store,postgres)",
+        "--wait=true",
+    ])
+    .ok();
+    ns.k(&[
+        "rollout",
+        "status",
+        "deployment/aether-store",
+        "--timeout=120s",
+    ])
+    .ok();
+    ns.k(&[
+        "rollout",
+        "status",
+        "statefulset/postgres",
+        "--timeout=120s",
+    ])
+    .ok();
+    let again = ns
+        .x(&[
+            "hot-upload",
+            "demo",
+            ns.project
+                .path()
+                .join("examples/sample-node")
+                .to_str()
+                .unwrap(),
+        ])
+        .ok();
+    assert!(
+        again.stderr.contains("already in the store"),
+        "{}",
+        again.all()
+    );
+    let pg_log =
+        ns.k(&["logs", "postgres-0"]).ok().stdout + &ns.k(&["logs", "postgres-0"]).ok().stderr;
+    assert!(
+        !pg_log.contains("initialised"),
+        "Postgres initialised its data again:\n{pg_log}"
+    );
+    ns.wait_body(&url, "database: ok", PATIENCE * 2);
+
+    ns.x(&["down", "demo"]).ok();
+    let u = ns.x(&["uninstall", "--delete-data"]).ok();
+    assert!(u.stderr.contains("deleted namespace"), "{}", u.all());
+}

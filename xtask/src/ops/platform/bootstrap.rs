@@ -113,6 +113,8 @@ pub fn inventory(
 ) -> Result<(Inventory, Option<Layout>)> {
     let mut p = Inventory {
         credentials: have_credentials(global, opts.store)?,
+        // An external store is there by definition: verify asks it.
+        store: opts.store == StoreKind::External,
         ..Default::default()
     };
     if c.kube.flavor == Flavor::Microk8s {

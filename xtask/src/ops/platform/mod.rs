@@ -181,14 +181,14 @@ pub fn values(ns: &str, layout: &Layout, c: &Creds, db_host: &str) -> PlatformVa
 /// The credentials bootstrap saved (the credentials step runs before any deploy step).
 pub fn saved_creds(global: &Global) -> Result<Creds> {
     let store = global.store_layers()?;
-    let (Some(ak), Some(sk), Some(rak), Some(rsk)) = (
-        store.access_key,
-        store.secret_key,
-        store.read_access_key,
-        store.read_secret_key,
-    ) else {
+    let (Some(ak), Some(sk)) = (store.access_key, store.secret_key) else {
         bail!("no store credentials: the credentials step did not run")
     };
+    // Only MinIO's reader Job uses these; an external store may have none.
+    let rak = store
+        .read_access_key
+        .unwrap_or_else(|| "aether-read".into());
+    let rsk = store.read_secret_key.unwrap_or_else(|| Secret::new(""));
     let db = global
         .database_url()?
         .context("no database URL: the credentials step did not run")?;
