@@ -4,39 +4,28 @@
 use std::path::{Path, PathBuf};
 
 use aether_artifact::FetcherEnv;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use xshell::Shell;
 
-use super::{Spec, NONROOT, VERSION};
+use super::Spec;
 
 pub const NAME: &str = "docker.io/aether/fetcher";
 
 pub fn run(sh: &Shell, out: Option<&Path>) -> Result<super::ImageInfo> {
-    let bin = super::build_static(sh, "aether-fetcher")?;
-    let info = super::write_archive(&spec(&bin)?, out.unwrap_or(&archive()))?;
-    super::report(&info);
-    Ok(info)
+    super::static_image(sh, "aether-fetcher", spec, out.unwrap_or(&archive()))
 }
 
 /// Where the fetcher's archive is written and looked for.
 pub fn archive() -> PathBuf {
-    if let Some(p) = std::env::var_os("AETHER_FETCHER_IMAGE_ARCHIVE") {
-        return p.into();
-    }
-    crate::target_dir().join("aether-fetcher-image.tar")
+    super::archive_at("AETHER_FETCHER_IMAGE_ARCHIVE", "aether-fetcher-image.tar")
 }
 
 pub fn spec(binary: &Path) -> Result<Spec> {
-    let mut s = Spec {
-        name: NAME.into(),
-        version: VERSION.into(),
-        title: "aether-fetcher".into(),
-        entrypoint: vec![FetcherEnv::BIN_IN_IMAGE.into()],
-        ports: vec![FetcherEnv::HTTP_PORT],
-        ..Default::default()
-    };
-    let bin = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
-    s.file(FetcherEnv::BIN_IN_IMAGE, 0o755, bin);
-    s.user_entry("nonroot", NONROOT, "/");
-    Ok(s)
+    super::scratch(
+        NAME,
+        "aether-fetcher",
+        FetcherEnv::BIN_IN_IMAGE,
+        binary,
+        FetcherEnv::HTTP_PORT,
+    )
 }

@@ -324,6 +324,48 @@ pub fn build_static(sh: &Shell, package: &str) -> Result<PathBuf> {
     Ok(target_dir.join(triple).join("release").join(package))
 }
 
+/// A `FROM scratch` image of one static binary at `bin_in_image`, run as the non-root user.
+pub fn scratch(
+    name: &str,
+    title: &str,
+    bin_in_image: &str,
+    binary: &Path,
+    port: u16,
+) -> Result<Spec> {
+    let mut s = Spec {
+        name: name.into(),
+        version: VERSION.into(),
+        title: title.into(),
+        entrypoint: vec![bin_in_image.into()],
+        ports: vec![port],
+        ..Default::default()
+    };
+    let bin = fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
+    s.file(bin_in_image, 0o755, bin);
+    s.user_entry("nonroot", NONROOT, "/");
+    Ok(s)
+}
+
+/// Builds `package` as a static binary and writes the image `spec` makes of it to `out`.
+pub fn static_image(
+    sh: &Shell,
+    package: &str,
+    spec: impl Fn(&Path) -> Result<Spec>,
+    out: &Path,
+) -> Result<ImageInfo> {
+    let bin = build_static(sh, package)?;
+    let info = write_archive(&spec(&bin)?, out)?;
+    report(&info);
+    Ok(info)
+}
+
+/// Where an image's archive is written and looked for: `env` when set, else `target/<file>`.
+pub fn archive_at(env: &str, file: &str) -> PathBuf {
+    std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::target_dir().join(file))
+}
+
 /// Prints what was written, for people (stderr) and scripts (stdout `image=`, `digest=`).
 pub fn report(info: &ImageInfo) {
     eprintln!(

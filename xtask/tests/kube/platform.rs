@@ -71,18 +71,22 @@ fn bootstrap_twice_deploy_query_the_database_and_uninstall() {
         .ok()
         .stdout
     };
-    let before = (
-        store_pod(&ns),
-        ns.k(&[
-            "get",
-            "deployment/aether-store",
-            "statefulset/postgres",
-            "-o",
-            "jsonpath={.items[*].metadata.generation}",
-        ])
-        .ok()
-        .stdout,
-    );
+    // What a change to the store or Postgres would show: the store pod's UID, their generations.
+    let shape = |ns: &Ns| {
+        (
+            store_pod(ns),
+            ns.k(&[
+                "get",
+                "deployment/aether-store",
+                "statefulset/postgres",
+                "-o",
+                "jsonpath={.items[*].metadata.generation}",
+            ])
+            .ok()
+            .stdout,
+        )
+    };
+    let before = shape(&ns);
 
     let second = ns.x(&["bootstrap"]).ok();
     assert!(
@@ -95,18 +99,7 @@ fn bootstrap_twice_deploy_query_the_database_and_uninstall() {
         "{}",
         second.all()
     );
-    let after = (
-        store_pod(&ns),
-        ns.k(&[
-            "get",
-            "deployment/aether-store",
-            "statefulset/postgres",
-            "-o",
-            "jsonpath={.items[*].metadata.generation}",
-        ])
-        .ok()
-        .stdout,
-    );
+    let after = shape(&ns);
     assert_eq!(
         before, after,
         "the second bootstrap changed the store or Postgres"

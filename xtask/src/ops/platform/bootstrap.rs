@@ -91,17 +91,15 @@ pub struct Microk8s {
     pub disabled_addons: Vec<&'static str>,
 }
 
-fn kind_of(sh: &Shell, targs: &TargetArgs) -> Result<Kind> {
+/// The cluster to set up: the one asked for, else MicroK8s (which bootstrap can install).
+fn kind_of(targs: &TargetArgs) -> Result<Kind> {
     Ok(match targs.target {
         Some(Kind::Local) => bail!(
             "bootstrap sets up a cluster; the local target needs none (its store is embedded): \
              pass --target microk8s or --target kube"
         ),
         Some(k) => k,
-        None => {
-            let _ = sh;
-            Kind::Microk8s
-        }
+        None => Kind::Microk8s,
     })
 }
 
@@ -139,7 +137,7 @@ pub fn inventory(
             return Ok((p, None));
         }
     }
-    let layout = layout(c, opts)?;
+    let layout = decide_layout(c, opts)?;
     let ns = c.kube.namespace.clone();
     p.namespace = c.kube.get::<serde_json::Value>("namespace", &ns)?.is_some();
     let mut store_runs = None;
@@ -181,7 +179,7 @@ fn store_image_given() -> Option<String> {
 }
 
 /// Decides where data lives and how pods find Services.
-fn layout(c: &Cluster, opts: &Options) -> Result<Layout> {
+fn decide_layout(c: &Cluster, opts: &Options) -> Result<Layout> {
     let mk = c.kube.flavor == Flavor::Microk8s;
     let storage_class = match &opts.storage_class {
         Some(s) => Some(s.clone()),
@@ -252,7 +250,7 @@ pub fn plan(p: &Inventory) -> Vec<Step> {
 }
 
 pub fn bootstrap(sh: &Shell, global: &Global, targs: &TargetArgs, opts: &Options) -> Result<()> {
-    let c = targs.open_cluster(sh, global, kind_of(sh, targs)?);
+    let c = targs.open_cluster(sh, global, kind_of(targs)?);
     let ns = c.kube.namespace.clone();
     let (p, known) = inventory(sh, &c, global, opts)?;
     // A MicroK8s that is not running yet: its layout is MicroK8s' own.
@@ -302,8 +300,9 @@ pub fn bootstrap(sh: &Shell, global: &Global, targs: &TargetArgs, opts: &Options
             bail!("stopped before a sudo step; run it yourself or rerun with --yes");
         }
         steps::run(sh, &c, global, opts, &mut layout, s)?;
-        if *s == Step::StartMicrok8s || (known.is_none() && *s == Step::EnableAddon("dns")) {
-            layout = super::bootstrap::layout(&c, opts)?;
+        // A MicroK8s that was not running could not be asked before.
+        if *s == Step::StartMicrok8s {
+            layout = decide_layout(&c, opts)?;
         }
     }
     steps::record_endpoints(&c, global, &layout)?;

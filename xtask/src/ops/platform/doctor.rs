@@ -373,7 +373,7 @@ fn cluster_checks(sh: &Shell, global: &Global, targs: &TargetArgs, t: Kind) -> V
         let want = crate::targets::cluster::fetcher_image()
             .unwrap_or_else(|_| manifests::FETCHER_IMAGE.into());
         out.push(match c.kube.images() {
-            Ok(i) if i.iter().any(|x| *x == want) => Check {
+            Ok(i) if i.contains(&want) => Check {
                 name: "sidecar",
                 status: Verdict::Ok,
                 detail: format!("{want} present"),

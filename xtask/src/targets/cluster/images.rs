@@ -13,17 +13,31 @@ use super::*;
 /// The fetcher image the pods run: `AETHER_FETCHER_IMAGE` (one pushed to a registry), else
 /// the content-tagged name inside the archive `sidecar-image` wrote, else the version tag.
 pub fn fetcher_image() -> Result<String> {
-    if let Some(i) = std::env::var("AETHER_FETCHER_IMAGE")
-        .ok()
-        .filter(|s| !s.is_empty())
-    {
+    image_named(
+        "AETHER_FETCHER_IMAGE",
+        &crate::images::fetcher::archive(),
+        manifests::FETCHER_IMAGE,
+    )
+}
+
+/// The store image bootstrap deploys: `AETHER_STORE_IMAGE`, else the name inside the archive
+/// `image store` wrote, else the repository alone (the plan names it before it is built).
+pub fn store_image() -> Result<String> {
+    image_named(
+        "AETHER_STORE_IMAGE",
+        &crate::images::store_server::archive(),
+        crate::images::store_server::NAME,
+    )
+}
+
+fn image_named(registry_env: &str, archive: &Path, default: &str) -> Result<String> {
+    if let Some(i) = std::env::var(registry_env).ok().filter(|s| !s.is_empty()) {
         return Ok(i);
     }
-    let archive = crate::images::fetcher::archive();
     if archive.exists() {
-        return crate::images::reference_in(&archive);
+        return crate::images::reference_in(archive);
     }
-    Ok(manifests::FETCHER_IMAGE.into())
+    Ok(default.into())
 }
 
 /// `--image-import` split into words (no shell), `{archive}` replaced by the archive's path.
@@ -38,22 +52,6 @@ pub fn import_command(template: &str, archive: &Path) -> Result<Vec<String>> {
         .into_iter()
         .map(|w| w.replace("{archive}", &archive.display().to_string()))
         .collect())
-}
-
-/// The store image bootstrap deploys: `AETHER_STORE_IMAGE`, else the name inside the archive
-/// `image store` wrote, else the repository alone (the plan names it before it is built).
-pub fn store_image() -> Result<String> {
-    if let Some(i) = std::env::var("AETHER_STORE_IMAGE")
-        .ok()
-        .filter(|s| !s.is_empty())
-    {
-        return Ok(i);
-    }
-    let archive = crate::images::store_server::archive();
-    if archive.exists() {
-        return crate::images::reference_in(&archive);
-    }
-    Ok(crate::images::store_server::NAME.into())
 }
 
 impl Cluster<'_> {

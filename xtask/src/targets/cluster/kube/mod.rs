@@ -237,7 +237,11 @@ impl<'a> Kube<'a> {
 
     /// An object, or `None` when it does not exist.
     pub fn get<T: DeserializeOwned>(&self, kind: &str, name: &str) -> Result<Option<T>> {
-        let c = self.cmd_get_json(kind, name);
+        self.get_with(self.cmd_get_json(kind, name), &format!("{kind}/{name}"))
+    }
+
+    /// Runs a `kubectl get … -o json` command line; `None` when the object does not exist.
+    fn get_with<T: DeserializeOwned>(&self, c: Cmd<'a>, what: &str) -> Result<Option<T>> {
         let line = c.to_string();
         let out = c
             .quiet()
@@ -250,7 +254,7 @@ impl<'a> Kube<'a> {
                 return Ok(None);
             }
             bail!(
-                "reading {kind}/{name} failed: `{line}` said: {}\n{}",
+                "reading {what} failed: `{line}` said: {}\n{}",
                 err.trim(),
                 hint(&err)
             );

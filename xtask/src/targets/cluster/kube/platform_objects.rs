@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::storage::v1::StorageClass;
 
-use super::{hint, Kube, List};
+use super::{Kube, List};
 
 const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
 
@@ -33,22 +33,11 @@ impl Kube<'_> {
             "--namespace",
             "kube-system",
             "-o",
-            "name",
+            "json",
         ]);
-        let line = c.to_string();
-        let out = c
-            .quiet()
-            .ignore_status()
-            .output()
-            .with_context(|| format!("running `{line}`"))?;
-        if out.status.success() {
-            return Ok(true);
-        }
-        let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("NotFound") || err.contains("not found") {
-            return Ok(false);
-        }
-        anyhow::bail!("`{line}` said: {}\n{}", err.trim(), hint(&err))
+        Ok(self
+            .get_with::<serde_json::Value>(c, "service/kube-dns in kube-system")?
+            .is_some())
     }
 
     /// A Service's cluster IP, once it has one.
