@@ -189,7 +189,7 @@ pub(super) fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
 
 /// The cycle `dev` runs per save, on the cluster, in one process (one API proxy for all of
 /// them, as a `dev` session has): save → every pod serving the new version.
-fn dev_on_cluster(
+pub(super) fn dev_on_cluster(
     sh: &Shell,
     project: &std::path::Path,
     dir: &std::path::Path,

@@ -12,6 +12,7 @@ use xshell::{cmd, Shell};
 mod cutover;
 mod edit;
 mod hot_patch_on_cluster;
+mod platform_on_cluster;
 mod supervisor;
 mod tree;
 
@@ -40,7 +41,8 @@ pub struct Bench {
 impl Bench {
     pub fn run(self, ctx: &super::Ctx) -> Result<()> {
         if self.cluster {
-            cluster(ctx.sh, 10)
+            cluster(ctx.sh, 10)?;
+            platform_on_cluster::platform(ctx.sh, 10)
         } else {
             run(ctx.sh, self.files, self.runs, self.cycles)
         }

@@ -22,7 +22,7 @@ use kube::{AppObjects, ApplyError, Flavor, Kube};
 mod images;
 mod store;
 
-pub use images::{fetcher_image, store_image};
+pub use images::{fetcher_image, import_command, store_image};
 pub use store::{minio_cluster_endpoint, DEFAULT_HOST_ENDPOINT};
 
 pub struct Cluster<'a> {
