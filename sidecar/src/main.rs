@@ -111,6 +111,13 @@ struct Cli {
     /// Cap on the entries an artifact may hold.
     #[arg(long, env = FetcherEnv::MAX_ENTRIES, default_value_t = 500_000)]
     max_entries: u64,
+    /// Get read URLs from this control plane instead of reading the store with a key (the pod
+    /// then holds no store credentials).
+    #[arg(long, env = aether_artifact::control::ENV_URL)]
+    control_url: Option<String>,
+    /// The token that proves to the control plane which app this pod is (re-read each time).
+    #[arg(long, env = aether_artifact::control::ENV_TOKEN_FILE, default_value = "/var/run/secrets/aether/token")]
+    control_token_file: std::path::PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -232,6 +239,10 @@ fn main() -> ExitCode {
         public_key,
         watch_api: cli.watch_api,
         namespace: cli.namespace,
+        control: cli
+            .control_url
+            .filter(|u| !u.trim().is_empty())
+            .map(|url| (url, cli.control_token_file)),
         limits: aether_artifact::unpack::Limits {
             max_bytes: cli.max_bytes,
             max_entries: cli.max_entries,

@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod embedded;
+mod embedded_control;
 mod images;
 mod k8s_local;
 mod keys;

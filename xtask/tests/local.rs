@@ -848,8 +848,10 @@ fn the_local_pod_gets_a_container_environment_not_the_shell() {
         p,
         "require('http').createServer((q, r) => r.end(JSON.stringify(process.env)))\n  .listen(process.env.PORT);\n",
     );
+    // Without the control plane: the pod's own read key is what this test checks.
     let env = [
         ("AETHER_TARGET", "local"),
+        ("AETHER_CONTROL", "off"),
         ("AETHER_SIGNING_KEY", sk.as_str()),
         ("SHELL_SECRET", "canary"),
         ("FORWARDED", "yes"),

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod contract;
+pub mod control;
 mod digest;
 mod name;
 pub mod pack;

@@ -5,7 +5,8 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use aether_artifact::store::{ErrorKind, PartialStore, Store, Timeouts};
+use aether_artifact::control::Client;
+use aether_artifact::store::{ErrorKind, PartialStore, Store, StoreError, Timeouts, UrlSource};
 use aether_artifact::unpack::{unpack_verified, UnpackError, TMP_PREFIX};
 use aether_artifact::{object_key, volume, AppName, Digest};
 use anyhow::{anyhow, Context, Result};
@@ -38,13 +39,10 @@ impl Fetcher {
         signed: bool,
     ) -> Result<Fetched> {
         let t0 = Instant::now();
-        let cfg = PartialStore::from_env()
-            .finish()
-            .map_err(cause::ConfigError)?;
         let left = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1));
-        let store = Store::with_timeout(cfg, left)?;
+        let store = self.store(app, left)?;
         let key = key.to_string();
         let (reader, mut writer) = io::pipe()?;
         let limits = aether_artifact::unpack::Limits {
@@ -97,6 +95,24 @@ impl Fetcher {
             }
             (Ok(_), Err(e)) => Err(e.context(format!("verifying {}", digest.short()))),
         }
+    }
+
+    /// The store client of one pass: with a control plane, one that holds no key and asks it
+    /// for each URL; else one with the pod's read key.
+    fn store(&self, app: &AppName, left: Duration) -> Result<Store> {
+        let Some((url, token_file)) = &self.cfg.control else {
+            let cfg = PartialStore::from_env()
+                .finish()
+                .map_err(cause::ConfigError)?;
+            return Ok(Store::with_timeout(cfg, left)?);
+        };
+        let client = Client::with_token_file(url, token_file, left.min(Duration::from_secs(10)));
+        let source = ControlUrls {
+            app: app.clone(),
+            client,
+        };
+        let ca = PartialStore::from_env().ca_file;
+        Ok(Store::through(url, Box::new(source), ca, left)?)
     }
 
     /// Makes the release's dependency layer (named by its record) present under `.layers/` and
@@ -194,5 +210,24 @@ impl Fetcher {
             }
             _ => anyhow!(u),
         }
+    }
+}
+
+/// Read URLs, one per object, from the control plane, which checks that this pod is one of
+/// `app`'s before it signs anything.
+struct ControlUrls {
+    app: AppName,
+    client: Client,
+}
+
+impl UrlSource for ControlUrls {
+    fn get_url(&self, key: &str) -> Result<String, StoreError> {
+        let mut got = self.client.read_urls(&self.app, &[key.to_string()])?;
+        got.urls.pop().ok_or_else(|| StoreError {
+            kind: ErrorKind::Other,
+            op: format!("asking for a URL of {key}"),
+            endpoint: self.client.base().to_string(),
+            detail: "the control plane answered no URL".into(),
+        })
     }
 }

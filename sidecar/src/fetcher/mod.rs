@@ -83,6 +83,8 @@ pub struct Config {
     /// Watch the release ConfigMap through the API server ([`apiwatch`]).
     pub watch_api: bool,
     pub namespace: Option<String>,
+    /// The control plane's URL and the pod token file: read URLs come from it.
+    pub control: Option<(String, PathBuf)>,
     pub limits: Limits,
 }
 

@@ -65,36 +65,19 @@ pub struct Rollback {
     cutover: CutoverArgs,
 }
 
-/// One entry of `rollback --to`'s list.
-#[derive(serde::Serialize)]
-struct Recent {
-    digest: Digest,
-    live: bool,
-    provenance: Option<aether_artifact::provenance::Provenance>,
-}
-
 impl Rollback {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let t = ctx.target();
         let store = t.store()?;
         if let Some(None) = self.to {
             let cur = t.release(&self.app)?.unwrap_or_default();
-            let recent: Vec<Recent> = cur
-                .digest
-                .iter()
-                .map(|d| (*d, true))
-                .chain(cur.history.iter().map(|d| (*d, false)))
-                .map(|(digest, live)| Recent {
-                    digest,
-                    live,
-                    provenance: crate::ops::signing::fetch(&store, &self.app, &digest),
-                })
-                .collect();
+            let (recent, source) =
+                crate::ops::registry::recent(t.control()?.as_ref(), &store, &self.app, &cur)?;
             if self.json {
                 println!(
                     "{}",
                     serde_json::to_string(
-                        &serde_json::json!({"app": self.app.as_str(), "releases": recent})
+                        &serde_json::json!({"app": self.app.as_str(), "source": source, "releases": recent})
                     )?
                 );
                 return Ok(());
@@ -103,16 +86,7 @@ impl Rollback {
                 bail!("{} has no release yet", self.app);
             }
             for r in &recent {
-                let what = r
-                    .provenance
-                    .as_ref()
-                    .map(|p| p.summary())
-                    .unwrap_or_else(|| format!("{} (no provenance record)", r.digest.short()));
-                println!(
-                    "{} {} {what}",
-                    if r.live { "live" } else { "    " },
-                    r.digest
-                );
+                println!("{}", r.line());
             }
             eprintln!(
                 "roll back with `cargo xtask rollback {} --to <digest>`",
@@ -222,13 +196,17 @@ impl HotStatus {
             crate::ops::platform::doctor::database_reachable(&u)
                 .unwrap_or_else(|e| format!("unreachable: {e}"))
         });
+        let control = crate::ops::registry::view(&*t, &self.app, desired.digest);
         print_status(
             &self.app,
             t.name(),
             &desired,
             provenance.as_ref(),
             &pods,
-            database.as_deref(),
+            Extra {
+                database: database.as_deref(),
+                control: control.as_ref(),
+            },
             self.json,
         )
     }
@@ -245,6 +223,15 @@ struct StatusJson<'a> {
     fleet: Fleet,
     /// The configured database as this machine reaches it (`None`: none configured).
     database: Option<&'a str>,
+    /// The control plane and what it holds of this app (`None`: the target has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    control: Option<&'a crate::ops::registry::ControlView>,
+}
+
+/// What `hot-status` reports beside the pods.
+struct Extra<'a> {
+    database: Option<&'a str>,
+    control: Option<&'a crate::ops::registry::ControlView>,
 }
 
 /// Prints the wanted release and, per pod, what its fetcher reports. Fails (after printing)
@@ -255,7 +242,7 @@ fn print_status(
     desired: &Release,
     provenance: Option<&aether_artifact::provenance::Provenance>,
     pods: &[PodStatus],
-    database: Option<&str>,
+    extra: Extra,
     json: bool,
 ) -> Result<()> {
     let fleet = Fleet::of(desired, pods);
@@ -267,7 +254,8 @@ fn print_status(
             provenance,
             pods,
             fleet,
-            database,
+            database: extra.database,
+            control: extra.control,
         };
         println!("{}", serde_json::to_string_pretty(&st)?);
         return out_of_sync(app, desired, pods);
@@ -280,8 +268,11 @@ fn print_status(
     if let Some(p) = provenance {
         println!("  built: {}", p.summary());
     }
-    if let Some(db) = database {
+    if let Some(db) = extra.database {
         println!("  database: {db}");
+    }
+    if let Some(c) = extra.control {
+        println!("  {}", c.line());
     }
     if pods.is_empty() {
         println!("  no pod running");

@@ -27,9 +27,12 @@ impl HotUpload {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         crate::ops::upload::check_app(&self.dir)?;
         // The target's store: the configured one, else the embedded store it brings.
-        let store = ctx.target().store()?;
+        let target = ctx.target();
+        let store = target.store()?;
+        let control = target.control()?;
         let up = upload(
             &store,
+            control.as_ref(),
             &ctx.global,
             &self.app,
             &self.dir,
@@ -63,6 +66,12 @@ impl HotUpload {
                 "provenance {} (unsigned: set AETHER_SIGNING_KEY to sign)",
                 up.provenance.provenance
             ),
+        }
+        if let Some(seq) = up.registered {
+            eprintln!(
+                "registered with the control plane as release #{seq} of {}",
+                self.app
+            );
         }
         println!("s3={}", up.s3);
         println!("url={}", up.url);

@@ -55,7 +55,8 @@ pub fn cycle(
 ) -> Result<Cycle> {
     let saved_ms = reload::now_ms() - saved.elapsed().as_millis() as u64;
     let up_ms = reload::now_ms();
-    let up = crate::ops::upload::upload(store, global, app, dir, 3600, false)?;
+    let control = t.control()?;
+    let up = crate::ops::upload::upload(store, control.as_ref(), global, app, dir, 3600, false)?;
     let t_patch = Instant::now();
     let r = Reload {
         app,

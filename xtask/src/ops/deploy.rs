@@ -32,10 +32,22 @@ pub fn deploy(
     timeout: Duration,
     opts: &DeployOpts,
 ) -> Result<Running> {
-    let creds = t.pod_credentials(app, opts.allow_writer_credentials)?;
+    let control = t.control()?;
+    // With a control plane, pods hold no store key (they get read URLs for their own app).
+    let creds = match &control {
+        Some(_) => None,
+        None => Some(t.pod_credentials(app, opts.allow_writer_credentials)?),
+    };
     keep_verification(t, app, opts.allow_unsigned)?;
-    eprintln!("{app}'s pods read the store with {}", creds.kind.describe());
-    let up = upload(&t.store()?, global, app, dir, 3600, true)?;
+    match (&creds, &control) {
+        (Some(c), _) => eprintln!("{app}'s pods read the store with {}", c.kind.describe()),
+        (None, Some(c)) => eprintln!(
+            "{app}'s pods hold no store key: the control plane at {} hands them read URLs for {app}'s artifacts alone",
+            c.base()
+        ),
+        (None, None) => {}
+    }
+    let up = upload(&t.store()?, control.as_ref(), global, app, dir, 3600, true)?;
     if let Some(line) = up.deps_line() {
         eprintln!("{line}");
     }
@@ -65,7 +77,7 @@ pub fn deploy(
             glibc: up.deps.as_ref().is_some_and(|d| d.deps.native),
             content_bytes: up.content_bytes + up.deps.as_ref().map_or(0, |d| d.size.content_bytes),
         },
-        pod_credentials: Some(creds),
+        pod_credentials: creds,
         ..opts.clone()
     };
     if opts.runtime.glibc {

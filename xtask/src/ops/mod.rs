@@ -9,6 +9,7 @@ pub mod deps;
 pub mod fleet;
 pub mod packing;
 pub mod platform;
+pub mod registry;
 pub mod reload;
 pub mod sample;
 pub mod signing;

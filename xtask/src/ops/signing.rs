@@ -52,7 +52,7 @@ pub fn record(
             name: "aether-dev".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         },
-        built_by: format!("{}@{}", user(), host()),
+        built_by: user_at_host(),
         created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
     }
 }
@@ -77,6 +77,11 @@ fn git_state(dir: &Path) -> Option<Git> {
         commit,
         dirty: !status.is_empty(),
     })
+}
+
+/// `user@host`, as records and registrations name who made them.
+pub fn user_at_host() -> String {
+    format!("{}@{}", user(), host())
 }
 
 fn user() -> String {

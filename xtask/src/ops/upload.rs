@@ -33,6 +33,9 @@ pub struct Uploaded {
     pub deps: Option<crate::ops::deps::Layer>,
     /// Where the provenance record (and its signature, when signed) is.
     pub provenance: crate::ops::signing::Recorded,
+    /// The release's number in the control plane's history, when it registered there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registered: Option<u64>,
 }
 
 impl Uploaded {
@@ -76,9 +79,10 @@ pub fn check_app(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Packs `dir` and makes sure the store holds it.
+/// Packs `dir`, makes sure the store holds it, and registers it with `control` when given.
 pub fn upload(
     store: &Store,
+    control: Option<&aether_artifact::control::Client>,
     global: &Global,
     app: &AppName,
     dir: &Path,
@@ -137,7 +141,7 @@ pub fn upload(
     )?;
     let upload_ms = t1.elapsed().as_millis() as u64;
     let url = store.presign_get(&key, Duration::from_secs(url_expiry))?;
-    Ok(Uploaded {
+    let mut up = Uploaded {
         app: app.to_string(),
         digest: packed.digest,
         bytes: packed.bytes,
@@ -152,7 +156,21 @@ pub fn upload(
         entry: start.entry,
         node_major: start.node_major,
         deps,
-    })
+        registered: None,
+    };
+    if let Some(c) = control {
+        let what = crate::ops::registry::Upload {
+            digest: up.digest,
+            deps: up.deps.as_ref().map(|d| d.deps.digest),
+            bytes: up.bytes,
+        };
+        match crate::ops::registry::register(store, c, app, &what) {
+            Ok(seq) => up.registered = Some(seq),
+            // The artifact is in the store; the next upload of it registers it.
+            Err(e) => eprintln!("warning: not registered with the control plane: {e:#}"),
+        }
+    }
+    Ok(up)
 }
 
 /// The app layer of a directory: its release record, and the layout that leaves `node_modules`

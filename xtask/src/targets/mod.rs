@@ -35,6 +35,16 @@ pub trait Target {
     /// purpose); asked before anything changes, so a refusal leaves everything as it was.
     fn pod_credentials(&self, app: &AppName, allow_writer: bool) -> Result<PodCredentials>;
 
+    /// The control plane as the CLI reaches it (admin token), when this target has one:
+    /// uploads are registered there and history is read from it.
+    fn control(&self) -> Result<Option<aether_artifact::control::Client>>;
+
+    /// As [`Target::control`], without starting anything (what a status report may ask):
+    /// `Err` when the target has one that is not running.
+    fn control_if_running(&self) -> Result<Option<aether_artifact::control::Client>> {
+        self.control()
+    }
+
     fn release(&self, app: &AppName) -> Result<Option<Release>>;
 
     /// The one release update: read the current release, compute the next with `next_of`

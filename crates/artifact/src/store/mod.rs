@@ -34,6 +34,14 @@ pub struct Store {
     creds: Credentials,
     session: Session,
     cfg: StoreConfig,
+    /// Where GET URLs come from when this client holds no key: someone who does (the control
+    /// plane) presigns them.
+    urls: Option<Box<dyn UrlSource>>,
+}
+
+/// Presigns GETs for a client without store credentials (see [`Store::through`]).
+pub trait UrlSource: Send + Sync {
+    fn get_url(&self, key: &str) -> Result<String, StoreError>;
 }
 
 impl fmt::Debug for Store {
@@ -80,7 +88,44 @@ impl Store {
             creds,
             session,
             cfg,
+            urls: None,
         })
+    }
+
+    /// A client that only downloads, with URLs `source` presigns (a pod that holds no store
+    /// credentials). `via` names where the URLs come from, for error messages; `ca_file`
+    /// verifies an `https://` store.
+    pub fn through(
+        via: &str,
+        source: Box<dyn UrlSource>,
+        ca_file: Option<std::path::PathBuf>,
+        timeout: Duration,
+    ) -> Result<Store, StoreError> {
+        let mut store = Store::with_timeout(
+            StoreConfig {
+                endpoint: via.to_string(),
+                region: DEFAULT_REGION.into(),
+                bucket: DEFAULT_BUCKET.into(),
+                access_key: String::new(),
+                secret_key: Secret::default(),
+                ca_file,
+            },
+            timeout,
+        )?;
+        store.cfg.endpoint = format!("the store (URLs from {via})");
+        store.urls = Some(source);
+        Ok(store)
+    }
+
+    fn get_url(&self, key: &str, ttl: Duration) -> Result<String, StoreError> {
+        match &self.urls {
+            Some(src) => src.get_url(key),
+            None => Ok(self
+                .bucket
+                .get_object(Some(&self.creds), key)
+                .sign(ttl)
+                .to_string()),
+        }
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -314,10 +359,7 @@ impl Store {
         t: &Timeouts,
     ) -> Result<u64, StoreError> {
         let op = format!("downloading {key}");
-        let url = self
-            .bucket
-            .get_object(Some(&self.creds), key)
-            .sign(t.total.max(Duration::from_secs(60)));
+        let url = self.get_url(key, t.total.max(Duration::from_secs(60)))?;
         let err = |kind: ErrorKind, detail: String| self.error(&op, kind, detail);
         let io_kind = |e: &std::io::Error| match e.kind() {
             std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
@@ -327,7 +369,7 @@ impl Store {
         };
         let resp = self
             .session
-            .get(url.as_str())
+            .get(&url)
             .connect_timeout(t.connect)
             .read_timeout(t.stall)
             .timeout(t.total)
@@ -384,11 +426,7 @@ impl Store {
     /// A presigned GET URL, valid for `expiry` (at most 7 days).
     pub fn presign_get(&self, key: &str, expiry: Duration) -> Result<String, StoreError> {
         let expiry = expiry.clamp(Duration::from_secs(1), Duration::from_secs(604_800));
-        Ok(self
-            .bucket
-            .get_object(Some(&self.creds), key)
-            .sign(expiry)
-            .to_string())
+        self.get_url(key, expiry)
     }
 }
 

@@ -322,6 +322,10 @@ impl Target for Cluster<'_> {
         pod_store::pod_credentials(app, &store, &self.global.store_layers()?, writer)
     }
 
+    fn control(&self) -> Result<Option<aether_artifact::control::Client>> {
+        Ok(None)
+    }
+
     fn release(&self, app: &AppName) -> Result<Option<Release>> {
         release_of(&self.kube.app_objects(app.as_str())?)
     }

@@ -97,6 +97,31 @@ impl Local {
             .map_err(anyhow::Error::msg)
     }
 
+    /// The local control plane (started when needed), unless `AETHER_CONTROL=off`. It signs
+    /// with the per-app read keys of the embedded store, else with the store's read-only pair
+    /// when one is configured, else with the uploader's key (the local pod runs as the
+    /// uploader, who holds that key anyway).
+    fn local_control(&self) -> Result<Option<crate::embedded_control::Running>> {
+        if !crate::embedded_control::enabled() {
+            return Ok(None);
+        }
+        let mut store = self.store_config()?;
+        let layers = self.global.store_layers()?;
+        let derive = layers.endpoint.is_none();
+        if let (false, Some(ak), Some(sk)) =
+            (derive, layers.read_access_key, layers.read_secret_key)
+        {
+            store.access_key = ak;
+            store.secret_key = sk;
+        }
+        Ok(Some(crate::embedded_control::ensure(
+            &Shell::new()?,
+            &self.dir,
+            &store,
+            derive,
+        )?))
+    }
+
     // --- desired state ----------------------------------------------------------------------
 
     fn read_release(&self, app: &AppName) -> Result<Release> {
@@ -184,6 +209,22 @@ impl Target for Local {
             &self.global.store_layers()?,
             Writer::SameUser,
         )
+    }
+
+    fn control(&self) -> Result<Option<aether_artifact::control::Client>> {
+        Ok(self.local_control()?.map(|c| c.client()))
+    }
+
+    fn control_if_running(&self) -> Result<Option<aether_artifact::control::Client>> {
+        if !crate::embedded_control::enabled() {
+            return Ok(None);
+        }
+        match crate::embedded_control::running(&self.dir) {
+            Some(c) => Ok(Some(c.client())),
+            None => {
+                bail!("the local control plane is not running; the next upload or deploy starts it")
+            }
+        }
     }
 
     fn release(&self, app: &AppName) -> Result<Option<Release>> {

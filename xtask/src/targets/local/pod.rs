@@ -38,7 +38,12 @@ impl Local {
             kill_group(stale.pgid)?;
         }
         let store = self.store_config()?;
-        let creds = self.pod_credentials(app, false)?;
+        let control = self.local_control()?;
+        // With a control plane the pod holds no store key: it asks for URLs with its token.
+        let creds = match control {
+            Some(_) => None,
+            None => Some(self.pod_credentials(app, false)?),
+        };
         let fetcher = fetcher_bin(sh)?;
         let node = which_node(sh)?;
         let dir = self.app_dir(app);
@@ -80,13 +85,24 @@ impl Local {
         if let Some(ca) = &store.ca_file {
             f.env(aether_artifact::store::ENV_CA_FILE, ca);
         }
+        match (&control, &creds) {
+            (Some(c), _) => {
+                let token = dir.join("control-token");
+                crate::config::write_private(&token, c.pod_token(app).expose().as_bytes())?;
+                f.env(aether_artifact::control::ENV_URL, &c.url)
+                    .env(aether_artifact::control::ENV_TOKEN_FILE, token);
+            }
+            (None, Some(creds)) => {
+                f.env(ENV_ENDPOINT, &store.endpoint)
+                    .env(aether_artifact::store::ENV_REGION, &store.region)
+                    .env(ENV_BUCKET, &store.bucket)
+                    .env(ENV_ACCESS_KEY, &creds.access_key)
+                    .env(ENV_SECRET_KEY, creds.secret_key.expose());
+            }
+            (None, None) => unreachable!("credentials are chosen when there is no control plane"),
+        }
         let f = f
             .envs(env.vars())
-            .env(ENV_ENDPOINT, &store.endpoint)
-            .env(aether_artifact::store::ENV_REGION, &store.region)
-            .env(ENV_BUCKET, &store.bucket)
-            .env(ENV_ACCESS_KEY, &creds.access_key)
-            .env(ENV_SECRET_KEY, creds.secret_key.expose())
             .env(FetcherEnv::RUN_STATUS, self.run_status(app))
             .stdin(Stdio::null())
             .stdout(flog.try_clone()?)
@@ -169,6 +185,7 @@ impl Local {
         });
         if !others.unwrap_or(false) {
             crate::embedded::stop(&self.dir)?;
+            crate::embedded_control::stop(&self.dir)?;
         }
         Ok(was)
     }
