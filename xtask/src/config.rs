@@ -76,6 +76,18 @@ pub struct ProjectConfig {
     /// The store's endpoint as pods reach it (in-cluster DNS name), when it differs from ours.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_store_endpoint: Option<String>,
+    /// The control plane: as this machine reaches it (NodePort), as pods reach it (its
+    /// Service), and the CLI's admin token (written by bootstrap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlConfig>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    pub url: Option<String>,
+    pub cluster_url: Option<String>,
+    pub admin_token: Secret,
 }
 
 impl ProjectConfig {

@@ -13,6 +13,10 @@ pub const FETCHER_IMAGE: &str = concat!("docker.io/aether/fetcher:", env!("CARGO
 
 const TEMPLATES: &[(&str, &str)] = &[
     (
+        "aether-control",
+        include_str!("../../manifests/aether-control.yaml.j2"),
+    ),
+    (
         "namespace",
         include_str!("../../manifests/namespace.yaml.j2"),
     ),
@@ -77,6 +81,13 @@ pub struct PlatformValues {
     pub db_password: String,
     pub db_name: String,
     pub cluster_database_url: String,
+    pub control_image: String,
+    pub control_node_port: u16,
+    pub control_admin_token: String,
+    /// The store as the control plane signs for it: pods' endpoint, and the key it signs with.
+    pub control_store: StoreValues,
+    /// The store derives per-app read keys (ours): URLs are signed with those.
+    pub control_derive_read_keys: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -111,7 +122,15 @@ pub struct AppValues {
     /// The minisign public key the fetcher requires signatures from (`AETHER_VERIFY_KEY`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verify_key: Option<String>,
+    /// The control plane as pods reach it: then they get read URLs from it with their
+    /// ServiceAccount token, and no store Secret at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_url: Option<String>,
 }
+
+/// Where the fetcher finds its control-plane token (a projected ServiceAccount token for the
+/// control plane's audience, apart from the API server's).
+pub const CONTROL_TOKEN_DIR: &str = "/var/run/secrets/aether";
 
 /// Every name the templates share with the fetcher and the xtask, from the contract crate: a
 /// template never spells one itself (the `tidy` test checks).
@@ -141,6 +160,16 @@ fn contract() -> serde_json::Value {
         "store_server": {
             "dir": S::DIR, "listen": S::LISTEN, "access_key": S::ACCESS_KEY,
             "secret_key": S::SECRET_KEY, "port": S::PORT, "data": S::DATA_IN_IMAGE,
+        },
+        "control": {
+            "admin_token": aether_artifact::control::ENV_ADMIN_TOKEN,
+            "database_url": aether_artifact::control::ControlEnv::DATABASE_URL,
+            "listen": aether_artifact::control::ControlEnv::LISTEN,
+            "port": aether_artifact::control::PORT,
+            "audience": aether_artifact::control::AUDIENCE,
+            "url_env": aether_artifact::control::ENV_URL,
+            "token_file_env": aether_artifact::control::ENV_TOKEN_FILE,
+            "token_dir": CONTROL_TOKEN_DIR,
         },
         "store_ca": {
             "configmap": E::STORE_CA_CONFIGMAP, "item": E::STORE_CA_ITEM, "dir": E::STORE_CA_DIR,
@@ -388,8 +417,11 @@ pub fn example_values(app: &str, digest: &str) -> AppValues {
         .into_iter()
         .collect(),
         verify_key: None,
+        control_url: None,
     }
 }
 
+#[cfg(test)]
+mod control_plane;
 #[cfg(test)]
 mod validate;

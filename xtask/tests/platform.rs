@@ -53,6 +53,8 @@ fn write_config(project: &Path) {
         "store": {"endpoint": "http://127.0.0.1:30900", "access_key": "aether-abc", "secret_key": SK,
                   "read_access_key": "aether-read", "read_secret_key": SK},
         "database_url": format!("postgres://aether:{SK}@127.0.0.1:30432/aether"),
+        "control": {"url": "http://127.0.0.1:30901", "cluster_url": "http://aether-control:8090",
+                    "admin_token": SK},
     });
     fs::write(project.join(".aether/config.json"), cfg.to_string()).unwrap();
 }
@@ -63,14 +65,19 @@ fn dry_run_plans_for_three_starting_states() {
     // The store image is not built here: the plan says it will be (or, with a registry image
     // named, that it need not).
     let none = t.path().join("no-store-image.tar").display().to_string();
+    let no_control = t.path().join("no-control-image.tar").display().to_string();
     let plan = |prepare: &dyn Fn(&Shim, &Path), image: Option<&str>| -> String {
         let shim = Shim::new();
         let project = t.path().join(format!("p{}", rand_suffix()));
         fs::create_dir_all(&project).unwrap();
         prepare(&shim, &project);
-        let mut env = vec![("AETHER_STORE_IMAGE_ARCHIVE", none.clone())];
+        let mut env = vec![
+            ("AETHER_STORE_IMAGE_ARCHIVE", none.clone()),
+            ("AETHER_CONTROL_IMAGE_ARCHIVE", no_control.clone()),
+        ];
         if let Some(i) = image {
             env.push(("AETHER_STORE_IMAGE", i.to_string()));
+            env.push(("AETHER_CONTROL_IMAGE", CONTROL_IMAGE.to_string()));
         }
         let r = shim.run(&project, &env, &["bootstrap", "--dry-run"]).ok();
         assert!(
@@ -91,11 +98,22 @@ fn dry_run_plans_for_three_starting_states() {
             write_config(p);
             fs::write(s.dir.join("obj-deployment-aether-store"), "").unwrap();
             fs::write(s.dir.join("obj-statefulset-postgres"), "").unwrap();
+            let control = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "aether-control"},
+                "spec": {"template": {"spec": {"containers": [{"image": CONTROL_IMAGE}]}}}});
+            fs::write(
+                s.dir.join("deployment-aether-control.json"),
+                control.to_string(),
+            )
+            .unwrap();
         },
         Some("registry.example/aether/store:1"),
     );
     insta::assert_snapshot!("plan_everything_up", up);
 }
+
+/// A control plane image in a registry: nothing to build or load.
+const CONTROL_IMAGE: &str = "registry.example/aether/control:1";
 
 fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -135,7 +153,11 @@ fn bootstrap_then_again_changes_nothing_the_second_time() {
 
     // MinIO, the store whose read-only user bootstrap makes with a Job (ours derives keys).
     let first = shim
-        .run(&project, &env, &["bootstrap", "--yes", "--store", "minio"])
+        .run(
+            &project,
+            &env,
+            &["bootstrap", "--yes", "--store", "minio", "--no-control"],
+        )
         .ok();
     assert!(first.stderr.contains("bootstrap done"), "{}", first.stderr);
     let calls = shim.calls();
@@ -197,7 +219,11 @@ fn bootstrap_then_again_changes_nothing_the_second_time() {
 
     fs::remove_file(shim.dir.join("calls.log")).unwrap();
     let second = shim
-        .run(&project, &env, &["bootstrap", "--yes", "--store", "minio"])
+        .run(
+            &project,
+            &env,
+            &["bootstrap", "--yes", "--store", "minio", "--no-control"],
+        )
         .ok();
     assert!(
         second.stdout.contains("plan: nothing to do"),
@@ -424,7 +450,13 @@ fn an_external_store_is_used_not_deployed() {
         .run(
             &project,
             &env,
-            &["bootstrap", "--store", "external", "--dry-run"],
+            &[
+                "bootstrap",
+                "--store",
+                "external",
+                "--dry-run",
+                "--no-control",
+            ],
         )
         .ok();
     assert!(
@@ -436,7 +468,7 @@ fn an_external_store_is_used_not_deployed() {
         .run(
             &project,
             &env,
-            &["bootstrap", "--yes", "--store", "external"],
+            &["bootstrap", "--yes", "--store", "external", "--no-control"],
         )
         .ok();
     assert!(r.stderr.contains("bootstrap done"), "{}", r.all());

@@ -1,4 +1,4 @@
-//! `cargo xtask image <fetcher|store|postgres>` (and `sidecar-image`, the fetcher's).
+//! `cargo xtask image <fetcher|store|control|postgres>` (and `sidecar-image`, the fetcher's).
 
 use std::path::PathBuf;
 
@@ -12,6 +12,8 @@ pub enum Which {
     Fetcher,
     /// The in-cluster object store (static, FROM scratch).
     Store,
+    /// The control plane (static, FROM scratch).
+    Control,
     /// Postgres from this machine's Debian package, for clusters that cannot pull postgres:*.
     Postgres,
 }
@@ -32,6 +34,7 @@ impl Image {
         match self.which {
             Which::Fetcher => crate::images::fetcher::run(ctx.sh, out)?,
             Which::Store => crate::images::store_server::run(ctx.sh, out)?,
+            Which::Control => crate::images::control::run(ctx.sh, out)?,
             Which::Postgres => crate::images::postgres::run(ctx.sh, out)?,
         };
         Ok(())

@@ -20,7 +20,7 @@ impl Doctor {
 }
 
 /// Install or start what is missing: on MicroK8s the snap and its addons; on any cluster the
-/// namespace, an object store and Postgres.
+/// namespace, an object store, Postgres and the control plane.
 #[derive(clap::Args)]
 pub struct Bootstrap {
     /// Do not ask before steps that run sudo.
@@ -41,6 +41,10 @@ pub struct Bootstrap {
     /// e.g. 'kind load image-archive {archive}'.
     #[arg(long, env = "AETHER_IMAGE_IMPORT")]
     image_import: Option<String>,
+    /// No control plane: apps' pods read the store with a per-app key instead of asking it
+    /// for URLs, and uploads are not registered.
+    #[arg(long)]
+    no_control: bool,
 }
 
 impl Bootstrap {
@@ -51,6 +55,7 @@ impl Bootstrap {
             store: self.store,
             storage_class: self.storage_class,
             image_import: self.image_import,
+            no_control: self.no_control,
         };
         bootstrap(ctx.sh, &ctx.global, &ctx.target, &opts)
     }

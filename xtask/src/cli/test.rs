@@ -190,6 +190,7 @@ fn cluster_suite<'a>(sh: &'a Shell, extra: &[String]) -> Result<xshell::Cmd<'a>>
         .context("no reachable cluster: start one (`../shared/k8s-local/up`, `microk8s start`) and set KUBECONFIG")?;
     crate::images::fetcher::run(sh, None)?;
     crate::images::store_server::run(sh, None)?;
+    crate::images::control::run(sh, None)?;
     // No registry to pull postgres:* from: bootstrap's test runs the one built from this
     // machine's Debian package, loaded into the nodes by the test itself.
     let pg = crate::images::postgres::run(sh, None)?;

@@ -4,6 +4,7 @@
 //! the same image digest, and the tag names the content, so a rebuilt image is a new name that
 //! a deploy imports rather than a stale one a node already holds.
 
+pub mod control;
 pub mod fetcher;
 pub mod postgres;
 pub mod store_server;

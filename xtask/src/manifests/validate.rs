@@ -22,7 +22,7 @@ pub enum Obj {
     RoleBinding(RoleBinding),
 }
 
-fn typed<T: serde::de::DeserializeOwned>(v: serde_json::Value, unknown: &mut Vec<String>) -> T {
+pub fn typed<T: serde::de::DeserializeOwned>(v: serde_json::Value, unknown: &mut Vec<String>) -> T {
     serde_ignored::deserialize(v, |path| unknown.push(path.to_string()))
         .expect("object matches its Kubernetes type")
 }
@@ -333,8 +333,9 @@ fn a_private_store_ca_is_mounted_into_the_fetcher() {
     );
 }
 
-fn platform_yaml(storage_class: Option<&str>) -> String {
-    let v = PlatformValues {
+/// The platform's values as the tests render them.
+pub fn platform_values(storage_class: Option<&str>) -> PlatformValues {
+    PlatformValues {
         ns: NAMESPACE.into(),
         storage_class: storage_class.map(Into::into),
         store_image: "docker.io/aether/store:0.1.0-0123456789ab".into(),
@@ -355,7 +356,23 @@ fn platform_yaml(storage_class: Option<&str>) -> String {
         cluster_database_url:
             "postgres://aether:REPLACE_ME@postgres.aether-system.svc.cluster.local:5432/aether"
                 .into(),
-    };
+        control_image: "docker.io/aether/control:0.1.0-0123456789ab".into(),
+        control_node_port: aether_artifact::control::NODE_PORT,
+        control_admin_token: "REPLACE_ME".into(),
+        control_store: StoreValues {
+            endpoint: "http://aether-store.aether-system.svc.cluster.local:9000".into(),
+            region: "us-east-1".into(),
+            bucket: "aether-artifacts".into(),
+            access_key: "REPLACE_ME".into(),
+            secret_key: "REPLACE_ME".into(),
+            ca_pem: None,
+        },
+        control_derive_read_keys: true,
+    }
+}
+
+fn platform_yaml(storage_class: Option<&str>) -> String {
+    let v = platform_values(storage_class);
     format!(
         "{}---\n{}---\n{}",
         render("aether-store", &v).unwrap(),

@@ -46,6 +46,7 @@ fn bootstrap_twice_deploy_query_the_database_and_uninstall() {
         "generate store and database credentials",
         "deploy the store (aether-store)",
         "deploy Postgres",
+        "deploy the control plane",
     ] {
         assert!(
             plan.stdout.contains(step),
@@ -79,6 +80,7 @@ fn bootstrap_twice_deploy_query_the_database_and_uninstall() {
                 "get",
                 "deployment/aether-store",
                 "statefulset/postgres",
+                "deployment/aether-control",
                 "-o",
                 "jsonpath={.items[*].metadata.generation}",
             ])
@@ -114,13 +116,31 @@ fn bootstrap_twice_deploy_query_the_database_and_uninstall() {
     assert_eq!(by("database")["status"], "ok", "{}", doc.all());
     assert_eq!(by("platform")["status"], "ok", "{}", doc.all());
 
-    // The sample against the in-cluster store, its pods keyed for their app only, and its
-    // database line from a real query through the Service.
+    // The sample against the in-cluster store, its pods holding no store key (read URLs come
+    // from the control plane), and its database line from a real query through the Service.
     let d = ns.x(&["deploy-sample", "demo"]).ok();
     assert!(
-        d.stderr.contains("a read-only key for this app alone"),
+        d.stderr.contains("demo's pods hold no store key"),
         "{}",
         d.all()
+    );
+    let fetcher = ns
+        .k(&[
+            "get",
+            "deployment/demo",
+            "-o",
+            "jsonpath={.spec.template.spec.initContainers[0]}",
+        ])
+        .ok()
+        .stdout;
+    assert!(
+        !fetcher.contains("envFrom") && fetcher.contains("AETHER_CONTROL_URL"),
+        "{fetcher}"
+    );
+    let secrets = ns.k(&["get", "secrets", "-o", "name"]).ok().stdout;
+    assert!(
+        !secrets.contains("demo-store"),
+        "a store Secret for demo: {secrets}"
     );
     let url = d.last("url");
     ns.wait_body(&url, "database: ok", PATIENCE * 2);
@@ -148,12 +168,118 @@ fn bootstrap_twice_deploy_query_the_database_and_uninstall() {
         "{}",
         st.stdout
     );
+    assert!(
+        st.stdout
+            .contains("control plane: release #2 of 2 registered"),
+        "{}",
+        st.stdout
+    );
+    control_plane_checks(&ns, &d2);
 
     // Down and uninstall: the namespace bootstrap created goes with what was in it.
     ns.x(&["down", "demo"]).ok();
     let u = ns.x(&["uninstall", "--delete-data"]).ok();
     assert!(u.stderr.contains("deleted namespace"), "{}", u.all());
     assert!(!namespace_exists(&ns));
+}
+
+/// The control plane of a bootstrapped namespace: only the API server's word for a pod token
+/// of the right audience and app gets a URL; its history survives its own restart and a CLI
+/// machine that lost its configuration.
+fn control_plane_checks(ns: &Ns, d2: &str) {
+    use aether_artifact::control::{Client, ControlErrorKind};
+    use aether_artifact::store::Secret;
+    let cfg: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(ns.project.path().join(".aether/config.json")).unwrap(),
+    )
+    .unwrap();
+    let url = cfg["control"]["url"].as_str().unwrap().to_string();
+    let demo = aether_artifact::AppName::parse("demo").unwrap();
+    let key = format!("artifacts/demo/{d2}/app.tar.gz");
+    let token = |sa: &str, audience: &str| {
+        let t = ns
+            .k(&[
+                "create",
+                "token",
+                sa,
+                "--audience",
+                audience,
+                "--duration",
+                "10m",
+            ])
+            .ok()
+            .stdout;
+        Client::with_token(
+            &url,
+            Secret::new(t.trim()),
+            std::time::Duration::from_secs(10),
+        )
+    };
+    let urls = token("demo-fetcher", "aether-control")
+        .read_urls(&demo, std::slice::from_ref(&key))
+        .unwrap();
+    assert_eq!(urls.urls.len(), 1);
+    ns.k(&["create", "serviceaccount", "other-fetcher"]).ok();
+    let e = token("other-fetcher", "aether-control")
+        .read_urls(&demo, std::slice::from_ref(&key))
+        .unwrap_err();
+    assert_eq!(e.kind, ControlErrorKind::Forbidden, "{e}");
+    // A token for the API server (its default audience) is not one for the control plane.
+    let api = ns
+        .k(&["create", "token", "demo-fetcher", "--duration", "10m"])
+        .ok()
+        .stdout;
+    let e = Client::with_token(
+        &url,
+        Secret::new(api.trim()),
+        std::time::Duration::from_secs(10),
+    )
+    .read_urls(&demo, &[key])
+    .unwrap_err();
+    assert_eq!(e.kind, ControlErrorKind::Unauthenticated, "{e}");
+
+    // The history as `rollback --to` lists it, once the control plane answers (a restarted
+    // one answers when its new pod is ready and the Service's endpoints follow).
+    let listed = |ns: &Ns| -> Vec<u64> {
+        aether_testkit::wait_until("the control plane's history", PATIENCE, || {
+            let r = ns.x(&["rollback", "demo", "--to", "--json"]);
+            let v: serde_json::Value =
+                serde_json::from_str(r.stdout.trim()).map_err(|_| r.all())?;
+            if v["source"] != "control-plane" {
+                return Err(v.to_string());
+            }
+            Ok(v["releases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["seq"].as_u64().unwrap())
+                .collect())
+        })
+    };
+    assert_eq!(listed(ns), [2, 1]);
+    ns.k(&["rollout", "restart", "deployment/aether-control"])
+        .ok();
+    ns.k(&[
+        "rollout",
+        "status",
+        "deployment/aether-control",
+        "--timeout=120s",
+    ])
+    .ok();
+    assert_eq!(listed(ns), [2, 1], "after a restart of the control plane");
+    // A CLI machine that lost .aether/: bootstrap recovers the admin token from the cluster.
+    std::fs::remove_file(ns.project.path().join(".aether/config.json")).unwrap();
+    let b = ns.x(&["bootstrap"]).ok();
+    assert!(
+        b.stdout.contains("read the existing credentials"),
+        "{}",
+        b.all()
+    );
+    assert_eq!(
+        listed(ns),
+        [2, 1],
+        "from a CLI machine that lost its configuration"
+    );
 }
 
 /// Volumes this test provisions by hand, as an admin of a cluster whose StorageClass has no

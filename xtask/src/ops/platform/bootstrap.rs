@@ -24,6 +24,8 @@ pub struct Options {
     pub storage_class: Option<String>,
     /// Loads an image archive into the nodes (`{archive}` replaced), as `deploy-sample`'s.
     pub image_import: Option<String>,
+    /// No control plane: pods read the store with a per-app key.
+    pub no_control: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,9 @@ pub enum Step {
     ImportStoreImage,
     DeployStore,
     DeployPostgres,
+    BuildControlImage,
+    ImportControlImage,
+    DeployControl,
 }
 
 impl Step {
@@ -66,6 +71,9 @@ impl Step {
                 StoreKind::External => "use the external store (nothing deployed)".into(),
             },
             Step::DeployPostgres => format!("deploy Postgres ({}) with {}, NodePort {}", l.postgres_image, volume("5Gi"), manifests::POSTGRES_NODE_PORT),
+            Step::BuildControlImage => "build the control plane's image: cargo xtask image control (a static binary, FROM scratch)".into(),
+            Step::ImportControlImage => format!("load {} into the cluster's nodes", crate::images::control::NAME),
+            Step::DeployControl => format!("deploy the control plane (aether-control; records in Postgres; may create TokenReviews, nothing else), NodePort {}", aether_artifact::control::NODE_PORT),
         }
     }
 }
@@ -82,6 +90,18 @@ pub struct Inventory {
     /// The store image: `None` when this store needs none; `Some(false)` to build.
     pub store_archive: Option<bool>,
     pub store_image_on_nodes: bool,
+    pub control: Control,
+}
+
+/// The control plane's part of the inventory.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Control {
+    pub wanted: bool,
+    /// Its Deployment runs the image this run would deploy.
+    pub current: bool,
+    /// The image archive: `None` when an image in a registry is given; `Some(false)` to build.
+    pub archive: Option<bool>,
+    pub image_on_nodes: bool,
 }
 
 #[derive(Debug, Default)]
@@ -110,7 +130,7 @@ pub fn inventory(
     opts: &Options,
 ) -> Result<(Inventory, Option<Layout>)> {
     let mut p = Inventory {
-        credentials: have_credentials(global, opts.store)?,
+        credentials: have_credentials(global, opts)?,
         // An external store is there by definition: verify asks it.
         store: opts.store == StoreKind::External,
         ..Default::default()
@@ -134,6 +154,12 @@ pub fn inventory(
             if opts.store == StoreKind::Aether && store_image_given().is_none() {
                 p.store_archive = Some(crate::images::store_server::archive().exists());
             }
+            p.control = Control {
+                wanted: !opts.no_control,
+                archive: (!opts.no_control && control_image_given().is_none())
+                    .then(|| crate::images::control::archive().exists()),
+                ..Default::default()
+            };
             return Ok((p, None));
         }
     }
@@ -159,6 +185,29 @@ pub fn inventory(
             .get::<serde_json::Value>("statefulset", "postgres")?
             .is_some();
     }
+    if let Some(image) = &layout.control_image {
+        let runs = match p.namespace {
+            true => c
+                .kube
+                .get::<serde_json::Value>("deployment", "aether-control")?
+                .and_then(|d| {
+                    d["spec"]["template"]["spec"]["containers"][0]["image"]
+                        .as_str()
+                        .map(str::to_string)
+                }),
+            false => None,
+        };
+        let archive = control_image_given()
+            .is_none()
+            .then(|| crate::images::control::archive().exists());
+        p.control = Control {
+            wanted: true,
+            current: runs.as_deref() == Some(image.as_str()),
+            archive,
+            image_on_nodes: archive == Some(true)
+                && (runs.as_deref() == Some(image.as_str()) || c.has_image(image)?),
+        };
+    }
     if opts.store == StoreKind::Aether && store_image_given().is_none() {
         let archive = crate::images::store_server::archive().exists();
         p.store_archive = Some(archive);
@@ -178,6 +227,13 @@ fn store_image_given() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// The same for the control plane (`AETHER_CONTROL_IMAGE`).
+fn control_image_given() -> Option<String> {
+    std::env::var("AETHER_CONTROL_IMAGE")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
 /// Decides where data lives and how pods find Services.
 fn decide_layout(c: &Cluster, opts: &Options) -> Result<Layout> {
     let mk = c.kube.flavor == Flavor::Microk8s;
@@ -193,14 +249,20 @@ fn decide_layout(c: &Cluster, opts: &Options) -> Result<Layout> {
         dns: mk || c.kube.resolves_services()?,
         store_image: crate::targets::cluster::store_image()?,
         postgres_image: postgres_image(),
+        control_image: match opts.no_control {
+            true => None,
+            false => Some(crate::targets::cluster::control_image()?),
+        },
     })
 }
 
 /// The config file holds store credentials and a database URL (the environment may override
 /// them at use time, but a later run without it must still work).
-fn have_credentials(global: &Global, store: StoreKind) -> Result<bool> {
+fn have_credentials(global: &Global, opts: &Options) -> Result<bool> {
+    let store = opts.store;
     let cfg = ProjectConfig::load(&global.state_dir())?;
     Ok(cfg.store.access_key.is_some()
+        && (opts.no_control || cfg.control.is_some())
         && cfg.store.secret_key.is_some()
         && (store == StoreKind::External
             || (cfg.store.read_access_key.is_some() && cfg.store.read_secret_key.is_some()))
@@ -246,6 +308,17 @@ pub fn plan(p: &Inventory) -> Vec<Step> {
     if !p.postgres {
         steps.push(Step::DeployPostgres);
     }
+    let c = p.control;
+    if c.wanted {
+        match c.archive {
+            Some(false) => steps.extend([Step::BuildControlImage, Step::ImportControlImage]),
+            Some(true) if !c.image_on_nodes => steps.push(Step::ImportControlImage),
+            _ => {}
+        }
+        if !c.current || (c.archive.is_some() && !c.image_on_nodes) {
+            steps.push(Step::DeployControl);
+        }
+    }
     steps
 }
 
@@ -264,10 +337,11 @@ pub fn bootstrap(sh: &Shell, global: &Global, targs: &TargetArgs, opts: &Options
         dns: true,
         store_image: crate::images::store_server::NAME.into(),
         postgres_image: postgres_image(),
+        control_image: (!opts.no_control).then(|| crate::images::control::NAME.into()),
     });
     let steps = plan(&p);
     if steps.is_empty() {
-        println!("plan: nothing to do: namespace {ns}, the store and Postgres are in place");
+        println!("plan: nothing to do: namespace {ns}, the store, Postgres and the control plane are in place");
     } else {
         println!("plan:");
         for (i, s) in steps.iter().enumerate() {
@@ -308,9 +382,11 @@ pub fn bootstrap(sh: &Shell, global: &Global, targs: &TargetArgs, opts: &Options
     steps::record_endpoints(&c, global, &layout)?;
     verify(&c, global, &layout)?;
     if steps.is_empty() {
-        eprintln!("everything was already in place; the store and Postgres answer");
+        eprintln!(
+            "everything was already in place; the store, Postgres and the control plane answer"
+        );
     } else {
-        eprintln!("bootstrap done; the store and Postgres answer");
+        eprintln!("bootstrap done; the store, Postgres and the control plane answer");
     }
     if layout.storage_class.is_none() {
         eprintln!("note: no StorageClass, so the store's and Postgres' data live in their pods and go with them; rerun with --storage-class to keep it");
@@ -355,6 +431,23 @@ mod tests {
                 Step::DeployPostgres
             ]
         );
+        let with_control = Inventory {
+            microk8s: None,
+            control: Control {
+                wanted: true,
+                archive: Some(false),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            &plan(&with_control)[4..],
+            [
+                Step::BuildControlImage,
+                Step::ImportControlImage,
+                Step::DeployControl
+            ]
+        );
         let up = Inventory {
             microk8s: None,
             namespace: true,
@@ -363,6 +456,12 @@ mod tests {
             credentials: true,
             store_archive: Some(true),
             store_image_on_nodes: true,
+            control: Control {
+                wanted: true,
+                current: true,
+                archive: Some(true),
+                image_on_nodes: true,
+            },
         };
         assert!(plan(&up).is_empty());
         let lost_config = Inventory {
@@ -372,6 +471,10 @@ mod tests {
         assert_eq!(plan(&lost_config), [Step::RecoverCredentials]);
         let rebuilt_image = Inventory {
             store_image_on_nodes: false,
+            control: Control {
+                image_on_nodes: false,
+                ..up.control
+            },
             ..lost_config
         };
         assert_eq!(
@@ -379,7 +482,9 @@ mod tests {
             [
                 Step::RecoverCredentials,
                 Step::ImportStoreImage,
-                Step::DeployStore
+                Step::DeployStore,
+                Step::ImportControlImage,
+                Step::DeployControl
             ]
         );
     }

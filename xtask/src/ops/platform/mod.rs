@@ -93,6 +93,8 @@ pub struct Layout {
     pub dns: bool,
     pub store_image: String,
     pub postgres_image: String,
+    /// `None`: no control plane (`bootstrap --no-control`); pods read the store with a key.
+    pub control_image: Option<String>,
 }
 
 /// The image Postgres runs: `AETHER_POSTGRES_IMAGE` (e.g. one `cargo xtask image postgres`
@@ -113,15 +115,30 @@ pub fn render(ns: &str, store: StoreKind) -> Result<String> {
         dns: true,
         store_image: crate::targets::cluster::store_image()?,
         postgres_image: manifests::POSTGRES_IMAGE.into(),
+        control_image: Some(crate::targets::cluster::control_image()?),
     };
+    let store_host = store
+        .workload()
+        .map(|w| {
+            format!(
+                "http://{w}.{ns}.svc.cluster.local:{}",
+                aether_store::StoreEnv::PORT
+            )
+        })
+        .unwrap_or_else(|| "https://s3.example.com".into());
     let v = values(
         ns,
         &layout,
         &placeholders(),
         &format!("postgres.{ns}.svc.cluster.local"),
+        &store_host,
     );
     let mut out = String::new();
-    for name in store.workload().into_iter().chain(["postgres"]) {
+    for name in store
+        .workload()
+        .into_iter()
+        .chain(["postgres", "aether-control"])
+    {
         out.push_str("---\n");
         out.push_str(&manifests::render(name, &v)?);
     }
@@ -136,7 +153,10 @@ pub struct Creds {
     pub read_access_key: String,
     pub read_secret_key: String,
     pub bucket: String,
+    pub region: String,
     pub db_password: String,
+    /// The CLI's bearer token for the control plane.
+    pub control_admin_token: String,
 }
 
 fn placeholders() -> Creds {
@@ -146,13 +166,30 @@ fn placeholders() -> Creds {
         read_access_key: "aether-read".into(),
         read_secret_key: "REPLACE_ME".into(),
         bucket: DEFAULT_BUCKET.into(),
+        region: aether_artifact::store::DEFAULT_REGION.into(),
         db_password: "REPLACE_ME".into(),
+        control_admin_token: "REPLACE_ME".into(),
     }
 }
 
-pub fn values(ns: &str, layout: &Layout, c: &Creds, db_host: &str) -> PlatformValues {
+/// The manifests' values; `store_for_pods` is the store's endpoint as pods reach it.
+pub fn values(
+    ns: &str,
+    layout: &Layout,
+    c: &Creds,
+    db_host: &str,
+    store_for_pods: &str,
+) -> PlatformValues {
     let (reader_job, reader_policy) =
         manifests::minio_reader(&c.bucket, &c.read_access_key, &c.read_secret_key);
+    // The key the control plane signs with: the owner's on our store (which it narrows to each
+    // app's derived read key), else the read-only pair where there is one.
+    let derive = layout.store == StoreKind::Aether;
+    let (sign_ak, sign_sk) = if derive || c.read_secret_key.is_empty() {
+        (&c.access_key, &c.secret_key)
+    } else {
+        (&c.read_access_key, &c.read_secret_key)
+    };
     PlatformValues {
         ns: ns.into(),
         storage_class: layout.storage_class.clone(),
@@ -175,6 +212,18 @@ pub fn values(ns: &str, layout: &Layout, c: &Creds, db_host: &str) -> PlatformVa
             "postgres://{DB_USER}:{}@{db_host}:5432/{DB_NAME}",
             c.db_password
         ),
+        control_image: layout.control_image.clone().unwrap_or_default(),
+        control_node_port: aether_artifact::control::NODE_PORT,
+        control_admin_token: c.control_admin_token.clone(),
+        control_store: manifests::StoreValues {
+            endpoint: store_for_pods.into(),
+            region: c.region.clone(),
+            bucket: c.bucket.clone(),
+            access_key: sign_ak.clone(),
+            secret_key: sign_sk.clone(),
+            ca_pem: None,
+        },
+        control_derive_read_keys: derive,
     }
 }
 
@@ -198,7 +247,14 @@ pub fn saved_creds(global: &Global) -> Result<Creds> {
         read_access_key: rak,
         read_secret_key: rsk.expose().into(),
         bucket: store.bucket.unwrap_or_else(|| DEFAULT_BUCKET.into()),
+        region: store
+            .region
+            .unwrap_or_else(|| aether_artifact::store::DEFAULT_REGION.into()),
         db_password: password_of(db.expose()).context("the database URL has no password")?,
+        control_admin_token: crate::config::ProjectConfig::load(&global.state_dir())?
+            .control
+            .map(|c| c.admin_token.expose().to_string())
+            .unwrap_or_default(),
     })
 }
 
@@ -282,6 +338,43 @@ pub fn verify(c: &Cluster, global: &Global, layout: &Layout) -> Result<()> {
             }
             Err(e) => bail!("Postgres does not answer: {e}"),
         }
+    }
+    if layout.control_image.is_some() {
+        verify_control(c, global, deadline)?;
+    }
+    Ok(())
+}
+
+/// The control plane is rolled out and answers this machine with the saved admin token (its
+/// /healthz asks the database); its address is saved for later commands.
+fn verify_control(c: &Cluster, global: &Global, deadline: std::time::Instant) -> Result<()> {
+    use aether_artifact::control::{Client, NODE_PORT};
+    c.kube.rollout_status("deployment/aether-control", 300)?;
+    let host = host_address(c, NODE_PORT, deadline)?;
+    let mut cfg = ProjectConfig::load(&global.state_dir())?;
+    let ctl = cfg
+        .control
+        .as_mut()
+        .context("no control plane token: the credentials step did not run")?;
+    let url = format!("http://{host}:{NODE_PORT}");
+    let client = Client::with_token(&url, ctl.admin_token.clone(), Duration::from_secs(5));
+    loop {
+        // /v1/apps proves the token as well as the database.
+        match client.apps() {
+            Ok(_) => break,
+            Err(_) if std::time::Instant::now() < deadline => {
+                // pace: the Service's endpoints follow the pod's readiness.
+                std::thread::sleep(Duration::from_millis(500))
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context("the control plane does not answer"))
+            }
+        }
+    }
+    if ctl.url.as_deref() != Some(&url) {
+        eprintln!("the control plane answers on {url}");
+        ctl.url = Some(url);
+        cfg.save(&global.state_dir())?;
     }
     Ok(())
 }

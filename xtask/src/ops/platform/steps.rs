@@ -49,9 +49,34 @@ pub fn run(
         )?,
         Step::DeployStore => {
             if let Some(name) = layout.store.workload() {
-                let v = values(&ns, layout, &saved_creds(global)?, "unused");
+                let v = values(&ns, layout, &saved_creds(global)?, "unused", "unused");
                 c.kube.apply(&manifests::render(name, &v)?)?;
             }
+        }
+        Step::BuildControlImage => {
+            crate::images::control::run(sh, None)?;
+            layout.control_image = Some(crate::targets::cluster::control_image()?);
+        }
+        Step::ImportControlImage => c.ensure_image(
+            layout
+                .control_image
+                .as_deref()
+                .context("no control plane image")?,
+            &crate::images::control::archive(),
+            "AETHER_CONTROL_IMAGE",
+            opts.image_import.as_deref(),
+        )?,
+        Step::DeployControl => {
+            let db = service_host(c, layout, "postgres")?
+                .context("service/postgres has no address yet")?;
+            let v = values(
+                &ns,
+                layout,
+                &saved_creds(global)?,
+                &db,
+                &store_for_pods(c, global, layout)?,
+            );
+            c.kube.apply(&manifests::render("aether-control", &v)?)?;
         }
         Step::DeployPostgres => {
             let creds = saved_creds(global)?;
@@ -60,32 +85,66 @@ pub fn run(
             let host = match service_host(c, layout, "postgres")? {
                 Some(h) => h,
                 None => {
-                    let v = values(&ns, layout, &creds, "pending");
+                    let v = values(&ns, layout, &creds, "pending", "unused");
                     c.kube.apply(&manifests::render("postgres", &v)?)?;
                     service_host(c, layout, "postgres")?
                         .context("service/postgres has no cluster IP")?
                 }
             };
-            let v = values(&ns, layout, &creds, &host);
+            let v = values(&ns, layout, &creds, &host, "unused");
             c.kube.apply(&manifests::render("postgres", &v)?)?;
         }
     }
     Ok(())
 }
 
-/// The store's address as pods reach it, for `deploy-sample` to hand them (the config file).
+/// The store as the platform's pods reach it: its Service, or the external endpoint.
+fn store_for_pods(c: &Cluster, global: &Global, layout: &Layout) -> Result<String> {
+    match layout.store.workload() {
+        Some(name) => {
+            let host = service_host(c, layout, name)?
+                .with_context(|| format!("service/{name} has no address yet"))?;
+            Ok(format!("http://{host}:{}", aether_store::StoreEnv::PORT))
+        }
+        None => global
+            .store_layers()?
+            .endpoint
+            .context("no store endpoint: set AETHER_S3_ENDPOINT"),
+    }
+}
+
+/// The store's and the control plane's addresses as pods reach them, for `deploy-sample` to
+/// hand them (the config file).
 pub fn record_endpoints(c: &Cluster, global: &Global, layout: &Layout) -> Result<()> {
-    let Some(name) = layout.store.workload() else {
-        return Ok(());
-    };
-    let Some(host) = service_host(c, layout, name)? else {
-        return Ok(());
-    };
-    let endpoint = format!("http://{host}:{}", aether_store::StoreEnv::PORT);
     let mut cfg = ProjectConfig::load(&global.state_dir())?;
-    if cfg.cluster_store_endpoint.as_deref() != Some(&endpoint) {
-        cfg.cluster_store_endpoint = Some(endpoint);
+    let before = serde_json::to_value(&cfg)?;
+    if let Some(name) = layout.store.workload() {
+        if let Some(host) = service_host(c, layout, name)? {
+            cfg.cluster_store_endpoint =
+                Some(format!("http://{host}:{}", aether_store::StoreEnv::PORT));
+        }
+    }
+    if let Some(ctl) = cfg.control.as_mut() {
+        ctl.cluster_url = match layout.control_image {
+            Some(_) => service_host(c, layout, "aether-control")?
+                .map(|h| format!("http://{h}:{}", aether_artifact::control::PORT)),
+            None => None,
+        };
+    }
+    if serde_json::to_value(&cfg)? != before {
         cfg.save(&global.state_dir())?;
+    }
+    Ok(())
+}
+
+/// The control plane's admin token: kept when there is one, else new.
+fn ensure_control_token(cfg: &mut ProjectConfig) -> Result<()> {
+    if cfg.control.is_none() {
+        cfg.control = Some(crate::config::ControlConfig {
+            url: None,
+            cluster_url: None,
+            admin_token: Secret::new(crate::config::random_hex(24)?),
+        });
     }
     Ok(())
 }
@@ -134,6 +193,7 @@ fn generate_credentials(global: &Global, store: StoreKind) -> Result<()> {
             manifests::POSTGRES_NODE_PORT
         )));
     }
+    ensure_control_token(&mut cfg)?;
     cfg.save(&global.state_dir())
 }
 
@@ -180,5 +240,23 @@ fn recover_credentials(c: &Cluster, global: &Global, store: StoreKind) -> Result
             )));
         }
     }
+    // The control plane's token as its Secret holds it (the CLI must present that one).
+    if let Some(sec) = c
+        .kube
+        .get::<k8s_openapi::api::core::v1::Secret>("secret", "aether-control")?
+    {
+        if let Some(t) = sec
+            .data
+            .unwrap_or_default()
+            .get(aether_artifact::control::ENV_ADMIN_TOKEN)
+        {
+            cfg.control = Some(crate::config::ControlConfig {
+                url: None,
+                cluster_url: None,
+                admin_token: Secret::new(String::from_utf8_lossy(&t.0).into_owned()),
+            });
+        }
+    }
+    ensure_control_token(&mut cfg)?;
     cfg.save(&global.state_dir())
 }

@@ -20,6 +20,10 @@ const OBJECTS: &[&str] = &[
     "service/postgres",
     "secret/aether-postgres",
     "secret/aether-database",
+    "deployment/aether-control",
+    "service/aether-control",
+    "secret/aether-control",
+    "serviceaccount/aether-control",
 ];
 const DATA: &[&str] = &[
     "persistentvolumeclaim/aether-store-data",
@@ -51,9 +55,23 @@ pub fn uninstall(sh: &Shell, global: &Global, targs: &TargetArgs, delete_data: b
     if delete_data {
         objects.extend(DATA.iter().map(|s| s.to_string()));
     }
+    objects.push(format!(
+        "clusterrolebinding/aether-control-tokenreview-{ns}"
+    ));
     c.kube.delete(&objects)?;
+    // The ClusterRole is shared by the namespaces that have a control plane: the last one
+    // takes it along.
+    let others = c
+        .kube
+        .names("clusterrolebindings")?
+        .into_iter()
+        .any(|b| b.contains("/aether-control-tokenreview-"));
+    if !others {
+        c.kube
+            .delete(&["clusterrole/aether-control-tokenreview".to_string()])?;
+    }
     eprintln!(
-        "deleted the store and Postgres from {ns}{}",
+        "deleted the store, Postgres and the control plane from {ns}{}",
         if delete_data {
             ", with their data"
         } else {
@@ -66,6 +84,7 @@ pub fn uninstall(sh: &Shell, global: &Global, targs: &TargetArgs, delete_data: b
         cfg.store = Default::default();
         cfg.database_url = None;
         cfg.cluster_store_endpoint = None;
+        cfg.control = None;
         cfg.save(&global.state_dir())?;
     }
     let ours = namespace

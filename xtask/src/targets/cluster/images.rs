@@ -30,6 +30,15 @@ pub fn store_image() -> Result<String> {
     )
 }
 
+/// The control plane image bootstrap deploys, as [`store_image`] finds the store's.
+pub fn control_image() -> Result<String> {
+    image_named(
+        "AETHER_CONTROL_IMAGE",
+        &crate::images::control::archive(),
+        crate::images::control::NAME,
+    )
+}
+
 fn image_named(registry_env: &str, archive: &Path, default: &str) -> Result<String> {
     if let Some(i) = std::env::var(registry_env).ok().filter(|s| !s.is_empty()) {
         return Ok(i);

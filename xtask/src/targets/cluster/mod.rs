@@ -22,7 +22,7 @@ use kube::{AppObjects, ApplyError, Flavor, Kube};
 mod images;
 mod store;
 
-pub use images::{fetcher_image, import_command, store_image};
+pub use images::{control_image, fetcher_image, import_command, store_image};
 pub use store::{minio_cluster_endpoint, DEFAULT_HOST_ENDPOINT};
 
 pub struct Cluster<'a> {
@@ -77,7 +77,17 @@ impl<'a> Cluster<'a> {
             },
             release: release.to_data(),
             verify_key: crate::keys::verify_key()?,
+            control_url: None,
         })
+    }
+
+    /// The control plane bootstrap deployed, as the config file records it.
+    fn control_config(&self) -> Result<Option<crate::config::ControlConfig>> {
+        Ok(
+            crate::config::ProjectConfig::load(&self.global.state_dir())?
+                .control
+                .filter(|c| c.url.is_some() && c.cluster_url.is_some()),
+        )
     }
 
     /// The one release-update sequence of the cluster: read the app's objects, compute the next
@@ -323,7 +333,13 @@ impl Target for Cluster<'_> {
     }
 
     fn control(&self) -> Result<Option<aether_artifact::control::Client>> {
-        Ok(None)
+        Ok(self.control_config()?.and_then(|c| {
+            Some(aether_artifact::control::Client::with_token(
+                c.url.as_deref()?,
+                c.admin_token,
+                Duration::from_secs(10),
+            ))
+        }))
     }
 
     fn release(&self, app: &AppName) -> Result<Option<Release>> {
@@ -343,9 +359,16 @@ impl Target for Cluster<'_> {
     /// [`Target::publish`], conditioned on what was read.
     fn ensure_running(&self, app: &AppName, first: &Release, opts: &DeployOpts) -> Result<Running> {
         let (store, pods_endpoint) = self.stores()?;
-        let creds = match &opts.pod_credentials {
-            Some(c) => c.clone(),
-            None => self.pod_credentials(app, opts.allow_writer_credentials)?,
+        let control = self.control_config()?;
+        let creds = match (&opts.pod_credentials, &control) {
+            (Some(c), _) => c.clone(),
+            // Nothing of the store reaches the pods: the key fields are not rendered.
+            (None, Some(_)) => PodCredentials {
+                access_key: String::new(),
+                secret_key: aether_artifact::store::Secret::default(),
+                kind: CredentialKind::PerApp,
+            },
+            (None, None) => self.pod_credentials(app, opts.allow_writer_credentials)?,
         };
         let image = fetcher_image()?;
         self.ensure_image(
@@ -363,6 +386,12 @@ impl Target for Cluster<'_> {
             pods_endpoint,
             &creds,
         )?;
+        values.control_url = control.and_then(|c| c.cluster_url);
+        if values.control_url.is_some() {
+            // A store key left from a deploy before the control plane came must not linger.
+            self.kube
+                .delete(&[format!("secret/{}", values.store_secret)])?;
+        }
         values.node_image = opts.runtime.node_image();
         values.max_expanded = opts.runtime.max_expanded();
         values.volume_mib = opts.runtime.volume_mib();
