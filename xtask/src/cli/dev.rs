@@ -79,11 +79,14 @@ impl Dev {
             match cycle(&*t, &store, &ctx.global, app, &dir, saved, &self.cutover) {
                 Ok(c) if self.json => println!("{}", serde_json::to_string(&c.trace)?),
                 Ok(c) => println!(
-                    "{}",
+                    "{}{}",
                     c.trace
                         .as_ref()
                         .map(Trace::line)
-                        .unwrap_or_else(|| c.line())
+                        .unwrap_or_else(|| c.line()),
+                    c.registered
+                        .map(|n| format!(" | release #{n}"))
+                        .unwrap_or_default()
                 ),
                 Err(e) => eprintln!("cycle failed, still serving the previous version: {e:#}"),
             }

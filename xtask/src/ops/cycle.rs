@@ -26,6 +26,8 @@ pub struct Cycle {
     pub uploaded: u64,
     /// Per stage, from the pods' own timestamps (`None` when nothing changed).
     pub trace: Option<Trace>,
+    /// The upload's number in the control plane's history, when it registered there.
+    pub registered: Option<u64>,
 }
 
 impl Cycle {
@@ -96,6 +98,7 @@ pub fn cycle(
         total: trace
             .as_ref()
             .map_or(end - saved, |tr| Duration::from_millis(tr.total_ms)),
+        registered: up.registered,
         uploaded: if up.uploaded { up.bytes } else { 0 } + up.deps.as_ref().map_or(0, |d| d.bytes),
         trace,
     })

@@ -175,6 +175,7 @@ fn bootstrap_twice_deploy_query_the_database_and_uninstall() {
         st.stdout
     );
     control_plane_checks(&ns, &d2);
+    control_plane_down(&ns, &url, &sample, &src);
 
     // Down and uninstall: the namespace bootstrap created goes with what was in it.
     ns.x(&["down", "demo"]).ok();
@@ -280,6 +281,57 @@ fn control_plane_checks(ns: &Ns, d2: &str) {
         [2, 1],
         "from a CLI machine that lost its configuration"
     );
+}
+
+/// A control plane that is down: the pods keep serving their release, the next one waits with
+/// the cause in hot-status, and goes live once the control plane is back.
+fn control_plane_down(ns: &Ns, url: &str, sample: &std::path::Path, src: &str) {
+    let server = sample.join("server.js");
+    std::fs::write(
+        &server,
+        src.replace("const VERSION = 'v1';", "const VERSION = 'v3';"),
+    )
+    .unwrap();
+    ns.k(&["scale", "deployment/aether-control", "--replicas=0"])
+        .ok();
+    ns.k(&[
+        "wait",
+        "--for=delete",
+        "pod",
+        "-l",
+        "app.kubernetes.io/name=aether-control",
+        "--timeout=120s",
+    ])
+    .ok();
+    let up = ns.x(&["hot-upload", "demo", sample.to_str().unwrap()]).ok();
+    assert!(
+        up.stderr.contains("not registered with the control plane"),
+        "{}",
+        up.all()
+    );
+    let d3 = up.last("digest");
+    let patch = ns.x(&["hot-patch", "demo", &d3, "--wait", "10"]);
+    assert_ne!(patch.code, 0, "{}", patch.all());
+    let body = get(url).unwrap_or_default();
+    assert!(
+        body.contains("version: v2"),
+        "the pod stopped serving: {body}"
+    );
+    let st = ns.x(&["hot-status", "demo", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(st.stdout.trim()).unwrap();
+    let cause = v["pods"][0]["last_error"].as_str().unwrap_or_default();
+    assert!(cause.contains("control plane"), "{v}");
+    assert!(v["control"]["error"].is_string(), "{v}");
+
+    ns.k(&["scale", "deployment/aether-control", "--replicas=1"])
+        .ok();
+    ns.wait_body(url, "version: v3", PATIENCE * 4);
+    // Registering again fills the gap the outage left.
+    let again = ns
+        .x(&["hot-upload", "demo", sample.to_str().unwrap(), "--json"])
+        .ok();
+    let again: serde_json::Value = serde_json::from_str(again.stdout.trim()).unwrap();
+    assert_eq!(again["registered"], 3, "{again}");
 }
 
 /// Volumes this test provisions by hand, as an admin of a cluster whose StorageClass has no

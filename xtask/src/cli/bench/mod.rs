@@ -9,6 +9,7 @@ use aether_artifact::unpack::{unpack_verified, Limits};
 use anyhow::{Context, Result};
 use xshell::{cmd, Shell};
 
+mod control;
 mod cutover;
 mod edit;
 mod hot_patch_on_cluster;
@@ -36,6 +37,9 @@ pub struct Bench {
     /// Instead: hot-patch → served on the cluster KUBECONFIG names (10 cycles).
     #[arg(long)]
     cluster: bool,
+    /// Only the control plane's figures (also part of the full run).
+    #[arg(long)]
+    control: bool,
 }
 
 impl Bench {
@@ -43,6 +47,9 @@ impl Bench {
         if self.cluster {
             cluster(ctx.sh, 10)?;
             platform_on_cluster::platform(ctx.sh, 10)
+        } else if self.control {
+            let work = tempfile::Builder::new().prefix("aether-bench-").tempdir()?;
+            control::run(ctx.sh, work.path())
         } else {
             run(ctx.sh, self.files, self.runs, self.cycles)
         }
@@ -160,6 +167,7 @@ fn run(sh: &Shell, files: usize, runs: usize, cycles: usize) -> Result<()> {
         edit_to_served(sh, work.path(), cycles)?;
         with_node_modules(sh, work.path(), &tree, cycles, ours, packed.bytes)?;
     }
+    control::run(sh, work.path())?;
     Ok(())
 }
 

@@ -132,6 +132,9 @@ pub fn doctor(sh: &Shell, global: &Global, targs: &TargetArgs, json: bool) -> Re
 
     checks.push(store_check(global, t)?);
     checks.push(database_check(global)?);
+    checks.push(super::control_check::control_check(
+        &*targs.open_kind(sh, global, t),
+    ));
     if cluster {
         checks.extend(cluster_checks(sh, global, targs, t));
     } else {
