@@ -9,7 +9,7 @@ use aether_artifact::unpack::{unpack_verified, Limits};
 use anyhow::{Context, Result};
 use xshell::{cmd, Shell};
 
-mod control;
+mod control_urls;
 mod cutover;
 mod edit;
 mod hot_patch_on_cluster;
@@ -49,7 +49,7 @@ impl Bench {
             platform_on_cluster::platform(ctx.sh, 10)
         } else if self.control {
             let work = tempfile::Builder::new().prefix("aether-bench-").tempdir()?;
-            control::run(ctx.sh, work.path())
+            control_urls::run(ctx.sh, work.path())
         } else {
             run(ctx.sh, self.files, self.runs, self.cycles)
         }
@@ -167,7 +167,7 @@ fn run(sh: &Shell, files: usize, runs: usize, cycles: usize) -> Result<()> {
         edit_to_served(sh, work.path(), cycles)?;
         with_node_modules(sh, work.path(), &tree, cycles, ours, packed.bytes)?;
     }
-    control::run(sh, work.path())?;
+    control_urls::run(sh, work.path())?;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! `doctor`'s view of the control plane: whether the target has one, and whether it answers
 //! with the saved admin token (its /v1/apps reads the database).
 
-use super::doctor::{Check, Verdict};
+use super::check::{Check, Verdict};
 use crate::targets::Target;
 
 pub fn control_check(t: &dyn Target) -> Check {

@@ -14,23 +14,7 @@ use crate::targets::{Kind, TargetArgs};
 
 use super::*;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    Ok,
-    Missing,
-    Broken,
-    Skipped,
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct Check {
-    pub name: &'static str,
-    pub status: Verdict,
-    pub detail: String,
-    pub fix: Option<String>,
-    pub required: bool,
-}
+pub use super::check::{Check, Verdict};
 
 pub fn doctor(sh: &Shell, global: &Global, targs: &TargetArgs, json: bool) -> Result<()> {
     let t = targs.resolve(sh);

@@ -4,6 +4,7 @@
 //! manifests of both services.
 
 pub mod bootstrap;
+mod check;
 mod control_check;
 pub mod doctor;
 mod steps;
