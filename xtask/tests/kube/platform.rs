@@ -115,6 +115,7 @@ fn bootstrap_twice_deploy_query_the_database_and_uninstall() {
     assert_eq!(by("store")["status"], "ok", "{}", doc.all());
     assert_eq!(by("database")["status"], "ok", "{}", doc.all());
     assert_eq!(by("platform")["status"], "ok", "{}", doc.all());
+    assert_eq!(by("control")["status"], "ok", "{}", doc.all());
 
     // The sample against the in-cluster store, its pods holding no store key (read URLs come
     // from the control plane), and its database line from a real query through the Service.
