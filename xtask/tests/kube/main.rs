@@ -607,8 +607,8 @@ fn restricted_pod_security_admits_every_pod_and_rejects_a_privileged_one() {
         );
     }
     assert_eq!(
-        pods, 5,
-        "app, our store, Postgres, MinIO and its reader Job"
+        pods, 6,
+        "app, our store, Postgres, the control plane, MinIO and its reader Job"
     );
     // The whole app, as rendered, is accepted by the API server too.
     let app_only: String = yaml.replace("aether-system", &ns.name);
