@@ -396,14 +396,23 @@ pub struct Logs {
     app: AppName,
     #[arg(long)]
     fetcher: bool,
-    /// Keep streaming.
+    /// Keep streaming: on a cluster every live pod, merged in time order and prefixed by pod,
+    /// following pods that come and go.
     #[arg(short, long)]
     follow: bool,
+    /// With --follow on a cluster: start each line with the kubelet's time.
+    #[arg(long)]
+    timestamps: bool,
 }
 
 impl Logs {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        ctx.target().logs(&self.app, self.fetcher, self.follow)
+        let opts = crate::targets::LogOpts {
+            fetcher: self.fetcher,
+            follow: self.follow,
+            timestamps: self.timestamps,
+        };
+        ctx.target().logs(&self.app, &opts)
     }
 }
 

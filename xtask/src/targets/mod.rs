@@ -77,10 +77,21 @@ pub trait Target {
     /// Each live pod's fetcher status, or why it could not be read.
     fn statuses(&self, app: &AppName) -> Result<Vec<PodStatus>>;
 
-    fn logs(&self, app: &AppName, fetcher: bool, follow: bool) -> Result<()>;
+    fn logs(&self, app: &AppName, opts: &LogOpts) -> Result<()>;
 
     /// Stops the app; says what it did.
     fn down(&self, app: &AppName) -> Result<()>;
+}
+
+/// What `logs` shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogOpts {
+    /// The fetcher's log instead of the app's.
+    pub fetcher: bool,
+    /// Keep streaming (on a cluster: every live pod, following pods that come and go).
+    pub follow: bool,
+    /// Start each followed line with its time (a cluster's kubelet's).
+    pub timestamps: bool,
 }
 
 /// What [`Target::publish`] wrote and whom it told.

@@ -12,6 +12,7 @@ mod common;
 use common::*;
 
 mod access;
+mod follow;
 mod platform;
 
 use std::path::Path;

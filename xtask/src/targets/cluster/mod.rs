@@ -16,9 +16,13 @@ pub mod kube;
 use crate::manifests::{self, AppValues, StoreValues};
 use crate::release::Release;
 use crate::targets::pod_store::{self, CredentialKind, PodCredentials, Writer};
-use crate::targets::{DeployOpts, Kind, PodStatus, Published, Running, Target, TargetArgs};
+use crate::targets::{
+    DeployOpts, Kind, LogOpts, PodStatus, Published, Running, Target, TargetArgs,
+};
 use kube::{AppObjects, ApplyError, Flavor, Kube};
 
+mod control_config;
+mod follow;
 mod images;
 mod store;
 
@@ -79,15 +83,6 @@ impl<'a> Cluster<'a> {
             verify_key: crate::keys::verify_key()?,
             control_url: None,
         })
-    }
-
-    /// The control plane bootstrap deployed, as the config file records it.
-    fn control_config(&self) -> Result<Option<crate::config::ControlConfig>> {
-        Ok(
-            crate::config::ProjectConfig::load(&self.global.state_dir())?
-                .control
-                .filter(|c| c.url.is_some() && c.cluster_url.is_some()),
-        )
     }
 
     /// The one release-update sequence of the cluster: read the app's objects, compute the next
@@ -333,13 +328,7 @@ impl Target for Cluster<'_> {
     }
 
     fn control(&self) -> Result<Option<aether_artifact::control::Client>> {
-        Ok(self.control_config()?.and_then(|c| {
-            Some(aether_artifact::control::Client::with_token(
-                c.url.as_deref()?,
-                c.admin_token,
-                Duration::from_secs(10),
-            ))
-        }))
+        self.control_client()
     }
 
     fn release(&self, app: &AppName) -> Result<Option<Release>> {
@@ -476,10 +465,17 @@ impl Target for Cluster<'_> {
             .collect())
     }
 
-    fn logs(&self, app: &AppName, fetcher: bool, follow: bool) -> Result<()> {
-        let container = if fetcher { "aether-fetcher" } else { "app" };
+    fn logs(&self, app: &AppName, opts: &LogOpts) -> Result<()> {
+        let container = if opts.fetcher {
+            "aether-fetcher"
+        } else {
+            "app"
+        };
+        if opts.follow {
+            return follow::follow(self, app, container, opts.timestamps);
+        }
         self.kube
-            .cmd_logs(app.as_str(), container, follow)
+            .cmd_logs(app.as_str(), container)
             .run()
             .context("streaming logs")?;
         Ok(())

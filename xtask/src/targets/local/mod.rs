@@ -24,7 +24,9 @@ use xshell::{cmd, Shell};
 use crate::config::Global;
 use crate::proc::alive;
 use crate::release::Release;
-use crate::targets::{DeployOpts, PodCredentials, PodStatus, Published, Running, Target, Writer};
+use crate::targets::{
+    DeployOpts, LogOpts, PodCredentials, PodStatus, Published, Running, Target, Writer,
+};
 
 mod pod;
 
@@ -347,9 +349,9 @@ impl Target for Local {
             .collect())
     }
 
-    fn logs(&self, app: &AppName, fetcher: bool, follow: bool) -> Result<()> {
-        let p = self.log_path(app, fetcher);
-        if follow {
+    fn logs(&self, app: &AppName, opts: &LogOpts) -> Result<()> {
+        let p = self.log_path(app, opts.fetcher);
+        if opts.follow {
             let sh = Shell::new()?;
             cmd!(sh, "tail -n 200 -F {p}").run()?;
             return Ok(());

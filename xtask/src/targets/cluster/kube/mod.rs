@@ -10,6 +10,7 @@ pub mod host;
 mod nodes;
 mod objects;
 mod platform_objects;
+mod pod_logs;
 
 pub use nodes::unschedulable;
 pub use objects::{describe_pod, AppObjects};
@@ -140,20 +141,19 @@ impl<'a> Kube<'a> {
             "status",
         ])
     }
-    /// Every pod's log, each line prefixed with its pod (`deployment/x` would pick one pod).
-    pub fn cmd_logs(&self, app: &str, container: &str, follow: bool) -> Cmd<'a> {
-        let f: &[&str] = if follow { &["-f"] } else { &[] };
-        self.kubectl()
-            .args([
-                "logs",
-                "-l",
-                &format!("{}={app}", keys::APP),
-                "-c",
-                container,
-                "--prefix",
-                "--tail=200",
-            ])
-            .args(f)
+    /// Every pod's log, each line prefixed with its pod (`deployment/x` would pick one pod);
+    /// following is [`Kube::follow_pod_log`]'s, per pod.
+    pub fn cmd_logs(&self, app: &str, container: &str) -> Cmd<'a> {
+        self.kubectl().args([
+            "logs",
+            "-l",
+            &format!("{}={app}", keys::APP),
+            "-c",
+            container,
+            "--prefix",
+            "--tail=200",
+            "--max-log-requests=50",
+        ])
     }
     pub fn cmd_events(&self, pod: &str) -> Cmd<'a> {
         self.kubectl().args([
@@ -471,8 +471,8 @@ mod tests {
             "microk8s kubectl -n aether-system exec demo-1 -c aether-fetcher -- /aether-fetcher status"
         );
         assert_eq!(
-            m.cmd_logs("demo", "app", true).to_string(),
-            "microk8s kubectl -n aether-system logs -l aether.dev/app=demo -c app --prefix --tail=200 -f"
+            m.cmd_logs("demo", "app").to_string(),
+            "microk8s kubectl -n aether-system logs -l aether.dev/app=demo -c app --prefix --tail=200 --max-log-requests=50"
         );
         assert_eq!(
             m.cmd_status_wait_ready(120).to_string(),
