@@ -54,6 +54,7 @@ impl ControlEnv {
     pub const KUBE_CA_FILE: &'static str = "AETHER_CONTROL_KUBE_CA_FILE";
     pub const DERIVE_READ_KEYS: &'static str = "AETHER_CONTROL_DERIVE_READ_KEYS";
     pub const WORKERS: &'static str = "AETHER_CONTROL_WORKERS";
+    pub const DB_WAIT: &'static str = "AETHER_CONTROL_DB_WAIT";
 }
 
 /// One registered upload: what it is, where it came from, who published it and when.

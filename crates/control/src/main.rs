@@ -36,6 +36,10 @@ struct Args {
     derive_read_keys: bool,
     #[arg(long, env = ControlEnv::WORKERS, default_value_t = 16)]
     workers: usize,
+    /// How long to wait for the database at start (it may start beside us, as bootstrap's
+    /// Postgres does), in seconds.
+    #[arg(long, env = ControlEnv::DB_WAIT, default_value_t = 120)]
+    db_wait: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -121,4 +125,29 @@ fn main() -> Result<()> {
         eprintln!("aether-control: signal {sig}, stopping");
     }
     Ok(())
+}
+
+/// Opens the records, retrying while the database is not up yet: exiting instead would put
+/// the pod into the kubelet's crash backoff (10 s, 20 s, …) just as the database comes up.
+fn open_waiting(url: &str, wait: std::time::Duration) -> Result<db::Db> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut said = None::<std::time::Instant>;
+    loop {
+        match db::Db::open(url) {
+            Ok(db) => return Ok(db),
+            Err(e) if std::time::Instant::now() < deadline => {
+                if said.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(5)) {
+                    eprintln!("aether-control: waiting for the database: {e:#}");
+                    said = Some(std::time::Instant::now());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            Err(e) => {
+                return Err(e.context(format!(
+                    "opening the records at {} (waited {wait:?})",
+                    db::redact(url)
+                )))
+            }
+        }
+    }
 }

@@ -55,12 +55,12 @@ pub(super) fn platform(sh: &Shell, cycles: usize) -> Result<()> {
     let (cold, again, dev) = result?;
     println!("the platform on the cluster (bootstrap's store and Postgres in namespace {ns})");
     println!(
-        "  bootstrap from nothing {:.1} s (store and Postgres ready, images already built); again {:.2} s (plan: nothing to do)",
+        "  bootstrap from nothing {:.1} s (store, Postgres and the control plane ready, images already built); again {:.2} s (plan: nothing to do)",
         secs(cold),
         secs(again)
     );
     println!(
-        "  dev through the in-cluster store: {} (the embedded store's figure is the \"dev on the cluster\" line above)",
+        "  dev through the in-cluster store and control plane (pods with no store key): {} (the embedded store's figure is the \"dev on the cluster\" line above)",
         p50_p95(&dev)
     );
     Ok(())

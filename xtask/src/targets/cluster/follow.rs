@@ -115,7 +115,7 @@ fn flush(
 ) -> Result<()> {
     let (mut due, keep): (Vec<_>, Vec<_>) = held.drain(..).partition(|(t, _)| t.elapsed() >= hold);
     *held = keep;
-    due.sort_by(|a, b| sort_key(&a.1.at).cmp(&sort_key(&b.1.at)));
+    due.sort_by_key(|(_, l)| sort_key(&l.at));
     for (_, l) in due {
         match timestamps {
             true => writeln!(out, "{} [{}] {}", l.at, l.pod, l.text)?,
