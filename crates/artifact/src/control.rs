@@ -178,15 +178,14 @@ pub fn verify_local_token(token: &str, secret: &Secret) -> Option<AppName> {
     let rest = token.strip_prefix("local.")?;
     let (app, mac) = rest.split_once('.')?;
     let app = AppName::parse(app).ok()?;
-    let want = local_mac(&app, secret);
-    // Constant time: the comparison must not say how much of a guess was right.
-    let same = want.len() == mac.len()
-        && want
-            .bytes()
-            .zip(mac.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    same.then_some(app)
+    same_secret(&local_mac(&app, secret), mac).then_some(app)
+}
+
+/// Whether a presented secret equals the expected one, in time that does not depend on where
+/// they differ: the comparison must not say how much of a guess was right.
+pub fn same_secret(expected: &str, presented: &str) -> bool {
+    let (a, b) = (expected.as_bytes(), presented.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A blocking client of the control plane, for the CLI (admin token) and the fetcher (pod

@@ -146,6 +146,5 @@ impl Verifier {
 
 /// Whether `token` is the admin token (compared in constant time).
 pub fn is_admin(token: &str, admin: &Secret) -> bool {
-    let (a, b) = (token.as_bytes(), admin.expose().as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    aether_artifact::control::same_secret(admin.expose(), token)
 }

@@ -98,8 +98,7 @@ fn main() -> Result<()> {
             )?)
         }
     };
-    let db = db::Db::open(&url)
-        .with_context(|| format!("opening the records at {}", db::redact(&url)))?;
+    let db = open_waiting(&url, std::time::Duration::from_secs(args.db_wait))?;
     let listener = server::listen(&args.listen)?;
     let addr = listener
         .server_addr()

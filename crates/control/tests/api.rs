@@ -243,7 +243,7 @@ fn on_postgres_history_survives_a_restart_and_urls_are_per_app() {
 #[test]
 fn a_bad_database_url_is_refused_with_the_fix_and_no_password() {
     let out = Command::new(env!("CARGO_BIN_EXE_aether-control"))
-        .args(["--auth", "local"])
+        .args(["--auth", "local", "--db-wait", "1"])
         .env(ENV_ADMIN_TOKEN, ADMIN)
         .env(
             "AETHER_CONTROL_DATABASE_URL",
@@ -261,4 +261,45 @@ fn a_bad_database_url_is_refused_with_the_fix_and_no_password() {
         "{err}"
     );
     assert!(!err.contains("hunter2"), "{err}");
+    assert!(
+        err.contains("waiting for the database"),
+        "it retried first: {err}"
+    );
+    assert!(err.contains("waited 1s"), "{err}");
+}
+
+/// A database that comes up after the control plane (bootstrap starts both at once): the
+/// control plane waits for it instead of exiting into the kubelet's crash backoff. Here the
+/// database is a SQLite file whose directory appears only once the control plane said it waits.
+#[test]
+fn a_database_that_comes_up_later_is_waited_for() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = s3(&tmp.path().join("s3"));
+    let later = tmp.path().join("later");
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aether-control"))
+        .args(["--auth", "local", "--listen", &format!("127.0.0.1:{port}")])
+        .env(ENV_ADMIN_TOKEN, ADMIN)
+        .env(
+            "AETHER_CONTROL_DATABASE_URL",
+            format!("sqlite:{}", later.join("control.db").display()),
+        )
+        .env("AETHER_S3_ENDPOINT", server.endpoint())
+        .env("AETHER_S3_ACCESS_KEY", "owner")
+        .env("AETHER_S3_SECRET_KEY", STORE_SECRET)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("waiting for the database"), "{first}");
+    std::fs::create_dir(&later).unwrap();
+    let c = Control { child, port };
+    wait_for(
+        "the control plane to answer once its database is there",
+        PATIENCE,
+        || c.admin().apps().is_ok(),
+        || format!("port {port}"),
+    );
 }
