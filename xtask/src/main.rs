@@ -13,6 +13,7 @@ mod ops;
 mod proc;
 mod release;
 mod targets;
+mod ui;
 
 use aether_artifact::Digest;
 use clap::{Parser, Subcommand};
@@ -65,6 +66,9 @@ enum Cmd {
     Down(cli::hot::Down),
     /// Watch a directory and hot-reload the app on every save.
     Dev(cli::dev::Dev),
+    /// Serve a live page on 127.0.0.1: every pod, each reload's waterfall, the merged logs, and
+    /// buttons for hot-patch and rollback.
+    Ui(cli::ui::Ui),
     /// (internal) Run the embedded S3 store.
     #[command(hide = true)]
     LocalStore(cli::LocalStore),
@@ -103,6 +107,7 @@ fn main() -> std::process::ExitCode {
             Cmd::K8sStart(c) => c.run(&ctx),
             Cmd::Down(c) => c.run(&ctx),
             Cmd::Dev(c) => c.run(&ctx),
+            Cmd::Ui(c) => c.run(&ctx),
             Cmd::LocalStore(c) => c.run(&ctx),
             Cmd::Keygen(c) => c.run(&ctx),
             Cmd::SidecarImage(c) => c.run(&ctx),

@@ -4,6 +4,7 @@
 //! "the status file says so" is whatever the scheduler makes it; only a wait on the thing
 //! itself, bounded by a deadline that names what it waited for, holds there.
 
+pub mod cdp;
 pub mod postgres;
 
 use std::fmt::Debug;

@@ -27,6 +27,11 @@ pub struct Dev {
     json: bool,
     #[command(flatten)]
     cutover: CutoverArgs,
+    /// Also serve the live page (as `cargo xtask ui`), showing each cycle's full trace.
+    #[arg(long)]
+    ui: bool,
+    #[command(flatten)]
+    ui_args: crate::ui::UiArgs,
 }
 
 impl Dev {
@@ -45,6 +50,15 @@ impl Dev {
             };
             deploy(&*t, &ctx.global, app, &dir, Duration::from_secs(60), &opts)?;
         }
+        let page = match self.ui {
+            true => {
+                let open = ctx.target.opener(ctx.sh, &ctx.global);
+                let page = crate::ui::start(open, std::slice::from_ref(app), self.ui_args.ui_port)?;
+                println!("ui: {}", page.url);
+                Some(page)
+            }
+            false => None,
+        };
         let store = t.store()?;
         let debounce = Duration::from_millis(self.debounce_ms);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -76,7 +90,11 @@ impl Dev {
             let saved = Instant::now();
             // Quiet time: an editor's save is several events; wait until they stop.
             while rx.recv_timeout(debounce).is_ok() {}
-            match cycle(&*t, &store, &ctx.global, app, &dir, saved, &self.cutover) {
+            let c = cycle(&*t, &store, &ctx.global, app, &dir, saved, &self.cutover);
+            if let (Some(page), Ok(Some(tr))) = (&page, c.as_ref().map(|c| c.trace.as_ref())) {
+                page.hub.send("reload", crate::ui::reload_event(app, "dev", tr));
+            }
+            match c {
                 Ok(c) if self.json => println!("{}", serde_json::to_string(&c.trace)?),
                 Ok(c) => println!(
                     "{}{}",

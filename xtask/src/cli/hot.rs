@@ -1,6 +1,7 @@
 //! `hot-patch`, `rollback`, `hot-status`, `logs`, `down`: change or inspect what a running app
 //! serves, without restarting its pod. Written once against the `Target` trait.
 
+use std::io::Write;
 use std::time::Duration;
 
 use aether_artifact::{AppName, Digest};
@@ -8,8 +9,7 @@ use anyhow::{bail, Result};
 
 use super::Ctx;
 use crate::ops::fleet::Fleet;
-use crate::ops::reload::{self, CutoverArgs, Outcome, Reload, Stage};
-use crate::ops::upload::require_in_store;
+use crate::ops::reload::{self, CutoverArgs, Outcome};
 use crate::release::Release;
 use crate::targets::PodStatus;
 
@@ -33,17 +33,8 @@ pub struct HotPatch {
 impl HotPatch {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
         let t = ctx.target();
-        // Refuse before anything changes: a digest the fetcher cannot fetch would only fail later.
-        require_in_store(&t.store()?, &self.app, &self.digest)?;
-        let r = Reload {
-            app: &self.app,
-            digest: self.digest,
-            marks: vec![(Stage::Start, reload::now_ms())],
-            wait: self.wait.map(Duration::from_secs),
-        };
-        let o = reload::roll(&*t, r, &self.cutover, &mut |cur| {
-            Ok(cur.next_or_say(&self.app, self.digest))
-        })?;
+        let wait = self.wait.map(Duration::from_secs);
+        let o = reload::patch(&*t, &self.app, self.digest, wait, &self.cutover)?;
         report(&self.app, o, self.wait.is_some(), self.json)
     }
 }
@@ -94,25 +85,8 @@ impl Rollback {
             );
             return Ok(());
         }
-        // The destination is settled first: a cutover stages it before anything is published.
-        let cur = t.release(&self.app)?.unwrap_or_default();
-        let dest = cur.rollback_target(self.to.flatten())?;
-        require_in_store(&store, &self.app, &dest)?;
-        eprintln!(
-            "rolling {} back from {} to {}",
-            self.app,
-            cur.digest.map(|d| d.short()).unwrap_or_default(),
-            dest.short()
-        );
-        let r = Reload {
-            app: &self.app,
-            digest: dest,
-            marks: vec![(Stage::Start, reload::now_ms())],
-            wait: self.wait.map(Duration::from_secs),
-        };
-        let o = reload::roll(&*t, r, &self.cutover, &mut |cur| {
-            Ok(cur.next_or_say(&self.app, dest))
-        })?;
+        let wait = self.wait.map(Duration::from_secs);
+        let o = reload::rollback(&*t, &self.app, self.to.flatten(), wait, &self.cutover)?;
         report(&self.app, o, self.wait.is_some(), self.json)
     }
 }
@@ -396,23 +370,30 @@ pub struct Logs {
     app: AppName,
     #[arg(long)]
     fetcher: bool,
-    /// Keep streaming: on a cluster every live pod, merged in time order and prefixed by pod,
+    /// Keep streaming every live pod's log, merged in time order and prefixed by pod,
     /// following pods that come and go.
     #[arg(short, long)]
     follow: bool,
-    /// With --follow on a cluster: start each line with the kubelet's time.
+    /// With --follow: start each line with its time (on a cluster the kubelet's).
     #[arg(long)]
     timestamps: bool,
 }
 
 impl Logs {
     pub fn run(self, ctx: &Ctx) -> Result<()> {
-        let opts = crate::targets::LogOpts {
-            fetcher: self.fetcher,
-            follow: self.follow,
-            timestamps: self.timestamps,
-        };
-        ctx.target().logs(&self.app, &opts)
+        let t = ctx.target();
+        if !self.follow {
+            return t.logs(&self.app, self.fetcher);
+        }
+        let mut out = std::io::stdout().lock();
+        t.follow_logs(&self.app, self.fetcher, &mut |l| {
+            let line = match self.timestamps {
+                true => writeln!(out, "{} [{}] {}", l.at, l.pod, l.text),
+                false => writeln!(out, "[{}] {}", l.pod, l.text),
+            };
+            // A closed pipe (`| head`) ends the follow.
+            line.and_then(|()| out.flush()).is_ok()
+        })
     }
 }
 

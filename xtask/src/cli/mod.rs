@@ -12,6 +12,7 @@ pub mod keygen;
 pub mod package;
 pub mod platform;
 pub mod test;
+pub mod ui;
 
 use std::path::PathBuf;
 

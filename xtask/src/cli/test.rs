@@ -26,6 +26,9 @@ const TOOLS: &[(&str, &str)] = &[
     ("socat", "socat"),
     // A real Postgres for the sample's database check, and the image built from its package.
     ("/usr/lib/postgresql", "postgresql"),
+    // The live page is tested in a real headless browser; a font so its screenshot has text.
+    ("chromium", "chromium"),
+    ("/usr/share/fonts/truetype/dejavu", "fonts-dejavu-core"),
 ];
 
 /// Install what the tests need (apt, when missing) and run every test in the workspace.

@@ -179,6 +179,44 @@ pub fn roll(
     }))
 }
 
+/// `hot-patch`: makes the app's pods switch to `digest`, already in the store (checked first,
+/// so a refusal changes nothing).
+pub fn patch(
+    t: &dyn Target,
+    app: &AppName,
+    digest: Digest,
+    wait: Option<Duration>,
+    args: &CutoverArgs,
+) -> Result<Option<Outcome>> {
+    crate::ops::upload::require_in_store(&t.store()?, app, &digest)?;
+    let r = Reload {
+        app,
+        digest,
+        marks: vec![(Stage::Start, now_ms())],
+        wait,
+    };
+    roll(t, r, args, &mut |cur| Ok(cur.next_or_say(app, digest)))
+}
+
+/// `rollback`: back to `to`, or to the release before the current one, as a new generation.
+pub fn rollback(
+    t: &dyn Target,
+    app: &AppName,
+    to: Option<Digest>,
+    wait: Option<Duration>,
+    args: &CutoverArgs,
+) -> Result<Option<Outcome>> {
+    // The destination is settled first: a cutover stages it before anything is published.
+    let cur = t.release(app)?.unwrap_or_default();
+    let dest = cur.rollback_target(to)?;
+    eprintln!(
+        "rolling {app} back from {} to {}",
+        cur.digest.map(|d| d.short()).unwrap_or_default(),
+        dest.short()
+    );
+    patch(t, app, dest, wait, args)
+}
+
 /// Causes a retry does not cure: the cutover is called off at once rather than at the deadline.
 fn lasting(c: Cause) -> bool {
     !matches!(

@@ -53,6 +53,8 @@ pub struct Trace {
     pub generation: u64,
     pub pods: usize,
     pub barrier: bool,
+    /// The origin (unix ms): the command's start, the save (`dev`), or the first pod seeing it.
+    pub started_at_ms: u64,
     /// In order; each stage's time runs from the end of the one before (the slowest pod's).
     pub stages: Vec<StageTime>,
     pub total_ms: u64,
@@ -207,6 +209,7 @@ impl Trace {
             generation: release.generation,
             pods: pods.len(),
             barrier,
+            started_at_ms: start,
             stages,
             total_ms: prev.saturating_sub(start),
             spread_ms: (switched.len() > 1)

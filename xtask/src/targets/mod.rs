@@ -77,21 +77,29 @@ pub trait Target {
     /// Each live pod's fetcher status, or why it could not be read.
     fn statuses(&self, app: &AppName) -> Result<Vec<PodStatus>>;
 
-    fn logs(&self, app: &AppName, opts: &LogOpts) -> Result<()>;
+    /// Prints the app's (or the fetcher's) log as it is now.
+    fn logs(&self, app: &AppName, fetcher: bool) -> Result<()>;
+
+    /// Follows the log of every live pod (the fetcher's with `fetcher`), following pods that
+    /// come and go, and hands `sink` each line in time order until it returns `false`.
+    fn follow_logs(
+        &self,
+        app: &AppName,
+        fetcher: bool,
+        sink: &mut dyn FnMut(LogLine) -> bool,
+    ) -> Result<()>;
 
     /// Stops the app; says what it did.
     fn down(&self, app: &AppName) -> Result<()>;
 }
 
-/// What `logs` shows.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LogOpts {
-    /// The fetcher's log instead of the app's.
-    pub fetcher: bool,
-    /// Keep streaming (on a cluster: every live pod, following pods that come and go).
-    pub follow: bool,
-    /// Start each followed line with its time (a cluster's kubelet's).
-    pub timestamps: bool,
+/// One line of a followed log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogLine {
+    /// RFC 3339: the kubelet's time on a cluster, the time it was read locally.
+    pub at: String,
+    pub pod: String,
+    pub text: String,
 }
 
 /// What [`Target::publish`] wrote and whom it told.

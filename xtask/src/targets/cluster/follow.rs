@@ -7,7 +7,7 @@
 //! a line later than the window is written at once, after the lines already out.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -15,28 +15,34 @@ use aether_artifact::AppName;
 use anyhow::Result;
 
 use super::Cluster;
-use crate::targets::Target;
+use crate::targets::{LogLine, Target};
 
 /// How often the pods are listed: a replacement pod is followed within about this long.
 const LIST_EVERY: Duration = Duration::from_secs(1);
 /// Lines a newly followed pod starts with.
 const TAIL: u32 = 50;
 
-pub struct Line {
-    /// The kubelet's RFC 3339 time of the line.
-    pub at: String,
-    pub pod: String,
-    pub text: String,
+/// The container whose log is followed.
+pub fn container(fetcher: bool) -> &'static str {
+    match fetcher {
+        true => "aether-fetcher",
+        false => "app",
+    }
 }
 
 enum Msg {
-    Line(Line),
+    Line(LogLine),
     /// The stream of a pod ended (its container stopped, or kubectl could not start it yet).
     Ended(String),
 }
 
-/// Follows `container` of every live pod of `app` until the process is stopped.
-pub fn follow(c: &Cluster, app: &AppName, container: &str, timestamps: bool) -> Result<()> {
+/// Follows `container` of every live pod of `app` until `sink` returns `false`.
+pub fn follow(
+    c: &Cluster,
+    app: &AppName,
+    container: &str,
+    sink: &mut dyn FnMut(LogLine) -> bool,
+) -> Result<()> {
     let hold = std::env::var("AETHER_LOGS_HOLD_MS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -45,9 +51,8 @@ pub fn follow(c: &Cluster, app: &AppName, container: &str, timestamps: bool) -> 
     let mut following: HashSet<String> = HashSet::new();
     // The last time seen per pod: a stream that ended early resumes after it, not from the tail.
     let mut last: HashMap<String, String> = HashMap::new();
-    let mut held: Vec<(Instant, Line)> = Vec::new();
+    let mut held: Vec<(Instant, LogLine)> = Vec::new();
     let mut next_list = Instant::now();
-    let mut out = std::io::stdout().lock();
     loop {
         if Instant::now() >= next_list {
             for pod in c.pods(app)? {
@@ -82,7 +87,9 @@ pub fn follow(c: &Cluster, app: &AppName, container: &str, timestamps: bool) -> 
             }
             Err(_) => {}
         }
-        flush(&mut held, hold, timestamps, &mut out)?;
+        if !flush(&mut held, hold, sink) {
+            return Ok(());
+        }
     }
 }
 
@@ -91,7 +98,7 @@ fn read(mut child: std::process::Child, pod: String, tx: mpsc::Sender<Msg>) {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             let (at, text) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-            let l = Line {
+            let l = LogLine {
                 at: at.to_string(),
                 pod: pod.clone(),
                 text: text.to_string(),
@@ -106,24 +113,16 @@ fn read(mut child: std::process::Child, pod: String, tx: mpsc::Sender<Msg>) {
     let _ = tx.send(Msg::Ended(pod));
 }
 
-/// Writes the lines held longer than `hold`, in time order.
+/// Hands `sink` the lines held longer than `hold`, in time order; `false` when it wants no more.
 fn flush(
-    held: &mut Vec<(Instant, Line)>,
+    held: &mut Vec<(Instant, LogLine)>,
     hold: Duration,
-    timestamps: bool,
-    out: &mut impl Write,
-) -> Result<()> {
+    sink: &mut dyn FnMut(LogLine) -> bool,
+) -> bool {
     let (mut due, keep): (Vec<_>, Vec<_>) = held.drain(..).partition(|(t, _)| t.elapsed() >= hold);
     *held = keep;
     due.sort_by_key(|(_, l)| sort_key(&l.at));
-    for (_, l) in due {
-        match timestamps {
-            true => writeln!(out, "{} [{}] {}", l.at, l.pod, l.text)?,
-            false => writeln!(out, "[{}] {}", l.pod, l.text)?,
-        }
-    }
-    out.flush()?;
-    Ok(())
+    due.into_iter().all(|(_, l)| sink(l))
 }
 
 /// The kubelet writes RFC 3339 with trailing zeros of the fraction dropped; with the fraction
@@ -160,7 +159,7 @@ mod tests {
         let line = |at: &str, pod: &str| {
             (
                 Instant::now() - Duration::from_secs(1),
-                Line {
+                LogLine {
                     at: at.into(),
                     pod: pod.into(),
                     text: format!("from {pod}"),
@@ -172,7 +171,7 @@ mod tests {
             line("2026-12-03T07:10:00.1Z", "a"),
             (
                 Instant::now(),
-                Line {
+                LogLine {
                     at: "2026-12-03T07:10:00.0Z".into(),
                     pod: "c".into(),
                     text: "late".into(),
@@ -180,8 +179,11 @@ mod tests {
             ),
         ];
         let mut out = Vec::new();
-        flush(&mut held, Duration::from_millis(500), false, &mut out).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "[a] from a\n[b] from b\n");
+        assert!(flush(&mut held, Duration::from_millis(500), &mut |l| {
+            out.push(format!("[{}] {}", l.pod, l.text));
+            true
+        }));
+        assert_eq!(out, ["[a] from a", "[b] from b"]);
         assert_eq!(held.len(), 1, "a line inside the window waits");
     }
 }

@@ -17,7 +17,7 @@ use crate::manifests::{self, AppValues, StoreValues};
 use crate::release::Release;
 use crate::targets::pod_store::{self, CredentialKind, PodCredentials, Writer};
 use crate::targets::{
-    DeployOpts, Kind, LogOpts, PodStatus, Published, Running, Target, TargetArgs,
+    DeployOpts, Kind, LogLine, PodStatus, Published, Running, Target, TargetArgs,
 };
 use kube::{AppObjects, ApplyError, Flavor, Kube};
 
@@ -465,20 +465,21 @@ impl Target for Cluster<'_> {
             .collect())
     }
 
-    fn logs(&self, app: &AppName, opts: &LogOpts) -> Result<()> {
-        let container = if opts.fetcher {
-            "aether-fetcher"
-        } else {
-            "app"
-        };
-        if opts.follow {
-            return follow::follow(self, app, container, opts.timestamps);
-        }
+    fn logs(&self, app: &AppName, fetcher: bool) -> Result<()> {
         self.kube
-            .cmd_logs(app.as_str(), container)
+            .cmd_logs(app.as_str(), follow::container(fetcher))
             .run()
             .context("streaming logs")?;
         Ok(())
+    }
+
+    fn follow_logs(
+        &self,
+        app: &AppName,
+        fetcher: bool,
+        sink: &mut dyn FnMut(LogLine) -> bool,
+    ) -> Result<()> {
+        follow::follow(self, app, follow::container(fetcher), sink)
     }
 
     fn down(&self, app: &AppName) -> Result<()> {

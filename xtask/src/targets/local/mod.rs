@@ -19,16 +19,17 @@ use aether_artifact::podinfo::{format_annotations, write_atomic_volume};
 use aether_artifact::store::StoreConfig;
 use aether_artifact::{keys, release, AppName, Digest, FetcherEnv, Status};
 use anyhow::{bail, Context, Result};
-use xshell::{cmd, Shell};
+use xshell::Shell;
 
 use crate::config::Global;
 use crate::proc::alive;
 use crate::release::Release;
 use crate::targets::{
-    DeployOpts, LogOpts, PodCredentials, PodStatus, Published, Running, Target, Writer,
+    DeployOpts, LogLine, PodCredentials, PodStatus, Published, Running, Target, Writer,
 };
 
 mod pod;
+mod tail_file;
 
 use pod::*;
 pub use pod::{build_fetcher, fetcher_bin, http_get, node_major};
@@ -349,17 +350,26 @@ impl Target for Local {
             .collect())
     }
 
-    fn logs(&self, app: &AppName, opts: &LogOpts) -> Result<()> {
-        let p = self.log_path(app, opts.fetcher);
-        if opts.follow {
-            let sh = Shell::new()?;
-            cmd!(sh, "tail -n 200 -F {p}").run()?;
-            return Ok(());
-        }
+    fn logs(&self, app: &AppName, fetcher: bool) -> Result<()> {
+        let p = self.log_path(app, fetcher);
         let text = fs::read_to_string(&p)
             .with_context(|| format!("reading {}: has `deploy-sample {app}` run?", p.display()))?;
         print!("{text}");
         Ok(())
+    }
+
+    fn follow_logs(
+        &self,
+        app: &AppName,
+        fetcher: bool,
+        sink: &mut dyn FnMut(LogLine) -> bool,
+    ) -> Result<()> {
+        let pod = || {
+            self.pod(app)
+                .map(|p| p.name())
+                .unwrap_or_else(|| format!("{app} (stopped)"))
+        };
+        tail_file::follow(&self.log_path(app, fetcher), &pod, sink)
     }
 
     fn down(&self, app: &AppName) -> Result<()> {

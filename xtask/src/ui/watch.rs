@@ -1,0 +1,147 @@
+//! What feeds the page: per app, one loop polling the release and the pods' statuses (a fleet
+//! event when anything changed; a reload's trace once every pod serves a new generation) and
+//! one follower per log (app and fetcher).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use aether_artifact::AppName;
+use anyhow::Result;
+use serde_json::json;
+use xshell::Shell;
+
+use super::{Hub, Opener};
+use crate::ops::fleet::Fleet;
+use crate::ops::reload::{now_ms, Shot, Stage, Trace};
+use crate::release::Release;
+use crate::targets::{PodStatus, Target};
+
+/// The shortest pause between polls; a poll that takes longer (a cluster's API calls) waits
+/// twice its own time, so the page never takes more than a third of a core.
+const MIN_POLL: Duration = Duration::from_millis(200);
+/// Probe shots kept: the span of the longest reload the page reports requests for.
+const SHOTS: usize = 600;
+
+/// Polls `app` for ever, sending `fleet`, `releases` and `reload` events.
+pub fn fleet(hub: &Hub, open: &Opener, app: &AppName) -> Result<()> {
+    let sh = Shell::new()?;
+    let t = open.open(&sh);
+    let mut seen_generation: Option<u64> = None;
+    let mut pending: Option<Release> = None;
+    let mut shots: VecDeque<Shot> = VecDeque::new();
+    releases(hub, &*t, app);
+    loop {
+        let began = Instant::now();
+        let desired = t.release(app)?.unwrap_or_default();
+        let (pods, error) = match t.statuses(app) {
+            Ok(p) => (p, None),
+            Err(e) => (Vec::new(), Some(format!("{e:#}"))),
+        };
+        if let Some(url) = t.url(app).ok().flatten() {
+            shots.push_back(probe(&url));
+            if shots.len() > SHOTS {
+                shots.pop_front();
+            }
+        }
+        hub.send(
+            "fleet",
+            json!({
+                "app": app.as_str(),
+                "target": t.name(),
+                "desired": desired,
+                "fleet": Fleet::of(&desired, &pods),
+                "pods": pods,
+                "error": error,
+            }),
+        );
+        if seen_generation != Some(desired.generation) {
+            // The generation the page found is the state it starts from, not a reload it saw.
+            if seen_generation.is_some() && desired.digest.is_some() {
+                pending = Some(desired.clone());
+            }
+            seen_generation = Some(desired.generation);
+            releases(hub, &*t, app);
+        }
+        if let Some(rel) = &pending {
+            if let Some(trace) = observed(rel, &pods, &shots) {
+                if !hub.has_reload(app.as_str(), rel.generation) {
+                    hub.send("reload", reload_event(app, "observed", &trace));
+                }
+                pending = None;
+            }
+        }
+        // pace: the poll interval, not an ordering of events.
+        std::thread::sleep(MIN_POLL.max(2 * began.elapsed()));
+    }
+}
+
+/// The page's JSON for a reload's trace.
+pub fn reload_event(app: &AppName, source: &str, trace: &Trace) -> serde_json::Value {
+    json!({
+        "app": app.as_str(),
+        "generation": trace.generation,
+        "source": source,
+        "at_ms": now_ms(),
+        "trace": trace,
+    })
+}
+
+/// The trace of `rel` as the pods report it, once every pod serves it: its origin is the first
+/// pod seeing the release (the command's own stages are only in its own trace). The page's
+/// probe requests from then on are counted, failures marked.
+fn observed(rel: &Release, pods: &[PodStatus], shots: &VecDeque<Shot>) -> Option<Trace> {
+    let digest = rel.digest?;
+    if pods.is_empty() || pods.iter().any(|p| p.behind(&digest).is_some()) {
+        return None;
+    }
+    let origin = pods
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.fetch.as_ref())
+        .filter(|f| f.digest == digest)
+        .map(|f| f.seen_at_ms)
+        .min()
+        .unwrap_or_else(now_ms);
+    let mut trace = Trace::new(rel, vec![(Stage::Start, origin)], pods, &[], false);
+    let during: Vec<&Shot> = shots.iter().filter(|s| s.0 >= origin).collect();
+    trace.requests = during.len();
+    trace.failed_requests = during.iter().filter(|s| !s.2).count();
+    Some(trace)
+}
+
+/// One request to the app, as the reload's probe records it.
+fn probe(url: &str) -> Shot {
+    let sent = now_ms();
+    let ok = attohttpc::get(url)
+        .timeout(Duration::from_secs(1))
+        .send()
+        .is_ok_and(|r| r.is_success());
+    (sent, now_ms(), ok)
+}
+
+/// Sends the releases a rollback may go to (newest first).
+pub fn releases(hub: &Hub, t: &dyn Target, app: &AppName) {
+    let listed = (|| {
+        let cur = t.release(app)?.unwrap_or_default();
+        let store = t.store()?;
+        crate::ops::registry::recent(t.control()?.as_ref(), &store, app, &cur)
+    })();
+    let ev = match listed {
+        Ok((list, source)) => json!({"app": app.as_str(), "source": source, "releases": list}),
+        Err(e) => json!({"app": app.as_str(), "error": format!("{e:#}"), "releases": []}),
+    };
+    hub.send("releases", ev);
+}
+
+/// Follows the app's (or the fetcher's) log of every pod for ever.
+pub fn logs(hub: &Hub, open: &Opener, app: &AppName, fetcher: bool) -> Result<()> {
+    let sh = Shell::new()?;
+    let t = open.open(&sh);
+    let stream = if fetcher { "fetcher" } else { "app" };
+    t.follow_logs(app, fetcher, &mut |l| {
+        hub.send(
+            "log",
+            json!({"app": app.as_str(), "stream": stream, "pod": l.pod, "at": l.at, "text": l.text}),
+        );
+        true
+    })
+}
