@@ -153,7 +153,7 @@ impl Run {
             .truncate(false)
             .open(self.work().join(".reload/trigger"))
             .unwrap();
-        f.write_all(trigger::line(&digest, self.generation).as_bytes())
+        f.write_all(trigger::line(&digest, self.generation, None).as_bytes())
             .unwrap();
         digest
     }

@@ -13,7 +13,6 @@ mod ops;
 mod proc;
 mod release;
 mod targets;
-mod ui;
 
 use aether_artifact::Digest;
 use clap::{Parser, Subcommand};
@@ -69,6 +68,9 @@ enum Cmd {
     /// Serve a live page on 127.0.0.1: every pod, each reload's waterfall, the merged logs, and
     /// buttons for hot-patch and rollback.
     Ui(cli::ui::Ui),
+    /// Restart a pod's app with node's inspector (no rollout), forward it here, and print the
+    /// address for Chrome DevTools; back to normal on Ctrl-C.
+    Debug(cli::debug::Debug),
     /// (internal) Run the embedded S3 store.
     #[command(hide = true)]
     LocalStore(cli::LocalStore),
@@ -108,6 +110,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Down(c) => c.run(&ctx),
             Cmd::Dev(c) => c.run(&ctx),
             Cmd::Ui(c) => c.run(&ctx),
+            Cmd::Debug(c) => c.run(&ctx),
             Cmd::LocalStore(c) => c.run(&ctx),
             Cmd::Keygen(c) => c.run(&ctx),
             Cmd::SidecarImage(c) => c.run(&ctx),

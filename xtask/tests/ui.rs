@@ -36,7 +36,10 @@ fn the_page_shows_a_hot_patch_and_its_buttons_work() {
         return;
     }
     let Some(bin) = chromium() else {
-        assert!(!aether_testkit::in_ci(), "CI must install chromium (`cargo xtask test` does)");
+        assert!(
+            !aether_testkit::in_ci(),
+            "CI must install chromium (`cargo xtask test` does)"
+        );
         return aether_testkit::skip("chromium is not installed");
     };
     let t = tempfile::tempdir().unwrap();
@@ -65,7 +68,10 @@ fn the_page_shows_a_hot_patch_and_its_buttons_work() {
     let out = child.stdout.take().unwrap();
     let ui = UiProcess(child);
     let line = BufReader::new(out).lines().next().unwrap().unwrap();
-    let url = line.strip_prefix("ui: ").unwrap_or_else(|| panic!("{line}")).to_string();
+    let url = line
+        .strip_prefix("ui: ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
 
     let browser = Browser::open(&bin, &url).unwrap();
     let mut page = browser.page(&url).unwrap();
@@ -76,7 +82,11 @@ fn the_page_shows_a_hot_patch_and_its_buttons_work() {
     });
     wait_until("the app's log line on the page", PATIENCE, || {
         let v = shown(&mut page, "document.querySelector('#logs').textContent");
-        v.as_str().unwrap().contains("hello from v1").then_some(()).ok_or(v)
+        v.as_str()
+            .unwrap()
+            .contains("hello from v1")
+            .then_some(())
+            .ok_or(v)
     });
 
     // A hot-patch from the CLI, in another process: the page learns of it from the pods alone.
@@ -91,14 +101,24 @@ fn the_page_shows_a_hot_patch_and_its_buttons_work() {
            pods: {reload}?.querySelectorAll('.who').length ?? 0, serves: {serves}}})"
     );
     // The issue's promise: the waterfall and the new digest within 2 s of the command returning.
-    let seen = wait_until("the reload's waterfall and the new digest", Duration::from_secs(2), || {
-        let v = shown(&mut page, &both);
-        (v["bars"].as_u64() >= Some(2) && v["serves"] == d2.as_str())
-            .then_some(v.clone())
-            .ok_or(v)
-    });
-    eprintln!("the page showed the reload {:?} after the command returned: {seen}", returned.elapsed());
-    assert_eq!(seen["pods"], 2, "a row for all pods and one per pod: {seen}");
+    let seen = wait_until(
+        "the reload's waterfall and the new digest",
+        Duration::from_secs(2),
+        || {
+            let v = shown(&mut page, &both);
+            (v["bars"].as_u64() >= Some(2) && v["serves"] == d2.as_str())
+                .then_some(v.clone())
+                .ok_or(v)
+        },
+    );
+    eprintln!(
+        "the page showed the reload {:?} after the command returned: {seen}",
+        returned.elapsed()
+    );
+    assert_eq!(
+        seen["pods"], 2,
+        "a row for all pods and one per pod: {seen}"
+    );
     screenshot(&mut page, "ui-after-hot-patch.png");
 
     // Every control has a label and nothing jumps the tab order.
@@ -124,12 +144,20 @@ fn the_page_shows_a_hot_patch_and_its_buttons_work() {
             &mut page,
             &format!("({{serves: {serves}, said: document.querySelector('#app-demo .action-status').textContent}})"),
         );
-        (v["serves"] == d1.as_str() && v["said"].as_str().unwrap().starts_with("rollback: generation"))
-            .then_some(())
-            .ok_or(v)
+        (v["serves"] == d1.as_str()
+            && v["said"]
+                .as_str()
+                .unwrap()
+                .starts_with("rollback: generation"))
+        .then_some(())
+        .ok_or(v)
     });
     let st = xtask(p, &env, &["hot-status", "demo", "--json"]).ok();
-    assert!(st.stdout.contains(&format!("\"digest\": \"{d1}\"")), "{}", st.stdout);
+    assert!(
+        st.stdout.contains(&format!("\"digest\": \"{d1}\"")),
+        "{}",
+        st.stdout
+    );
     assert_eq!(get(&deployed.last("url")), "v1");
     drop(ui);
 }
@@ -137,7 +165,10 @@ fn the_page_shows_a_hot_patch_and_its_buttons_work() {
 /// Kept under `target/test-artifacts/` for people (and CI) to look at.
 fn screenshot(page: &mut Cdp, name: &str) {
     let shot = page
-        .call("Page.captureScreenshot", serde_json::json!({"format": "png", "captureBeyondViewport": true}))
+        .call(
+            "Page.captureScreenshot",
+            serde_json::json!({"format": "png", "captureBeyondViewport": true}),
+        )
         .unwrap();
     let png = base64::engine::general_purpose::STANDARD
         .decode(shot["data"].as_str().unwrap())

@@ -311,6 +311,10 @@ pub struct RunnerStatus {
     pub last_failure: Option<String>,
     pub failed_digest: Option<Digest>,
     pub last_failure_at: Option<String>,
+    /// `127.0.0.1:<port>` when the live process runs with node's inspector (`cargo xtask
+    /// debug`): reachable inside the pod only, through a port-forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspector: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -325,18 +329,31 @@ pub enum RunState {
     Stopping,
 }
 
-/// The trigger file the fetcher rewrites after each publish: one fixed-length line,
-/// `<digest> <generation, 20 digits>`, so a rewrite in place is one write of the same size.
+/// The trigger file the fetcher rewrites after each publish, and when the pod's debug request
+/// changes: one fixed-length line, `<digest> <generation, 20 digits> <inspector port, 5
+/// digits, 0: off>`, so a rewrite in place is one write of the same size. `aether-run` starts a
+/// new process whenever the line changes: turning the inspector on or off is a switch like a
+/// release's, with no request dropped.
 pub mod trigger {
     use crate::Digest;
 
-    pub fn line(digest: &Digest, generation: u64) -> String {
-        format!("{digest} {generation:020}\n")
+    pub fn line(digest: &Digest, generation: u64, inspect: Option<u16>) -> String {
+        format!("{digest} {generation:020} {:05}\n", inspect.unwrap_or(0))
     }
 
     pub fn parse(s: &str) -> Option<(Digest, u64)> {
-        let (d, g) = s.trim().split_once(' ')?;
+        let mut f = s.split_whitespace();
+        let (d, g) = (f.next()?, f.next()?);
         Some((Digest::parse(d).ok()?, g.parse().ok()?))
+    }
+
+    /// The inspector's port on 127.0.0.1 the app process must open (`None`: none).
+    pub fn inspect(s: &str) -> Option<u16> {
+        s.split_whitespace()
+            .nth(2)?
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
     }
 }
 
@@ -459,11 +476,20 @@ mod tests {
     #[test]
     fn trigger_lines_round_trip_at_a_fixed_length() {
         let d = Digest::parse(&"ab".repeat(32)).unwrap();
-        let (a, b) = (trigger::line(&d, 1), trigger::line(&d, u64::MAX));
+        let (a, b) = (
+            trigger::line(&d, 1, None),
+            trigger::line(&d, u64::MAX, Some(65535)),
+        );
         assert_eq!(a.len(), b.len());
         assert_eq!(trigger::parse(&a), Some((d, 1)));
         assert_eq!(trigger::parse(&b), Some((d, u64::MAX)));
+        assert_eq!(trigger::inspect(&a), None);
+        assert_eq!(trigger::inspect(&b), Some(65535));
         assert_eq!(trigger::parse("nonsense"), None);
+        // The line before the inspector existed.
+        let old = format!("{d} {:020}\n", 3);
+        assert_eq!(trigger::parse(&old), Some((d, 3)));
+        assert_eq!(trigger::inspect(&old), None);
     }
 
     #[test]

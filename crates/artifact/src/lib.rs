@@ -54,6 +54,9 @@ pub mod keys {
     /// pod again is a change: the kubelet refreshes a downward-API volume only on a change,
     /// and a stage request that a pod did not see in seconds is asked again.
     pub const NUDGE: &str = "aether.dev/nudge";
+    /// `cargo xtask debug`: the port on 127.0.0.1 where this pod's app process opens node's
+    /// inspector (empty or absent: off). Per pod, so only a pod's annotations carry it.
+    pub const DEBUG: &str = "aether.dev/debug";
 }
 
 /// Layout of the volume shared by the fetcher and the app.

@@ -38,7 +38,8 @@ impl Cdp {
         loop {
             let m = self.ws.read().map_err(|e| format!("{method}: {e}"))?;
             let Message::Text(t) = m else { continue };
-            let v: Value = serde_json::from_str(t.as_str()).map_err(|e| format!("{method}: {e}"))?;
+            let v: Value =
+                serde_json::from_str(t.as_str()).map_err(|e| format!("{method}: {e}"))?;
             if v["id"] != id {
                 continue;
             }
@@ -117,7 +118,9 @@ impl Browser {
         let addr = loop {
             let Some(Ok(line)) = lines.next() else {
                 let _ = child.kill();
-                return Err(format!("chromium exited before its DevTools listened:\n{said}"));
+                return Err(format!(
+                    "chromium exited before its DevTools listened:\n{said}"
+                ));
             };
             if let Some(ws) = line.strip_prefix("DevTools listening on ws://") {
                 break ws.split('/').next().unwrap_or_default().to_string();
@@ -138,11 +141,14 @@ impl Browser {
     pub fn page(&self, url: &str) -> Result<Cdp, String> {
         let found = crate::wait_until("the page in chromium", crate::PATIENCE, || {
             let t = targets(&self.addr).unwrap_or_default();
-            let page = t
-                .into_iter()
-                .find(|t| t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.starts_with(url)));
+            let page = t.into_iter().find(|t| {
+                t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.starts_with(url))
+            });
             match page {
-                Some(p) => Ok(p["webSocketDebuggerUrl"].as_str().unwrap_or_default().to_string()),
+                Some(p) => Ok(p["webSocketDebuggerUrl"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()),
                 None => Err("no page yet"),
             }
         });

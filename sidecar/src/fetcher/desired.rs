@@ -29,6 +29,8 @@ pub struct Desired {
     pub interval: Option<Duration>,
     /// A release to fetch and keep ready without making it live (`aether.dev/stage`).
     pub stage: Option<Digest>,
+    /// The inspector port `cargo xtask debug` asked this pod's app for (`aether.dev/debug`).
+    pub inspect: Option<u16>,
     /// Problems worth a log line; a broken source is skipped, never fatal.
     pub warnings: Vec<String>,
 }
@@ -83,6 +85,20 @@ pub fn read(
                         keys::FETCH_INTERVAL
                     )),
                 }
+            }
+            match v
+                .get(keys::DEBUG)
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+            {
+                None => {}
+                Some(p) => match p.parse::<u16>() {
+                    Ok(p) if p > 0 => d.inspect = Some(p),
+                    _ => d.warnings.push(format!(
+                        "annotation {} = {p:?} is not a port; the inspector stays off",
+                        keys::DEBUG
+                    )),
+                },
             }
             if let Some(s) = v
                 .get(keys::STAGE)

@@ -95,6 +95,8 @@ pub struct Fetcher {
     pub(super) last_warnings: Vec<String>,
     /// The release ConfigMap as the API watch last delivered it.
     pub(super) api: apiwatch::Latest,
+    /// The inspector port the pod's annotations ask for (`cargo xtask debug`).
+    pub(super) inspect: Option<u16>,
 }
 
 impl Fetcher {
@@ -116,12 +118,18 @@ impl Fetcher {
         if status.digest.is_none() {
             status.generation = None;
         }
+        // What the trigger says now: a request withdrawn while this process was down differs
+        // from it, and is carried out on the first pass.
+        let inspect = fs::read_to_string(cfg.root.join(volume::RELOAD_TRIGGER))
+            .ok()
+            .and_then(|l| aether_artifact::trigger::inspect(&l));
         Ok(Fetcher {
             cfg,
             status: Arc::new(Mutex::new(status)),
             started: status::unix_now_ms(),
             last_warnings: Vec::new(),
             api: Default::default(),
+            inspect,
         })
     }
 
@@ -297,6 +305,15 @@ impl Fetcher {
             self.last_warnings = desired.warnings.clone();
         }
         let interval = desired.interval.unwrap_or(self.cfg.period);
+        if desired.inspect != self.inspect {
+            self.inspect = desired.inspect;
+            if publish::retrigger_inspect(&self.cfg.root, self.inspect)? {
+                match self.inspect {
+                    Some(p) => log!("debug: the app restarts with its inspector on 127.0.0.1:{p}"),
+                    None => log!("debug: the app restarts without its inspector"),
+                }
+            }
+        }
         let Some(wanted) = desired.wanted else {
             if self.cfg.one_time {
                 bail!(

@@ -30,9 +30,33 @@ pub fn publish(root: &Path, rel_target: &Path) -> Result<()> {
 /// the new release is already live. The trigger is rewritten in place with one fixed-length
 /// write, so a watcher that follows the file's inode (as node's `--watch` did, nodejs/node#51621)
 /// sees every change, not only the first.
-pub(super) fn trigger_reload(root: &Path, w: &Wanted) -> Result<()> {
+pub(super) fn trigger_reload(root: &Path, w: &Wanted, inspect: Option<u16>) -> Result<()> {
+    write_trigger(
+        root,
+        &aether_artifact::trigger::line(&w.digest, w.generation, inspect),
+    )
+}
+
+/// The pod's debug request changed while its release did not: the same release, with the
+/// inspector on or off (`aether-run` restarts the app process either way). `false` when there
+/// is no trigger yet (the first publish writes it with the request).
+pub(super) fn retrigger_inspect(root: &Path, inspect: Option<u16>) -> Result<bool> {
+    use aether_artifact::trigger;
+    let Ok(line) = fs::read_to_string(root.join(volume::RELOAD_TRIGGER)) else {
+        return Ok(false);
+    };
+    let Some((digest, generation)) = trigger::parse(&line) else {
+        return Ok(false);
+    };
+    if trigger::inspect(&line) == inspect {
+        return Ok(false);
+    }
+    write_trigger(root, &trigger::line(&digest, generation, inspect))?;
+    Ok(true)
+}
+
+fn write_trigger(root: &Path, line: &str) -> Result<()> {
     use std::io::Write as _;
-    let line = aether_artifact::trigger::line(&w.digest, w.generation);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)

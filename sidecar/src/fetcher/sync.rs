@@ -104,7 +104,7 @@ impl Fetcher {
         // renamed into place): with an activation time, an fsync before the switch would put
         // the disk's latency (tens to hundreds of ms, different per node) between replicas.
         publish(&self.cfg.root, &rel)?;
-        trigger_reload(&self.cfg.root, wanted)?;
+        trigger_reload(&self.cfg.root, wanted, self.inspect)?;
         let published_at = status::unix_now_ms();
         if self.cfg.limits.durable {
             aether_artifact::unpack::sync_dir(&self.cfg.root)

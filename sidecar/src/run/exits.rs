@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn a_release_is_named_by_its_trigger_line() {
         let d = aether_artifact::Digest::parse(&"a".repeat(64)).unwrap();
-        let line = trigger::line(&d, 7);
+        let line = trigger::line(&d, 7, None);
         assert_eq!(describe_release(Some(&line)), "aaaaaaaaaaaa (generation 7)");
         assert_eq!(describe_release(None), "the app");
         assert_eq!(describe_release(Some("garbage")), "the app");

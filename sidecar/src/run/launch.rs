@@ -39,6 +39,8 @@ pub(super) struct Plan {
     pub cwd: Option<PathBuf>,
     /// The port the app listens on when it does not read `PORT`.
     pub port: Option<u16>,
+    /// Where the loader opens node's inspector (`cargo xtask debug`).
+    pub inspect: Option<String>,
 }
 
 impl Supervisor {
@@ -53,6 +55,7 @@ impl Supervisor {
             argv: Vec::new(),
             cwd: None,
             port: None,
+            inspect: None,
         };
         let Some(dir) = &self.cfg.entry_from else {
             let skip = 1 + self.node_flags().map_or(0, |(_, f)| f.len());
@@ -194,7 +197,11 @@ impl Supervisor {
     /// Starts an app process: through a standby node (booted ahead when its flags and
     /// variables allow, else now), or cold on a fresh private port; it reports when it listens.
     pub(super) fn launch(&mut self, release: Option<String>) {
-        let plan = self.plan_now();
+        let mut plan = self.plan_now();
+        let inspector = release
+            .as_deref()
+            .and_then(trigger::inspect)
+            .and_then(|port| self.with_inspector(&mut plan, port));
         let (id, pid, port, tail) = if self.socket.is_some() {
             match self.through_loader(&plan) {
                 Ok(started) => started,
@@ -236,6 +243,7 @@ impl Supervisor {
             pid,
             port,
             release,
+            inspector,
             started: Instant::now(),
             tail,
             conns: Arc::default(),
@@ -279,6 +287,7 @@ impl Supervisor {
             "argv": plan.argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>(),
             "cwd": plan.cwd.as_ref().map(|d| d.to_string_lossy()),
             "port": plan.port,
+            "inspect": plan.inspect,
         });
         let mut line = serde_json::to_vec(&line).expect("json serialises");
         line.push(b'\n');
@@ -323,6 +332,7 @@ impl Supervisor {
             .filter(|(l, _)| Some(l) == p.release.as_ref())
             .map(|(_, t)| *t);
         let (pid, port, release) = (p.pid, p.port, describe_release(p.release.as_deref()));
+        let inspector = p.inspector.clone();
         let old = self.live.replace(p);
         let s = &mut self.status;
         s.state = RunState::Serving;
@@ -333,6 +343,13 @@ impl Supervisor {
         s.serving_since = Some(now_rfc3339());
         s.switched_at_ms = Some(now);
         s.seen_at_ms = seen_at;
+        if s.inspector != inspector {
+            match &inspector {
+                Some(a) => log!("node's inspector is on {a} (pid {pid})"),
+                None => log!("node's inspector is off"),
+            }
+        }
+        s.inspector = inspector;
         match old {
             Some(old) => {
                 s.swaps += 1;

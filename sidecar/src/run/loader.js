@@ -1,5 +1,5 @@
 // aether-run's loader: node boots with this (`node -e`), waits for one JSON line on stdin,
-// `{argv: [entry, ...args], cwd, port}`, moves to `cwd` (the release, as `npm start` runs in the
+// `{argv: [entry, ...args], cwd, port, inspect}`, moves to `cwd` (the release, as `npm start` runs in the
 // package's directory), then runs the entry point as the main module, exactly as
 // `node <entry> <args>` would (require.main, process.argv, __filename).
 //
@@ -37,7 +37,27 @@ if (fd >= 0) {
     const cb = args.find((a) => typeof a === 'function');
     return cb ? listen.call(this, { fd }, cb) : listen.call(this, { fd });
   };
-  process.on('SIGUSR2', () => { for (const s of servers) s.close(); });
+  process.on('SIGUSR2', () => {
+    for (const s of servers) s.close();
+    // The next process opens the inspector on the same port once this one lets it go.
+    const insp = require('inspector');
+    if (insp.url()) insp.close();
+  });
+}
+
+// `inspect: "127.0.0.1:9229"` (cargo xtask debug): node's inspector, opened once the port is
+// free: the process this one replaces holds it until it is told to drain (SIGUSR2, above).
+function openInspector(addr, deadline) {
+  const i = addr.lastIndexOf(':');
+  const host = addr.slice(0, i);
+  const port = Number(addr.slice(i + 1));
+  const probe = require('net').connect(port, host);
+  probe.on('connect', () => {
+    probe.destroy();
+    if (Date.now() < deadline) setTimeout(() => openInspector(addr, deadline), 20).unref();
+    else process.stderr.write(`[aether-run] the inspector's port ${addr} stayed taken; running without it\n`);
+  });
+  probe.on('error', () => require('inspector').open(port, host));
 }
 const stdin = process.stdin;
 let buf = '';
@@ -51,6 +71,7 @@ stdin.on('data', (d) => {
   const line = JSON.parse(buf.slice(0, i));
   if (line.cwd) process.chdir(line.cwd);
   if (line.port) wanted = Number(line.port);
+  if (line.inspect) openInspector(line.inspect, Date.now() + 30000);
   const a = line.argv;
   process.argv = [process.argv[0], require('path').resolve(a[0]), ...a.slice(1)];
   require('module').runMain();

@@ -126,6 +126,7 @@ fn init(cfg: RunConfig) -> Result<ExitCode> {
 
 mod exits;
 mod forward;
+mod inspect;
 mod install;
 mod launch;
 mod posix;
@@ -167,6 +168,8 @@ struct Proc {
     port: u16,
     /// The trigger line it was started on.
     release: Option<String>,
+    /// `127.0.0.1:<port>` when it runs with node's inspector (the trigger asked for it).
+    inspector: Option<String>,
     started: Instant,
     /// Its stderr's last lines.
     tail: tail::Tail,

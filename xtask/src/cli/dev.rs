@@ -31,7 +31,7 @@ pub struct Dev {
     #[arg(long)]
     ui: bool,
     #[command(flatten)]
-    ui_args: crate::ui::UiArgs,
+    ui_args: crate::ops::ui::UiArgs,
 }
 
 impl Dev {
@@ -53,7 +53,8 @@ impl Dev {
         let page = match self.ui {
             true => {
                 let open = ctx.target.opener(ctx.sh, &ctx.global);
-                let page = crate::ui::start(open, std::slice::from_ref(app), self.ui_args.ui_port)?;
+                let page =
+                    crate::ops::ui::start(open, std::slice::from_ref(app), self.ui_args.ui_port)?;
                 println!("ui: {}", page.url);
                 Some(page)
             }
@@ -92,7 +93,8 @@ impl Dev {
             while rx.recv_timeout(debounce).is_ok() {}
             let c = cycle(&*t, &store, &ctx.global, app, &dir, saved, &self.cutover);
             if let (Some(page), Ok(Some(tr))) = (&page, c.as_ref().map(|c| c.trace.as_ref())) {
-                page.hub.send("reload", crate::ui::reload_event(app, "dev", tr));
+                page.hub
+                    .send("reload", crate::ops::ui::reload_event(app, "dev", tr));
             }
             match c {
                 Ok(c) if self.json => println!("{}", serde_json::to_string(&c.trace)?),

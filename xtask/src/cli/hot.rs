@@ -336,6 +336,11 @@ fn runner_line(r: &aether_artifact::RunnerStatus) -> String {
     if let Some(f) = &r.last_failure {
         line.push_str(&format!("; FAILED: {f}"));
     }
+    if let Some(i) = &r.inspector {
+        line.push_str(&format!(
+            "; node's inspector on {i} (`cargo xtask debug --off` if no session holds it)"
+        ));
+    }
     line
 }
 

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod debug;
 pub mod deploy_sample;
 pub mod dev;
 pub mod hot;

@@ -4,7 +4,7 @@ use aether_artifact::AppName;
 use anyhow::Result;
 
 use super::Ctx;
-use crate::ui::{self, UiArgs};
+use crate::ops::ui::{self, UiArgs};
 
 /// Serve a live page of the app's pods, reloads and logs, with buttons for hot-patch and
 /// rollback, on 127.0.0.1.

@@ -91,6 +91,50 @@ pub trait Target {
 
     /// Stops the app; says what it did.
     fn down(&self, app: &AppName) -> Result<()>;
+
+    /// The port inside a pod where `debug` opens node's inspector: 9229 in a pod's own network;
+    /// a free one where pods share this machine's.
+    fn inspector_port(&self) -> Result<u16> {
+        Ok(9229)
+    }
+
+    /// Asks `pod`'s app to run with node's inspector on 127.0.0.1:`port`, or (`None`) without:
+    /// the pod's `aether.dev/debug` annotation; its `aether-run` switches, no rollout.
+    fn set_inspector(&self, app: &AppName, pod: &str, port: Option<u16>) -> Result<()>;
+
+    /// Makes `pod`'s 127.0.0.1:`port` reachable on this machine's loopback, for as long as the
+    /// returned [`Forward`] lives.
+    fn forward(&self, pod: &str, port: u16) -> Result<Forward>;
+}
+
+/// A port of a pod reachable on this machine, until dropped.
+pub struct Forward {
+    /// The port on 127.0.0.1 here.
+    pub local: u16,
+    /// What carries it (`kubectl port-forward`); `None` where the pod's loopback is this
+    /// machine's.
+    pub child: Option<std::process::Child>,
+}
+
+impl Forward {
+    /// Why the forward no longer carries anything, once it stopped.
+    pub fn ended(&mut self) -> Option<String> {
+        let c = self.child.as_mut()?;
+        match c.try_wait() {
+            Ok(Some(st)) => Some(format!("the port-forward ended ({st})")),
+            Ok(None) => None,
+            Err(e) => Some(format!("the port-forward is lost: {e}")),
+        }
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// One line of a followed log.

@@ -13,6 +13,7 @@ use common::*;
 
 mod access;
 mod follow;
+mod inspect;
 mod platform;
 
 use std::path::Path;

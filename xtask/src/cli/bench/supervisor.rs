@@ -173,7 +173,7 @@ impl Volume {
             .create(true)
             .truncate(false)
             .open(self.dir.join(volume::RELOAD_TRIGGER))?;
-        f.write_all(trigger::line(&d, generation).as_bytes())?;
+        f.write_all(trigger::line(&d, generation, None).as_bytes())?;
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ use crate::manifests::{self, AppValues, StoreValues};
 use crate::release::Release;
 use crate::targets::pod_store::{self, CredentialKind, PodCredentials, Writer};
 use crate::targets::{
-    DeployOpts, Kind, LogLine, PodStatus, Published, Running, Target, TargetArgs,
+    DeployOpts, Forward, Kind, LogLine, PodStatus, Published, Running, Target, TargetArgs,
 };
 use kube::{AppObjects, ApplyError, Flavor, Kube};
 
@@ -25,6 +25,7 @@ mod control_config;
 mod follow;
 mod images;
 mod store;
+mod waits;
 
 pub use images::{control_image, fetcher_image, import_command, store_image};
 pub use store::{minio_cluster_endpoint, DEFAULT_HOST_ENDPOINT};
@@ -163,61 +164,6 @@ impl<'a> Cluster<'a> {
             })
             .map(|(_, p)| *p)
             .collect()
-    }
-
-    /// Waits until every live pod's fetcher reports `digest` live.
-    pub fn wait_synced(&self, app: &AppName, digest: &Digest, timeout: Duration) -> Result<()> {
-        let t0 = std::time::Instant::now();
-        loop {
-            let statuses = self.statuses(app)?;
-            let failed: Vec<String> = statuses.iter().filter_map(|p| p.failed(digest)).collect();
-            if !failed.is_empty() {
-                bail!(
-                    "{app} cannot serve {}: {}; fix the app and hot-patch again",
-                    digest.short(),
-                    failed.join("; ")
-                );
-            }
-            let behind: Vec<String> = statuses.iter().filter_map(|p| p.behind(digest)).collect();
-            if !statuses.is_empty() && behind.is_empty() {
-                return Ok(());
-            }
-            if t0.elapsed() > timeout {
-                bail!(
-                    "{app} did not serve {} everywhere within {timeout:?}: {}",
-                    digest.short(),
-                    if statuses.is_empty() {
-                        "no live pod".to_string()
-                    } else {
-                        behind.join("; ")
-                    }
-                );
-            }
-            // pace: a poll is a few parallel GETs through the proxy.
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    /// Waits until the Service's NodePort answers on this machine, as the user will curl it:
-    /// kube-proxy programs a new Service's port a moment after the pods are ready.
-    fn wait_url(&self, app: &AppName, timeout: Duration) -> Result<()> {
-        let Some(url) = self.url(app)? else {
-            return Ok(());
-        };
-        let t0 = std::time::Instant::now();
-        loop {
-            let answered = attohttpc::get(&url)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .is_ok();
-            if answered {
-                return Ok(());
-            }
-            if t0.elapsed() > timeout {
-                bail!("every pod serves the release, but {url} does not answer within {timeout:?}: is kube-proxy running on the node?");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 
     /// The app's NodePort URL on this machine, if its Service has one.
@@ -480,6 +426,21 @@ impl Target for Cluster<'_> {
         sink: &mut dyn FnMut(LogLine) -> bool,
     ) -> Result<()> {
         follow::follow(self, app, follow::container(fetcher), sink)
+    }
+
+    fn set_inspector(&self, app: &AppName, pod: &str, port: Option<u16>) -> Result<()> {
+        if !self.pods(app)?.iter().any(|p| p == pod) {
+            bail!("{app} has no live pod {pod}: `cargo xtask hot-status {app}` lists them");
+        }
+        let value = port.map(|p| p.to_string()).unwrap_or_default();
+        let pairs = [(aether_artifact::keys::DEBUG.to_string(), value)]
+            .into_iter()
+            .collect();
+        self.kube.annotate(&[pod], &pairs)
+    }
+
+    fn forward(&self, pod: &str, port: u16) -> Result<Forward> {
+        self.kube.port_forward(pod, port)
     }
 
     fn down(&self, app: &AppName) -> Result<()> {

@@ -25,7 +25,7 @@ use crate::config::Global;
 use crate::proc::alive;
 use crate::release::Release;
 use crate::targets::{
-    DeployOpts, LogLine, PodCredentials, PodStatus, Published, Running, Target, Writer,
+    DeployOpts, Forward, LogLine, PodCredentials, PodStatus, Published, Running, Target, Writer,
 };
 
 mod pod;
@@ -155,6 +155,9 @@ impl Local {
     fn annotate(&self, app: &AppName, r: &Release, stage: Option<Digest>) -> Result<()> {
         let mut ann = r.annotations(stage);
         ann.insert(keys::APP.to_string(), app.to_string());
+        if let Ok(port) = fs::read_to_string(self.debug_file(app)) {
+            ann.insert(keys::DEBUG.to_string(), port.trim().to_string());
+        }
         // The kubelet adds its own keys; so do we, so the fetcher parses a realistic file.
         ann.insert("kubernetes.io/config.source".into(), "api".into());
         let files = [(
@@ -165,6 +168,12 @@ impl Local {
         .collect();
         write_atomic_volume(&self.app_dir(app).join("podinfo"), &files)?;
         Ok(())
+    }
+
+    /// The pod's `aether.dev/debug` annotation, kept beside its other annotations' source (a
+    /// publish rewrites the file from the release; a new pod starts without it).
+    pub(super) fn debug_file(&self, app: &AppName) -> PathBuf {
+        self.app_dir(app).join("debug-port")
     }
 
     // --- the pod ----------------------------------------------------------------------------
@@ -370,6 +379,35 @@ impl Target for Local {
                 .unwrap_or_else(|| format!("{app} (stopped)"))
         };
         tail_file::follow(&self.log_path(app, fetcher), &pod, sink)
+    }
+
+    /// Pods share this machine's loopback: another app's inspector may hold 9229.
+    fn inspector_port(&self) -> Result<u16> {
+        crate::proc::free_port()
+    }
+
+    fn set_inspector(&self, app: &AppName, pod: &str, port: Option<u16>) -> Result<()> {
+        let _lock = self.lock(app)?;
+        match self.pod(app) {
+            Some(p) if p.name() == pod => {}
+            _ => bail!("{app} has no live pod {pod}: `cargo xtask hot-status {app}` lists them"),
+        }
+        match port {
+            Some(p) => fs::write(self.debug_file(app), p.to_string())?,
+            None => match fs::remove_file(self.debug_file(app)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            },
+        }
+        let r = self.read_release(app)?;
+        self.annotate(app, &r, None)
+    }
+
+    fn forward(&self, _pod: &str, port: u16) -> Result<Forward> {
+        Ok(Forward {
+            local: port,
+            child: None,
+        })
     }
 
     fn down(&self, app: &AppName) -> Result<()> {

@@ -51,6 +51,8 @@ impl Local {
         fs::create_dir_all(dir.join("logs"))?;
         fs::create_dir_all(&work)?;
         fs::create_dir_all(dir.join("podinfo"))?;
+        // A new pod starts without a debug request, as on a cluster.
+        let _ = fs::remove_file(self.debug_file(app));
         fs::create_dir_all(dir.join("release"))?;
         fs::create_dir_all(dir.join("run"))?;
         let fetcher_port = crate::proc::free_port()?;

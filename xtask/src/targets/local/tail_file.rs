@@ -38,7 +38,11 @@ pub fn follow(
             if let Ok(mut f) = File::open(path) {
                 let m = f.metadata()?;
                 // Only the first file starts at its tail; a new one is new lines, read whole.
-                let start = if first { m.len().saturating_sub(TAIL_BYTES) } else { 0 };
+                let start = if first {
+                    m.len().saturating_sub(TAIL_BYTES)
+                } else {
+                    0
+                };
                 f.seek(SeekFrom::Start(start))?;
                 partial.clear();
                 if start > 0 {

@@ -11,6 +11,7 @@ mod nodes;
 mod objects;
 mod platform_objects;
 mod pod_logs;
+mod port_forward;
 
 pub use nodes::unschedulable;
 pub use objects::{describe_pod, AppObjects};

@@ -52,7 +52,10 @@ enum Answer {
 fn route(req: &mut Request, s: &Shared) -> Result<Answer> {
     let host = header(req, "Host").unwrap_or_default();
     if host != format!("127.0.0.1:{}", s.port) && host != format!("localhost:{}", s.port) {
-        return Ok(Answer::Json(421, json!({"error": "wrong host: open the printed address"})));
+        return Ok(Answer::Json(
+            421,
+            json!({"error": "wrong host: open the printed address"}),
+        ));
     }
     let (path, query) = req.url().split_once('?').unwrap_or((req.url(), ""));
     let path = path.to_string();
@@ -65,7 +68,10 @@ fn route(req: &mut Request, s: &Shared) -> Result<Answer> {
         )),
         (Method::Get, "/app.js") => Ok(Answer::Body("text/javascript", JS.into())),
         (Method::Get, "/app.css") => Ok(Answer::Body("text/css", CSS.into())),
-        _ if !authorized => Ok(Answer::Json(403, json!({"error": "missing token: reload the page"}))),
+        _ if !authorized => Ok(Answer::Json(
+            403,
+            json!({"error": "missing token: reload the page"}),
+        )),
         (Method::Get, "/events") => Ok(Answer::Stream),
         (Method::Post, "/api/hot-patch" | "/api/rollback") => {
             let mut body = String::new();
@@ -85,8 +91,7 @@ fn route(req: &mut Request, s: &Shared) -> Result<Answer> {
 
 /// A button: the same operation as the CLI's `hot-patch --wait 60` or `rollback --to --wait 60`.
 fn act(path: &str, v: &Value, s: &Shared) -> Result<Value> {
-    let app = AppName::parse(v["app"].as_str().unwrap_or_default())
-        .map_err(|e| anyhow!("{e}"))?;
+    let app = AppName::parse(v["app"].as_str().unwrap_or_default()).map_err(|e| anyhow!("{e}"))?;
     let digest = match v["digest"].as_str() {
         Some(d) => Some(Digest::parse(d).map_err(|e| anyhow!("{e}"))?),
         None => None,
@@ -98,7 +103,10 @@ fn act(path: &str, v: &Value, s: &Shared) -> Result<Value> {
         ..Default::default()
     };
     let (source, outcome) = if path == "/api/rollback" {
-        ("rollback", reload::rollback(&*t, &app, digest, Some(WAIT), &args)?)
+        (
+            "rollback",
+            reload::rollback(&*t, &app, digest, Some(WAIT), &args)?,
+        )
     } else {
         let d = match digest {
             Some(d) => d,
@@ -113,7 +121,12 @@ fn act(path: &str, v: &Value, s: &Shared) -> Result<Value> {
         s.hub.send("reload", reload_event(&app, source, tr));
     }
     releases(&s.hub, &*t, &app);
-    let d = o.published.release.digest.map(|d| d.short()).unwrap_or_default();
+    let d = o
+        .published
+        .release
+        .digest
+        .map(|d| d.short())
+        .unwrap_or_default();
     Ok(json!({
         "changed": true,
         "generation": o.published.release.generation,

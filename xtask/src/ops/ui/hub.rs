@@ -60,7 +60,8 @@ impl Hub {
                 g.releases.insert(app, data.clone());
             }
             "reload" => {
-                let same = |v: &Value| v["app"] == data["app"] && v["generation"] == data["generation"];
+                let same =
+                    |v: &Value| v["app"] == data["app"] && v["generation"] == data["generation"];
                 if let Some(old) = g.reloads.iter_mut().find(|v| same(v)) {
                     // The command's own trace (with its save, pack and upload) beats one the page
                     // pieced together from the pods.
@@ -107,17 +108,29 @@ mod tests {
     fn a_page_gets_the_state_then_the_news_and_a_command_trace_wins() {
         let hub = Hub::default();
         hub.send("fleet", json!({"app": "demo", "pods": 1}));
-        hub.send("reload", json!({"app": "demo", "generation": 2, "source": "hot-patch"}));
-        hub.send("reload", json!({"app": "demo", "generation": 2, "source": "observed"}));
+        hub.send(
+            "reload",
+            json!({"app": "demo", "generation": 2, "source": "hot-patch"}),
+        );
+        hub.send(
+            "reload",
+            json!({"app": "demo", "generation": 2, "source": "observed"}),
+        );
         let (first, rx) = hub.subscribe();
         assert_eq!(first.len(), 2);
         assert!(first[1].contains("\"source\":\"hot-patch\""), "{first:?}");
         hub.send("fleet", json!({"app": "demo", "pods": 1}));
         hub.send("fleet", json!({"app": "demo", "pods": 2}));
-        assert_eq!(rx.try_recv().unwrap(), "event: fleet\ndata: {\"app\":\"demo\",\"pods\":2}\n\n");
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            "event: fleet\ndata: {\"app\":\"demo\",\"pods\":2}\n\n"
+        );
         assert!(rx.try_recv().is_err(), "an unchanged fleet is no news");
         for g in 0..30 {
-            hub.send("reload", json!({"app": "demo", "generation": 10 + g, "source": "observed"}));
+            hub.send(
+                "reload",
+                json!({"app": "demo", "generation": 10 + g, "source": "observed"}),
+            );
         }
         assert_eq!(hub.subscribe().0.len(), 1 + RELOADS);
         assert!(hub.has_reload("demo", 39) && !hub.has_reload("demo", 2));

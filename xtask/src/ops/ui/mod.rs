@@ -65,8 +65,11 @@ pub fn start(open: Opener, apps: &[AppName], port: u16) -> Result<Page> {
         port,
     });
     for app in apps {
-        let feeds: [(&str, Option<bool>); 3] =
-            [("fleet", None), ("app log", Some(false)), ("fetcher log", Some(true))];
+        let feeds: [(&str, Option<bool>); 3] = [
+            ("fleet", None),
+            ("app log", Some(false)),
+            ("fetcher log", Some(true)),
+        ];
         for (what, logs) in feeds {
             let (hub, open, app) = (hub.clone(), open.clone(), app.clone());
             std::thread::spawn(move || {
