@@ -255,7 +255,8 @@ fn first_sync_change_rollback_status_and_probes() {
     );
     assert_eq!(
         fs::read_to_string(pod.root().join(".reload/trigger")).unwrap(),
-        format!("{v1} {:020}\n", 1)
+        // The inspector's port, 0: off (`cargo xtask debug`).
+        format!("{v1} {:020} {:05}\n", 1, 0)
     );
 
     // The annotations (higher generation) win over the release ConfigMap.

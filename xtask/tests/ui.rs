@@ -178,3 +178,146 @@ fn screenshot(page: &mut Cdp, name: &str) {
     std::fs::write(dir.join(name), &png).unwrap();
     eprintln!("screenshot: {}", dir.join(name).display());
 }
+
+/// The page's token, as only its own HTML carries it.
+fn token(url: &str) -> String {
+    let html = get(url);
+    html.split("name=\"aether-token\" content=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_else(|| panic!("no token in {html}"))
+        .to_string()
+}
+
+/// `curl` with extra arguments: the HTTP status it got.
+fn status(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every `reload` event of the page's stream, as JSON, on a channel.
+fn reloads(url: &str, token: &str) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    use std::io::Write;
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut s = std::net::TcpStream::connect(&host).unwrap();
+    write!(
+        s,
+        "GET /events?token={token} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut event = String::new();
+        for line in BufReader::new(s).lines().map_while(Result::ok) {
+            if let Some(e) = line.strip_prefix("event: ") {
+                event = e.to_string();
+            } else if let (Some(d), "reload") = (line.strip_prefix("data: "), event.as_str()) {
+                if tx.send(serde_json::from_str(d).unwrap()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn dev_ui_streams_each_saves_full_trace_and_refuses_other_sites() {
+    if !require(node_available(), "node is not installed") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    let _down = DownApp(p, "demo");
+    let env = [("AETHER_TARGET", "local")];
+    let app_url = xtask(p, &env, &["deploy-sample", "demo"]).ok().last("url");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["dev", "demo", "--ui"])
+        .env("AETHER_PROJECT_DIR", p)
+        .env("AETHER_TARGET", "local")
+        .env("AETHER_APP_PORT", "0")
+        .env_remove("AETHER_S3_ENDPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    aether_testkit::capture(child.stderr.take().unwrap(), stderr.clone());
+    let out = child.stdout.take().unwrap();
+    let _dev = UiProcess(child);
+    let line = BufReader::new(out).lines().next().unwrap().unwrap();
+    let url = line
+        .strip_prefix("ui: ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let port = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+
+    // Another site can make the browser send requests, but not with the page's token; a
+    // rebinding site's name is not the page's host.
+    let tok = token(&url);
+    let body = r#"{"app":"demo"}"#;
+    let patch = format!("{url}api/hot-patch");
+    assert_eq!(status(&["-X", "POST", "-d", body, &patch]), "403");
+    assert_eq!(status(&[&format!("{url}events")]), "403");
+    let evil = format!("Host: evil.example:{port}");
+    assert_eq!(
+        status(&["-H", &evil, &format!("{url}events?token={tok}")]),
+        "421"
+    );
+    assert_eq!(status(&["-H", &evil, &url]), "421");
+
+    let events = reloads(&url, &tok);
+    aether_testkit::wait_for(
+        "dev to watch the app",
+        PATIENCE,
+        || stderr.lock().unwrap().contains("watching "),
+        || stderr.lock().unwrap().clone(),
+    );
+    let sample = p.join("examples/sample-node/server.js");
+    let text = std::fs::read_to_string(&sample).unwrap();
+    std::fs::write(
+        &sample,
+        text.replace("const VERSION = 'v1'", "const VERSION = 'seen'"),
+    )
+    .unwrap();
+    // The page may first piece the reload together from the pods; dev's own trace replaces it.
+    let from_dev = wait_until(
+        "dev's trace on the page's stream",
+        PATIENCE,
+        || match events.recv_timeout(PATIENCE) {
+            Ok(v) if v["source"] == "dev" => Ok(v),
+            Ok(v) => Err(v),
+            Err(e) => Err(serde_json::json!(format!("{e}"))),
+        },
+    );
+    let stages: Vec<&str> = from_dev["trace"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    for s in ["debounce", "pack", "upload", "app ready"] {
+        assert!(stages.contains(&s), "{s} missing: {from_dev}");
+    }
+    assert!(get(&app_url).contains("version: seen"));
+}

@@ -14,6 +14,7 @@ mod cutover;
 mod edit;
 mod hot_patch_on_cluster;
 mod platform_on_cluster;
+mod see;
 mod supervisor;
 mod tree;
 
@@ -40,6 +41,9 @@ pub struct Bench {
     /// Only the control plane's figures (also part of the full run).
     #[arg(long)]
     control: bool,
+    /// Only the live page's and `debug`'s figures (also part of the full run).
+    #[arg(long)]
+    see: bool,
 }
 
 impl Bench {
@@ -47,6 +51,10 @@ impl Bench {
         if self.cluster {
             cluster(ctx.sh, 10)?;
             platform_on_cluster::platform(ctx.sh, 10)
+        } else if self.see {
+            release_fetcher(ctx.sh)?;
+            let work = tempfile::Builder::new().prefix("aether-bench-").tempdir()?;
+            see::run(ctx.sh, work.path(), self.cycles)
         } else if self.control {
             let work = tempfile::Builder::new().prefix("aether-bench-").tempdir()?;
             control_urls::run(ctx.sh, work.path())
@@ -166,6 +174,7 @@ fn run(sh: &Shell, files: usize, runs: usize, cycles: usize) -> Result<()> {
         supervisor::run(sh, work.path(), 10)?;
         edit_to_served(sh, work.path(), cycles)?;
         with_node_modules(sh, work.path(), &tree, cycles, ours, packed.bytes)?;
+        see::run(sh, work.path(), cycles)?;
     }
     control_urls::run(sh, work.path())?;
     Ok(())

@@ -1,0 +1,193 @@
+//! The live page and `debug` on the local target: how soon after `hot-patch --wait` returns the
+//! page's event stream carries the reload (as a browser receives it, through HTTP), against a
+//! `hot-status` run started at the same moment to see the same; and how long `debug` takes to
+//! put node's inspector into the running app and take it out, against a plain hot-patch.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use xshell::{cmd, Shell};
+
+use super::*;
+use crate::ops::reload::CutoverArgs;
+
+pub(super) fn run(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
+    use crate::config::Global;
+    use aether_artifact::AppName;
+    let global = Global {
+        project_dir: Some(work.join("project")),
+        ..Default::default()
+    };
+    let app = AppName::parse("bench-ui")?;
+    let dir = work.join("project/app-ui");
+    crate::ops::sample::ensure(&dir)?;
+    let local = edit::local_target(sh, &global);
+    crate::ops::deploy::deploy(
+        &*local,
+        &global,
+        &app,
+        &dir,
+        Duration::from_secs(60),
+        &Default::default(),
+    )?;
+    let result = measure(sh, &*local, &global, &app, &dir, cycles);
+    local.down(&app)?;
+    result
+}
+
+fn measure(
+    sh: &Shell,
+    local: &dyn crate::targets::Target,
+    global: &crate::config::Global,
+    app: &aether_artifact::AppName,
+    dir: &Path,
+    cycles: usize,
+) -> Result<()> {
+    let d1 = local
+        .release(app)?
+        .and_then(|r| r.digest)
+        .context("no release")?;
+    edit::edit_cycles(local, &local.store()?, global, app, dir, 1)?;
+    let d2 = local
+        .release(app)?
+        .and_then(|r| r.digest)
+        .context("no release")?;
+    let open = crate::ops::ui::Opener {
+        args: crate::targets::TargetArgs {
+            target: Some(crate::targets::Kind::Local),
+            context: None,
+            namespace: crate::manifests::NAMESPACE.into(),
+        },
+        global: global.clone(),
+        kind: crate::targets::Kind::Local,
+    };
+    let page = crate::ops::ui::start(open, std::slice::from_ref(app), 0)?;
+    let reloads = subscribe(&page.url)?;
+    let xtask = std::env::current_exe()?;
+    let project = global.project_dir.clone().unwrap_or_default();
+    let args = CutoverArgs {
+        stage_timeout: 60,
+        ..Default::default()
+    };
+    let (mut shown, mut status, mut patch) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..cycles {
+        let d = if i % 2 == 0 { d1 } else { d2 };
+        let t0 = Instant::now();
+        let o = crate::ops::reload::patch(local, app, d, Some(Duration::from_secs(30)), &args)?
+            .context("nothing changed")?;
+        let returned = Instant::now();
+        patch.push(returned - t0);
+        let g = o.published.release.generation;
+        // What a developer without the page runs to see the same.
+        let _env = sh.push_env("AETHER_PROJECT_DIR", &project);
+        let _target = sh.push_env("AETHER_TARGET", "local");
+        let app_s = app.as_str();
+        cmd!(sh, "{xtask} hot-status {app_s}")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()?;
+        status.push(returned.elapsed());
+        let at = loop {
+            let (gen, at) = reloads
+                .recv_timeout(Duration::from_secs(10))
+                .map_err(|_| anyhow!("the page never showed generation {g}"))?;
+            if gen == g {
+                break at;
+            }
+        };
+        shown.push(at.saturating_duration_since(returned));
+        std::thread::sleep(supervisor::PAUSE);
+    }
+    let (mut attach, mut detach) = (Vec::new(), Vec::new());
+    let pod = local.pods(app)?.into_iter().next().context("no pod")?;
+    for _ in 0..cycles.min(10) {
+        let t0 = Instant::now();
+        let a = crate::ops::inspector::attach(local, app, None, Duration::from_secs(30))?;
+        attach.push(t0.elapsed());
+        drop(a);
+        let t1 = Instant::now();
+        crate::ops::inspector::detach(local, app, &pod, Duration::from_secs(30))?;
+        detach.push(t1.elapsed());
+    }
+    for v in [
+        &mut shown,
+        &mut status,
+        &mut patch,
+        &mut attach,
+        &mut detach,
+    ] {
+        v.sort();
+    }
+    println!();
+    println!("the live page and debug, local target, {cycles} hot-patches of the sample");
+    println!(
+        "  page shows the reload, after `hot-patch --wait` returned: {}",
+        p50_p95(&shown)
+    );
+    println!(
+        "  `hot-status` to see the same, started at that moment:    {}",
+        p50_p95(&status)
+    );
+    println!(
+        "  hot-patch --wait itself:                                 {}",
+        p50_p95(&patch)
+    );
+    println!(
+        "  debug: inspector answering (switch + /json/list):        {}",
+        p50_p95(&attach)
+    );
+    println!(
+        "  debug: back without it (switch):                         {}",
+        p50_p95(&detach)
+    );
+    Ok(())
+}
+
+/// The page's event stream, read as a browser reads it: the generation of each `reload` event
+/// and when it arrived.
+fn subscribe(url: &str) -> Result<mpsc::Receiver<(u64, Instant)>> {
+    let html = attohttpc::get(url).send()?.text()?;
+    let token = html
+        .split("name=\"aether-token\" content=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .context("the page carries no token")?
+        .to_string();
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut s = TcpStream::connect(&host)?;
+    write!(
+        s,
+        "GET /events?token={token} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    )?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(s);
+        let mut event = String::new();
+        let mut line = String::new();
+        while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+            let l = line.trim_end();
+            if let Some(e) = l.strip_prefix("event: ") {
+                event = e.to_string();
+            } else if let Some(d) = l.strip_prefix("data: ") {
+                if event == "reload" {
+                    let v: serde_json::Value = serde_json::from_str(d).unwrap_or_default();
+                    if let Some(g) = v["generation"].as_u64() {
+                        if tx.send((g, Instant::now())).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            line.clear();
+        }
+    });
+    Ok(rx)
+}
