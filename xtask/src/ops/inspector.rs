@@ -116,7 +116,7 @@ fn wait_runner(
             bail!("{pod}'s app did not restart {what} within {within:?}: {why}");
         }
         // pace: polling the pod's status, as `hot-patch --wait` does.
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(25));
     }
 }
 

@@ -77,6 +77,12 @@ pub trait Target {
     /// Each live pod's fetcher status, or why it could not be read.
     fn statuses(&self, app: &AppName) -> Result<Vec<PodStatus>>;
 
+    /// How often a live view (the page) may ask for [`Target::release`] and
+    /// [`Target::statuses`]: on a cluster each is a request through the API server per pod.
+    fn status_poll(&self) -> Duration {
+        Duration::from_millis(200)
+    }
+
     /// Prints the app's (or the fetcher's) log as it is now.
     fn logs(&self, app: &AppName, fetcher: bool) -> Result<()>;
 

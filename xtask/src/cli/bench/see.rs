@@ -110,9 +110,12 @@ fn measure(
         let a = crate::ops::inspector::attach(local, app, None, Duration::from_secs(30))?;
         attach.push(t0.elapsed());
         drop(a);
+        // A developer's pause, as between the hot-patches: the standby node boots meanwhile.
+        std::thread::sleep(supervisor::PAUSE);
         let t1 = Instant::now();
         crate::ops::inspector::detach(local, app, &pod, Duration::from_secs(30))?;
         detach.push(t1.elapsed());
+        std::thread::sleep(supervisor::PAUSE);
     }
     for v in [
         &mut shown,

@@ -16,18 +16,18 @@ use crate::ops::reload::{now_ms, Shot, Stage, Trace};
 use crate::release::Release;
 use crate::targets::{PodStatus, Target};
 
-/// The shortest pause between polls; a poll that takes longer (a cluster's API calls) waits
-/// twice its own time, so the page never takes more than a third of a core.
-const MIN_POLL: Duration = Duration::from_millis(200);
 /// Probe shots kept: the span of the longest reload the page reports requests for.
 const SHOTS: usize = 600;
+/// A reload not served everywhere after this long gets no waterfall (the fleet shows why).
+const GIVE_UP: Duration = Duration::from_secs(120);
 
 /// Polls `app` for ever, sending `fleet`, `releases` and `reload` events.
 pub fn fleet(hub: &Hub, open: &Opener, app: &AppName) -> Result<()> {
     let sh = Shell::new()?;
     let t = open.open(&sh);
     let mut seen_generation: Option<u64> = None;
-    let mut pending: Option<Release> = None;
+    // The new release and when the page saw it.
+    let mut pending: Option<(Release, Instant)> = None;
     let mut shots: VecDeque<Shot> = VecDeque::new();
     releases(hub, &*t, app);
     loop {
@@ -37,12 +37,6 @@ pub fn fleet(hub: &Hub, open: &Opener, app: &AppName) -> Result<()> {
             Ok(p) => (p, None),
             Err(e) => (Vec::new(), Some(format!("{e:#}"))),
         };
-        if let Some(url) = t.url(app).ok().flatten() {
-            shots.push_back(probe(&url));
-            if shots.len() > SHOTS {
-                shots.pop_front();
-            }
-        }
         hub.send(
             "fleet",
             json!({
@@ -57,21 +51,40 @@ pub fn fleet(hub: &Hub, open: &Opener, app: &AppName) -> Result<()> {
         if seen_generation != Some(desired.generation) {
             // The generation the page found is the state it starts from, not a reload it saw.
             if seen_generation.is_some() && desired.digest.is_some() {
-                pending = Some(desired.clone());
+                pending = Some((desired.clone(), Instant::now()));
             }
             seen_generation = Some(desired.generation);
-            releases(hub, &*t, app);
         }
-        if let Some(rel) = &pending {
+        // The app is asked only while a reload is under way: a steady probe would fill a
+        // request log and count in the app's own counters.
+        if pending.is_some() {
+            if let Some(url) = t.url(app).ok().flatten() {
+                shots.push_back(probe(&url));
+                if shots.len() > SHOTS {
+                    shots.pop_front();
+                }
+            }
+        }
+        if pending
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() > GIVE_UP)
+        {
+            // It never got everywhere: the fleet view says why; stop probing the app.
+            pending = None;
+        }
+        if let Some((rel, _)) = &pending {
             if let Some(trace) = observed(rel, &pods, &shots) {
                 if !hub.has_reload(app.as_str(), rel.generation) {
                     hub.send("reload", reload_event(app, "observed", &trace));
                 }
                 pending = None;
+                // After the trace: the history the rollback list shows changed with it.
+                releases(hub, &*t, app);
             }
         }
-        // pace: the poll interval, not an ordering of events.
-        std::thread::sleep(MIN_POLL.max(2 * began.elapsed()));
+        // pace: the target's poll interval; a poll that takes longer (a cluster's API calls)
+        // waits four times its own time, so the page never takes a core's fifth.
+        std::thread::sleep(t.status_poll().max(4 * began.elapsed()));
     }
 }
 

@@ -345,6 +345,11 @@ impl Target for Local {
             .map(|p| format!("http://127.0.0.1:{}/", p.app_port)))
     }
 
+    /// Reading two files.
+    fn status_poll(&self) -> Duration {
+        Duration::from_millis(50)
+    }
+
     fn statuses(&self, app: &AppName) -> Result<Vec<PodStatus>> {
         Ok(self
             .pod(app)

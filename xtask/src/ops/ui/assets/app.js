@@ -159,7 +159,7 @@ function onReload(d) {
     el("code", { text: short(tr.digest) }),
     el("span", { text: `${tr.total_ms} ms on ${tr.pods} pod${tr.pods === 1 ? "" : "s"}${tr.barrier ? " (together)" : ""}` }),
     el("span", { class: "legend", text: "from " + d.source }),
-    el("span", { class: failed ? "bad" : "ok", text: tr.requests ? `${tr.failed_requests} of ${tr.requests} requests failed` : "no requests probed" }));
+    el("span", { class: failed ? "bad" : "ok", text: tr.requests ? `${tr.failed_requests} of ${tr.requests} probe requests failed` : "no request probed" }));
   if (tr.spread_ms != null) head.append(el("span", { text: `replicas switched within ${tr.spread_ms} ms` }));
   const wf = el("div", { class: "waterfall" }, el("span", { class: "who", text: "all pods" }), track(stages, span));
   for (const [pod, segs] of pods) wf.append(el("span", { class: "who", title: pod, text: pod }), track(segs, span));
