@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aether_testkit::cdp::{chromium, Browser, Cdp};
+use aether_testkit::page;
 use aether_testkit::{require, wait_until, PATIENCE};
 use base64::Engine;
 
@@ -179,16 +180,6 @@ fn screenshot(page: &mut Cdp, name: &str) {
     eprintln!("screenshot: {}", dir.join(name).display());
 }
 
-/// The page's token, as only its own HTML carries it.
-fn token(url: &str) -> String {
-    let html = get(url);
-    html.split("name=\"aether-token\" content=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap_or_else(|| panic!("no token in {html}"))
-        .to_string()
-}
-
 /// `curl` with extra arguments: the HTTP status it got.
 fn status(args: &[&str]) -> String {
     let out = Command::new("curl")
@@ -205,35 +196,6 @@ fn status(args: &[&str]) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Every `reload` event of the page's stream, as JSON, on a channel.
-fn reloads(url: &str, token: &str) -> std::sync::mpsc::Receiver<serde_json::Value> {
-    use std::io::Write;
-    let host = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let mut s = std::net::TcpStream::connect(&host).unwrap();
-    write!(
-        s,
-        "GET /events?token={token} HTTP/1.1\r\nHost: {host}\r\n\r\n"
-    )
-    .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut event = String::new();
-        for line in BufReader::new(s).lines().map_while(Result::ok) {
-            if let Some(e) = line.strip_prefix("event: ") {
-                event = e.to_string();
-            } else if let (Some(d), "reload") = (line.strip_prefix("data: "), event.as_str()) {
-                if tx.send(serde_json::from_str(d).unwrap()).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    rx
 }
 
 #[test]
@@ -274,7 +236,7 @@ fn dev_ui_streams_each_saves_full_trace_and_refuses_other_sites() {
 
     // Another site can make the browser send requests, but not with the page's token; a
     // rebinding site's name is not the page's host.
-    let tok = token(&url);
+    let tok = page::token(&url).unwrap();
     let body = r#"{"app":"demo"}"#;
     let patch = format!("{url}api/hot-patch");
     assert_eq!(status(&["-X", "POST", "-d", body, &patch]), "403");
@@ -286,7 +248,7 @@ fn dev_ui_streams_each_saves_full_trace_and_refuses_other_sites() {
     );
     assert_eq!(status(&["-H", &evil, &url]), "421");
 
-    let events = reloads(&url, &tok);
+    let events = page::events(&url, &tok).unwrap();
     aether_testkit::wait_for(
         "dev to watch the app",
         PATIENCE,
@@ -301,15 +263,10 @@ fn dev_ui_streams_each_saves_full_trace_and_refuses_other_sites() {
     )
     .unwrap();
     // The page may first piece the reload together from the pods; dev's own trace replaces it.
-    let from_dev = wait_until(
-        "dev's trace on the page's stream",
-        PATIENCE,
-        || match events.recv_timeout(PATIENCE) {
-            Ok(v) if v["source"] == "dev" => Ok(v),
-            Ok(v) => Err(v),
-            Err(e) => Err(serde_json::json!(format!("{e}"))),
-        },
-    );
+    let from_dev = page::next(&events, "reload", PATIENCE, |v| {
+        (v["source"] == "dev").then(|| v.clone())
+    })
+    .unwrap();
     let stages: Vec<&str> = from_dev["trace"]["stages"]
         .as_array()
         .unwrap()

@@ -5,6 +5,7 @@
 //! itself, bounded by a deadline that names what it waited for, holds there.
 
 pub mod cdp;
+pub mod page;
 pub mod postgres;
 
 use std::fmt::Debug;

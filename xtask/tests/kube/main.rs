@@ -14,6 +14,7 @@ use common::*;
 mod access;
 mod follow;
 mod inspect;
+mod page;
 mod platform;
 
 use std::path::Path;

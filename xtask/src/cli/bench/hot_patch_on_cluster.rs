@@ -119,6 +119,25 @@ pub(super) fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
     let cut = result
         .is_ok()
         .then(|| cutover::measure(&run_x, &dir, &project, &ns, cycles));
+    let see = result.is_ok().then(|| {
+        let global = crate::config::Global {
+            project_dir: Some(project.clone()),
+            ..Default::default()
+        };
+        let open = crate::ops::ui::Opener {
+            args: crate::targets::TargetArgs {
+                target: Some(crate::targets::Kind::Kube),
+                context: None,
+                namespace: ns.clone(),
+            },
+            global,
+            kind: crate::targets::Kind::Kube,
+        };
+        let t = open.open(sh);
+        let app = aether_artifact::AppName::parse("demo")?;
+        // Printed at once: the lines below belong to the other parts.
+        see::measure(sh, &*t, open.clone(), &app, &dir, cycles)
+    });
     let _ = x(&["down", "demo"]);
     let _ = cmd!(sh, "kubectl delete namespace {ns} --wait=false")
         .quiet()
@@ -183,6 +202,9 @@ pub(super) fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
     }
     if let Some(cut) = cut {
         cut?.print();
+    }
+    if let Some(see) = see {
+        see?;
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The live page and `debug` on the local target: how soon after `hot-patch --wait` returns the
+//! The live page and `debug` (on the local target, and with `--cluster` on the cluster): how soon after `hot-patch --wait` returns the
 //! page's event stream carries the reload (as a browser receives it, through HTTP), against a
 //! `hot-status` run started at the same moment to see the same; and how long `debug` takes to
 //! put node's inspector into the running app and take it out, against a plain hot-patch.
@@ -34,28 +34,6 @@ pub(super) fn run(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
         Duration::from_secs(60),
         &Default::default(),
     )?;
-    let result = measure(sh, &*local, &global, &app, &dir, cycles);
-    local.down(&app)?;
-    result
-}
-
-fn measure(
-    sh: &Shell,
-    local: &dyn crate::targets::Target,
-    global: &crate::config::Global,
-    app: &aether_artifact::AppName,
-    dir: &Path,
-    cycles: usize,
-) -> Result<()> {
-    let d1 = local
-        .release(app)?
-        .and_then(|r| r.digest)
-        .context("no release")?;
-    edit::edit_cycles(local, &local.store()?, global, app, dir, 1)?;
-    let d2 = local
-        .release(app)?
-        .and_then(|r| r.digest)
-        .context("no release")?;
     let open = crate::ops::ui::Opener {
         args: crate::targets::TargetArgs {
             target: Some(crate::targets::Kind::Local),
@@ -65,14 +43,51 @@ fn measure(
         global: global.clone(),
         kind: crate::targets::Kind::Local,
     };
-    let page = crate::ops::ui::start(open, std::slice::from_ref(app), 0)?;
-    let reloads = subscribe(&page.url)?;
-    let xtask = std::env::current_exe()?;
-    let project = global.project_dir.clone().unwrap_or_default();
+    let result = measure(sh, &*local, open, &app, &dir, cycles);
+    local.down(&app)?;
+    result
+}
+
+/// The figures on any target, for an app deployed from `dir` (the sample) that `open` reaches.
+pub(super) fn measure(
+    sh: &Shell,
+    local: &dyn crate::targets::Target,
+    open: crate::ops::ui::Opener,
+    app: &aether_artifact::AppName,
+    dir: &Path,
+    cycles: usize,
+) -> Result<()> {
+    let global = &open.global.clone();
+    let d1 = local
+        .release(app)?
+        .and_then(|r| r.digest)
+        .context("no release")?;
     let args = CutoverArgs {
         stage_timeout: 60,
         ..Default::default()
     };
+    // A second release: the sample with one line of its own.
+    let src = dir.join("server.js");
+    let text = std::fs::read_to_string(&src)?;
+    std::fs::write(
+        &src,
+        format!("{text}// the page's bench {}\n", std::process::id()),
+    )?;
+    let store = local.store()?;
+    crate::ops::cycle::cycle(local, &store, global, app, dir, Instant::now(), &args)?;
+    std::fs::write(&src, text)?;
+    let d2 = local
+        .release(app)?
+        .and_then(|r| r.digest)
+        .context("no release")?;
+    let (kind, namespace) = (open.kind, open.args.namespace.clone());
+    let page = crate::ops::ui::start(open, std::slice::from_ref(app), 0)?;
+    let reloads = subscribe(&page.url)?;
+    let xtask = std::env::current_exe()?;
+    let project = global.project_dir.clone().unwrap_or_default();
+    // The page's first poll is the state it starts from: a patch before it would be no reload.
+    let g0 = local.release(app)?.unwrap_or_default().generation;
+    next(&reloads, "fleet", g0)?;
     let (mut shown, mut status, mut patch) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..cycles {
         let d = if i % 2 == 0 { d1 } else { d2 };
@@ -84,7 +99,8 @@ fn measure(
         let g = o.published.release.generation;
         // What a developer without the page runs to see the same.
         let _env = sh.push_env("AETHER_PROJECT_DIR", &project);
-        let _target = sh.push_env("AETHER_TARGET", "local");
+        let _target = sh.push_env("AETHER_TARGET", format!("{kind:?}").to_lowercase());
+        let _ns = sh.push_env("AETHER_NAMESPACE", &namespace);
         let app_s = app.as_str();
         cmd!(sh, "{xtask} hot-status {app_s}")
             .quiet()
@@ -92,14 +108,7 @@ fn measure(
             .ignore_stderr()
             .run()?;
         status.push(returned.elapsed());
-        let at = loop {
-            let (gen, at) = reloads
-                .recv_timeout(Duration::from_secs(10))
-                .map_err(|_| anyhow!("the page never showed generation {g}"))?;
-            if gen == g {
-                break at;
-            }
-        };
+        let at = next(&reloads, "reload", g)?;
         shown.push(at.saturating_duration_since(returned));
         std::thread::sleep(supervisor::PAUSE);
     }
@@ -127,7 +136,11 @@ fn measure(
         v.sort();
     }
     println!();
-    println!("the live page and debug, local target, {cycles} hot-patches of the sample");
+    let pods = local.pods(app)?.len();
+    println!(
+        "the live page and debug, {} target, {pods} pod(s), {cycles} hot-patches of the sample",
+        local.name()
+    );
     println!(
         "  page shows the reload, after `hot-patch --wait` returned: {}",
         p50_p95(&shown)
@@ -151,9 +164,21 @@ fn measure(
     Ok(())
 }
 
-/// The page's event stream, read as a browser reads it: the generation of each `reload` event
-/// and when it arrived.
-fn subscribe(url: &str) -> Result<mpsc::Receiver<(u64, Instant)>> {
+/// When the next `kind` event of generation `g` arrived.
+fn next(rx: &mpsc::Receiver<(String, u64, Instant)>, kind: &str, g: u64) -> Result<Instant> {
+    loop {
+        let (k, gen, at) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| anyhow!("the page never showed generation {g} ({kind})"))?;
+        if k == kind && gen == g {
+            return Ok(at);
+        }
+    }
+}
+
+/// The page's event stream, read as a browser reads it: each `reload` event's generation, and
+/// each `fleet` event's wanted generation, and when it arrived.
+fn subscribe(url: &str) -> Result<mpsc::Receiver<(String, u64, Instant)>> {
     let html = attohttpc::get(url).send()?.text()?;
     let token = html
         .split("name=\"aether-token\" content=\"")
@@ -180,12 +205,15 @@ fn subscribe(url: &str) -> Result<mpsc::Receiver<(u64, Instant)>> {
             if let Some(e) = l.strip_prefix("event: ") {
                 event = e.to_string();
             } else if let Some(d) = l.strip_prefix("data: ") {
-                if event == "reload" {
-                    let v: serde_json::Value = serde_json::from_str(d).unwrap_or_default();
-                    if let Some(g) = v["generation"].as_u64() {
-                        if tx.send((g, Instant::now())).is_err() {
-                            return;
-                        }
+                let v: serde_json::Value = serde_json::from_str(d).unwrap_or_default();
+                let g = match event.as_str() {
+                    "reload" => v["generation"].as_u64(),
+                    "fleet" => v["desired"]["generation"].as_u64(),
+                    _ => None,
+                };
+                if let Some(g) = g {
+                    if tx.send((event.clone(), g, Instant::now())).is_err() {
+                        return;
                     }
                 }
             }

@@ -115,6 +115,8 @@ fn observed(rel: &Release, pods: &[PodStatus], shots: &VecDeque<Shot>) -> Option
         .min()
         .unwrap_or_else(now_ms);
     let mut trace = Trace::new(rel, vec![(Stage::Start, origin)], pods, &[], false);
+    // Its fetch stages are the pods' either way; a cutover's own are only in its command's trace.
+    trace.barrier = rel.activate_at.is_some();
     let during: Vec<&Shot> = shots.iter().filter(|s| s.0 >= origin).collect();
     trace.requests = during.len();
     trace.failed_requests = during.iter().filter(|s| !s.2).count();
