@@ -67,12 +67,14 @@ fn the_page_shows_every_replica_and_its_buttons_reload_them() {
 
     // A hot-patch from another process: the page pieces its trace together from both pods.
     let d2 = ns.upload("v2");
-    let g2 = ns
+    let g2: u64 = ns
         .x(&["hot-patch", "demo", &d2, "--wait", "60"])
         .ok()
-        .last("generation");
+        .last("generation")
+        .parse()
+        .unwrap();
     let observed = page::next(&ev, "reload", PATIENCE, |v| {
-        (v["generation"].to_string() == g2).then(|| v.clone())
+        (v["generation"] == g2).then(|| v.clone())
     })
     .unwrap();
     let per_pod = observed["trace"]["per_pod"].as_array().unwrap();

@@ -14,25 +14,7 @@ use super::*;
 /// the first HTTP response from the new release (aether-run switches once the new node
 /// listens). The floor is a node start.
 pub(super) fn edit_to_served(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
-    use crate::config::Global;
-    use crate::targets::DeployOpts;
-    use aether_artifact::AppName;
-    let global = Global {
-        project_dir: Some(work.join("project")),
-        ..Default::default()
-    };
-    let app = AppName::parse("bench")?;
-    let dir = work.join("project/app");
-    crate::ops::sample::ensure(&dir)?;
-    let local = local_target(sh, &global);
-    crate::ops::deploy::deploy(
-        &*local,
-        &global,
-        &app,
-        &dir,
-        Duration::from_secs(60),
-        &DeployOpts::default(),
-    )?;
+    let (global, local, app, dir) = local_sample(sh, work, "bench")?;
     let store = local.store()?;
     let result = edit_cycles(&*local, &store, &global, &app, &dir, cycles);
     local.down(&app)?;
@@ -165,6 +147,37 @@ pub(super) fn with_node_modules(
 }
 
 /// The local target with the bench's own project, whatever the user's default target is.
+/// The sample deployed as `app` on the local target, in a project under `work`: the project's
+/// settings, the target, the app and the sample's directory.
+pub(super) fn local_sample<'a>(
+    sh: &'a Shell,
+    work: &Path,
+    app: &str,
+) -> Result<(
+    crate::config::Global,
+    Box<dyn crate::targets::Target + 'a>,
+    aether_artifact::AppName,
+    std::path::PathBuf,
+)> {
+    let global = crate::config::Global {
+        project_dir: Some(work.join("project")),
+        ..Default::default()
+    };
+    let name = aether_artifact::AppName::parse(app)?;
+    let dir = work.join("project").join(app);
+    crate::ops::sample::ensure(&dir)?;
+    let local = local_target(sh, &global);
+    crate::ops::deploy::deploy(
+        &*local,
+        &global,
+        &name,
+        &dir,
+        Duration::from_secs(60),
+        &Default::default(),
+    )?;
+    Ok((global, local, name, dir))
+}
+
 pub(super) fn local_target<'a>(
     sh: &'a xshell::Shell,
     global: &crate::config::Global,

@@ -124,15 +124,7 @@ pub(super) fn cluster(sh: &Shell, cycles: usize) -> Result<()> {
             project_dir: Some(project.clone()),
             ..Default::default()
         };
-        let open = crate::ops::ui::Opener {
-            args: crate::targets::TargetArgs {
-                target: Some(crate::targets::Kind::Kube),
-                context: None,
-                namespace: ns.clone(),
-            },
-            global,
-            kind: crate::targets::Kind::Kube,
-        };
+        let open = crate::ops::ui::Opener::new(crate::targets::Kind::Kube, &ns, global);
         let t = open.open(sh);
         let app = aether_artifact::AppName::parse("demo")?;
         // Printed at once: the lines below belong to the other parts.

@@ -16,33 +16,12 @@ use super::*;
 use crate::ops::reload::CutoverArgs;
 
 pub(super) fn run(sh: &Shell, work: &Path, cycles: usize) -> Result<()> {
-    use crate::config::Global;
-    use aether_artifact::AppName;
-    let global = Global {
-        project_dir: Some(work.join("project")),
-        ..Default::default()
-    };
-    let app = AppName::parse("bench-ui")?;
-    let dir = work.join("project/app-ui");
-    crate::ops::sample::ensure(&dir)?;
-    let local = edit::local_target(sh, &global);
-    crate::ops::deploy::deploy(
-        &*local,
-        &global,
-        &app,
-        &dir,
-        Duration::from_secs(60),
-        &Default::default(),
-    )?;
-    let open = crate::ops::ui::Opener {
-        args: crate::targets::TargetArgs {
-            target: Some(crate::targets::Kind::Local),
-            context: None,
-            namespace: crate::manifests::NAMESPACE.into(),
-        },
-        global: global.clone(),
-        kind: crate::targets::Kind::Local,
-    };
+    let (global, local, app, dir) = edit::local_sample(sh, work, "bench-ui")?;
+    let open = crate::ops::ui::Opener::new(
+        crate::targets::Kind::Local,
+        crate::manifests::NAMESPACE,
+        global,
+    );
     let result = measure(sh, &*local, open, &app, &dir, cycles);
     local.down(&app)?;
     result

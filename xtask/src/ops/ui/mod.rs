@@ -27,6 +27,19 @@ pub struct Opener {
 }
 
 impl Opener {
+    /// For `kind` in `namespace` (a cluster's; the local target ignores it), the default context.
+    pub fn new(kind: Kind, namespace: &str, global: Global) -> Opener {
+        Opener {
+            args: TargetArgs {
+                target: Some(kind),
+                context: None,
+                namespace: namespace.into(),
+            },
+            global,
+            kind,
+        }
+    }
+
     pub fn open<'a>(&self, sh: &'a Shell) -> Box<dyn Target + 'a> {
         self.args.open_kind(sh, &self.global, self.kind)
     }
