@@ -278,3 +278,69 @@ fn dev_ui_streams_each_saves_full_trace_and_refuses_other_sites() {
     }
     assert!(get(&app_url).contains("version: seen"));
 }
+
+#[test]
+fn without_a_control_plane_the_hot_patch_button_names_a_digest_or_says_why_not() {
+    if !require(node_available(), "node is not installed") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    let _down = DownApp(p, "demo");
+    let env = [("AETHER_TARGET", "local"), ("AETHER_CONTROL", "off")];
+    let v1 = app_dir(p, &V.replace("VERSION", "v1"));
+    let app_url = xtask(p, &env, &["deploy-sample", "demo", v1.to_str().unwrap()])
+        .ok()
+        .last("url");
+    let v2 = p.join("app2");
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::write(v2.join("server.js"), V.replace("VERSION", "v2")).unwrap();
+    let d2 = xtask(p, &env, &["hot-upload", "demo", v2.to_str().unwrap()])
+        .ok()
+        .last("digest");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["ui", "demo"])
+        .env("AETHER_PROJECT_DIR", p)
+        .env("AETHER_TARGET", "local")
+        .env("AETHER_CONTROL", "off")
+        .env_remove("AETHER_S3_ENDPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let _ui = UiProcess(child);
+    let line = BufReader::new(out).lines().next().unwrap().unwrap();
+    let url = line.strip_prefix("ui: ").unwrap().to_string();
+    let tok = page::token(&url).unwrap();
+    let post = |body: String| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                "--max-time",
+                "90",
+                "-X",
+                "POST",
+            ])
+            .args(["-H", &format!("X-Aether-Token: {tok}"), "-d", &body])
+            .arg(format!("{url}api/hot-patch"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The release history lists releases, not uploads: no guessing which is the latest.
+    let said = post(r#"{"app":"demo"}"#.into());
+    assert!(
+        said.ends_with("409") && said.contains("without a control plane"),
+        "{said}"
+    );
+    assert_eq!(get(&app_url), "v1");
+    let said = post(format!(r#"{{"app":"demo","digest":"{d2}"}}"#));
+    assert!(
+        said.ends_with("200") && said.contains("hot-patch: generation 2"),
+        "{said}"
+    );
+    assert_eq!(get(&app_url), "v2");
+}

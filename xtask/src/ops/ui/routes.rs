@@ -137,10 +137,18 @@ fn act(path: &str, v: &Value, s: &Shared) -> Result<Value> {
 /// The newest upload the history knows.
 fn latest_upload(t: &dyn crate::targets::Target, app: &AppName) -> Result<Digest> {
     let cur = t.release(app)?.unwrap_or_default();
-    let (list, _) = crate::ops::registry::recent(t.control()?.as_ref(), &t.store()?, app, &cur)?;
-    let newest = list.iter().max_by_key(|r| (r.seq, r.published_at_ms));
+    let (list, source) =
+        crate::ops::registry::recent(t.control()?.as_ref(), &t.store()?, app, &cur)?;
+    // Only the control plane's history orders uploads; the release history lists releases.
+    let newest = list
+        .iter()
+        .filter(|r| r.seq.is_some())
+        .max_by_key(|r| r.seq);
     match newest {
         Some(r) => Ok(r.digest),
+        None if source != "control-plane" => bail!(
+            "without a control plane the page cannot tell the latest upload: choose a release,              or run `cargo xtask hot-patch {app} <digest>`"
+        ),
         None => bail!("{app} has no upload yet: run `cargo xtask hot-upload {app} <dir>`"),
     }
 }
