@@ -163,7 +163,8 @@ function onReload(d) {
   if (tr.spread_ms != null) head.append(el("span", { text: `replicas switched within ${tr.spread_ms} ms` }));
   const wf = el("div", { class: "waterfall" }, el("span", { class: "who", text: "all pods" }), track(stages, span));
   for (const [pod, segs] of pods) wf.append(el("span", { class: "who", title: pod, text: pod }), track(segs, span));
-  const sr = el("p", { class: "sr", text: tr.stages.map((x) => `${x.stage} ${x.ms} ms`).join(", ") });
+  // The figures in words too: a narrow bar cuts its label short.
+  const sr = el("p", { class: "legend stages", text: tr.stages.map((x) => `${x.stage} ${x.ms} ms`).join(" · ") });
   li.append(head, wf, sr);
   const old = ol.querySelector(`[data-generation="${d.generation}"]`);
   if (old) old.replaceWith(li);
