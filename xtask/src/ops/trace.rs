@@ -142,6 +142,9 @@ pub struct PodTrace {
     pub seen_at_ms: Option<u64>,
     pub download_ms: Option<u64>,
     pub verify_extract_ms: Option<u64>,
+    /// When the release was complete on disk (the end of verify+extract, as the whole trace's
+    /// stage counts it).
+    pub ready_at_ms: Option<u64>,
     pub published_at_ms: Option<u64>,
     pub switched_at_ms: Option<u64>,
 }
@@ -166,6 +169,7 @@ impl Trace {
                     seen_at_ms: if live { s.seen_at_ms } else { None },
                     download_ms: f.map(|f| f.download_ms),
                     verify_extract_ms: f.map(|f| f.verify_extract_ms),
+                    ready_at_ms: f.map(|f| f.ready_at_ms),
                     published_at_ms: if live { s.published_at_ms } else { None },
                     switched_at_ms: s
                         .runner

@@ -118,7 +118,12 @@ function podSegments(pt, t0) {
   if (seen != null) {
     segs.push(["until seen", 0, seen]);
     if (pt.download_ms != null) { segs.push(["download", end, end + pt.download_ms]); end += pt.download_ms; }
-    if (pt.verify_extract_ms != null) { segs.push(["verify+extract", end, end + pt.verify_extract_ms]); end += pt.verify_extract_ms; }
+    if (pt.verify_extract_ms != null) {
+      // Until the release was complete on disk, as the whole reload's row counts it.
+      const ready = pt.ready_at_ms != null ? at(pt.ready_at_ms) : end + pt.verify_extract_ms;
+      segs.push(["verify+extract", end, ready]);
+      end = ready;
+    }
   }
   const pub = at(pt.published_at_ms);
   if (pub != null) { segs.push(["swap", end ?? pub, pub]); end = pub; }
