@@ -56,33 +56,55 @@ impl Debug {
         println!("pod={}", a.pod);
         println!("inspector={}", a.ws);
         println!("devtools={}", a.devtools);
-        let ended = wait_for_end(signals, &mut a.forward);
+        let ended = wait_for_end(signals, &mut a.forward, || {
+            // kubectl's forward outlives a deleted pod until a connection tries it.
+            match t.pods(&self.app) {
+                Ok(pods) if !pods.contains(&a.pod) => Some(format!("the pod {} is gone", a.pod)),
+                _ => None,
+            }
+        });
         eprintln!(
             "ending the session: {}",
             ended.as_deref().unwrap_or("asked to stop")
         );
         let pod = a.pod.clone();
         drop(a);
-        inspector::detach(&*t, &self.app, &pod, within)?;
-        eprintln!("{pod} serves without the inspector again");
-        match ended {
-            Some(why) => bail!("the debug session ended early: {why}"),
-            None => Ok(()),
+        let off = inspector::detach(&*t, &self.app, &pod, within);
+        if off.is_ok() {
+            eprintln!("{pod} serves without the inspector again");
+        }
+        match (ended, off) {
+            (None, off) => off,
+            (Some(why), Ok(())) => bail!("the debug session ended early: {why}"),
+            (Some(why), Err(e)) => bail!(
+                "the debug session ended early: {why}; turning the inspector off failed too: \
+                 {e:#} (a replacement pod starts without it; else run `cargo xtask debug {} --off`)",
+                self.app
+            ),
         }
     }
 }
 
-/// Until a stop signal (`None`) or the forward ends (why).
+/// Until a stop signal (`None`), the forward ends or the pod goes (why).
 fn wait_for_end(
     mut signals: signal_hook::iterator::Signals,
     fwd: &mut crate::targets::Forward,
+    gone: impl Fn() -> Option<String>,
 ) -> Option<String> {
+    let mut ticks = 0u32;
     loop {
         if signals.pending().next().is_some() {
             return None;
         }
         if let Some(why) = fwd.ended() {
             return Some(why);
+        }
+        ticks += 1;
+        // The pod is asked about once a second (a request to the API server on a cluster).
+        if ticks % 10 == 0 {
+            if let Some(why) = gone() {
+                return Some(why);
+            }
         }
         // pace: how soon a stop signal or a dead forward is noticed.
         std::thread::sleep(Duration::from_millis(100));

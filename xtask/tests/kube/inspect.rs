@@ -107,5 +107,31 @@ fn debug_attaches_through_a_port_forward_without_a_rollout() {
     assert_eq!(ns.pods(), before, "no pod was replaced or restarted");
     assert_eq!(deployment_generation(&ns), generation, "no rollout");
     assert_eq!(get(&url).as_deref(), Some("version: v1\n"));
+
+    // The pod goes away mid-session: the forward ends, the command says so and fails, and the
+    // replacement runs without the inspector.
+    let mut child = c.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let pod = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("pod=").map(str::to_string))
+        .expect("a second session");
+    ns.k(&["delete", "pod", &pod, "--wait=false"]).ok();
+    let mut said = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert!(!child.wait().unwrap().success(), "{said}");
+    assert!(said.contains("the debug session ended early"), "{said}");
+    let st = ns.wait_status("the replacement serving", &["--json"], |r| r.code == 0);
+    let v: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    for p in v["pods"].as_array().unwrap() {
+        assert_ne!(p["pod"], pod.as_str());
+        assert!(p["runner"]["inspector"].is_null(), "{}", st.stdout);
+    }
     ns.x(&["down", "demo"]).ok();
 }
