@@ -101,7 +101,7 @@ fn wait_for_end(
         }
         ticks += 1;
         // The pod is asked about once a second (a request to the API server on a cluster).
-        if ticks % 10 == 0 {
+        if ticks.is_multiple_of(10) {
             if let Some(why) = gone() {
                 return Some(why);
             }
