@@ -31,6 +31,49 @@ impl Drop for UiProcess {
     }
 }
 
+/// v1 deployed from `app/` and v2 uploaded from `app2/`: the app's URL and both digests.
+fn v1_deployed_v2_uploaded(p: &std::path::Path, env: &[(&str, &str)]) -> (String, String, String) {
+    let v1 = app_dir(p, &V.replace("VERSION", "v1"));
+    let deployed = xtask(p, env, &["deploy-sample", "demo", v1.to_str().unwrap()]).ok();
+    let v2 = p.join("app2");
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::write(v2.join("server.js"), V.replace("VERSION", "v2")).unwrap();
+    let d2 = xtask(p, env, &["hot-upload", "demo", v2.to_str().unwrap()])
+        .ok()
+        .last("digest");
+    (deployed.last("url"), deployed.last("digest"), d2)
+}
+
+/// `xtask <args>` with the page (`ui`, `dev --ui`), killed on drop; the page's address (its
+/// first line on stdout) and the process's stderr as it comes.
+fn with_page(
+    p: &std::path::Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (UiProcess, String, std::sync::Arc<std::sync::Mutex<String>>) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.args(args)
+        .env("AETHER_PROJECT_DIR", p)
+        .env("AETHER_APP_PORT", "0")
+        .env_remove("AETHER_S3_ENDPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    aether_testkit::capture(child.stderr.take().unwrap(), stderr.clone());
+    let out = child.stdout.take().unwrap();
+    let ui = UiProcess(child);
+    let line = BufReader::new(out).lines().next().unwrap().unwrap();
+    let url = line
+        .strip_prefix("ui: ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    (ui, url, stderr)
+}
+
 #[test]
 fn the_page_shows_a_hot_patch_and_its_buttons_work() {
     if !require(node_available(), "node is not installed") {
@@ -47,32 +90,8 @@ fn the_page_shows_a_hot_patch_and_its_buttons_work() {
     let p = t.path();
     let _down = DownApp(p, "demo");
     let env = [("AETHER_TARGET", "local")];
-    let v1 = app_dir(p, &V.replace("VERSION", "v1"));
-    let deployed = xtask(p, &env, &["deploy-sample", "demo", v1.to_str().unwrap()]).ok();
-    let d1 = deployed.last("digest");
-    let v2 = p.join("app2");
-    std::fs::create_dir_all(&v2).unwrap();
-    std::fs::write(v2.join("server.js"), V.replace("VERSION", "v2")).unwrap();
-    let d2 = xtask(p, &env, &["hot-upload", "demo", v2.to_str().unwrap()])
-        .ok()
-        .last("digest");
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["ui", "demo"])
-        .env("AETHER_PROJECT_DIR", p)
-        .env("AETHER_TARGET", "local")
-        .env_remove("AETHER_S3_ENDPOINT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let ui = UiProcess(child);
-    let line = BufReader::new(out).lines().next().unwrap().unwrap();
-    let url = line
-        .strip_prefix("ui: ")
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_string();
+    let (app_url, d1, d2) = v1_deployed_v2_uploaded(p, &env);
+    let (ui, url, _) = with_page(p, &env, &["ui", "demo"]);
 
     let browser = Browser::open(&bin, &url).unwrap();
     let mut page = browser.page(&url).unwrap();
@@ -159,7 +178,7 @@ fn the_page_shows_a_hot_patch_and_its_buttons_work() {
         "{}",
         st.stdout
     );
-    assert_eq!(get(&deployed.last("url")), "v1");
+    assert_eq!(get(&app_url), "v1");
     drop(ui);
 }
 
@@ -208,25 +227,7 @@ fn dev_ui_streams_each_saves_full_trace_and_refuses_other_sites() {
     let _down = DownApp(p, "demo");
     let env = [("AETHER_TARGET", "local")];
     let app_url = xtask(p, &env, &["deploy-sample", "demo"]).ok().last("url");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["dev", "demo", "--ui"])
-        .env("AETHER_PROJECT_DIR", p)
-        .env("AETHER_TARGET", "local")
-        .env("AETHER_APP_PORT", "0")
-        .env_remove("AETHER_S3_ENDPOINT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    aether_testkit::capture(child.stderr.take().unwrap(), stderr.clone());
-    let out = child.stdout.take().unwrap();
-    let _dev = UiProcess(child);
-    let line = BufReader::new(out).lines().next().unwrap().unwrap();
-    let url = line
-        .strip_prefix("ui: ")
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_string();
+    let (_dev, url, stderr) = with_page(p, &env, &["dev", "demo", "--ui"]);
     let port = url
         .trim_end_matches('/')
         .rsplit(':')
@@ -288,30 +289,8 @@ fn without_a_control_plane_the_hot_patch_button_names_a_digest_or_says_why_not()
     let p = t.path();
     let _down = DownApp(p, "demo");
     let env = [("AETHER_TARGET", "local"), ("AETHER_CONTROL", "off")];
-    let v1 = app_dir(p, &V.replace("VERSION", "v1"));
-    let app_url = xtask(p, &env, &["deploy-sample", "demo", v1.to_str().unwrap()])
-        .ok()
-        .last("url");
-    let v2 = p.join("app2");
-    std::fs::create_dir_all(&v2).unwrap();
-    std::fs::write(v2.join("server.js"), V.replace("VERSION", "v2")).unwrap();
-    let d2 = xtask(p, &env, &["hot-upload", "demo", v2.to_str().unwrap()])
-        .ok()
-        .last("digest");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["ui", "demo"])
-        .env("AETHER_PROJECT_DIR", p)
-        .env("AETHER_TARGET", "local")
-        .env("AETHER_CONTROL", "off")
-        .env_remove("AETHER_S3_ENDPOINT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let _ui = UiProcess(child);
-    let line = BufReader::new(out).lines().next().unwrap().unwrap();
-    let url = line.strip_prefix("ui: ").unwrap().to_string();
+    let (app_url, _, d2) = v1_deployed_v2_uploaded(p, &env);
+    let (_ui, url, _) = with_page(p, &env, &["ui", "demo"]);
     let tok = page::token(&url).unwrap();
     let post = |body: String| {
         let out = Command::new("curl")
