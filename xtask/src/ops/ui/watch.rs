@@ -21,13 +21,20 @@ const SHOTS: usize = 600;
 /// A reload not served everywhere after this long gets no waterfall (the fleet shows why).
 const GIVE_UP: Duration = Duration::from_secs(120);
 
+/// A new release the page saw, until every pod serves it.
+struct Pending {
+    release: Release,
+    since: Instant,
+    /// Where the app answers, looked up once per reload (a Service GET on a cluster).
+    url: Option<String>,
+}
+
 /// Polls `app` for ever, sending `fleet`, `releases` and `reload` events.
 pub fn fleet(hub: &Hub, open: &Opener, app: &AppName) -> Result<()> {
     let sh = Shell::new()?;
     let t = open.open(&sh);
     let mut seen_generation: Option<u64> = None;
-    // The new release and when the page saw it.
-    let mut pending: Option<(Release, Instant)> = None;
+    let mut pending: Option<Pending> = None;
     let mut shots: VecDeque<Shot> = VecDeque::new();
     releases(hub, &*t, app);
     loop {
@@ -51,36 +58,37 @@ pub fn fleet(hub: &Hub, open: &Opener, app: &AppName) -> Result<()> {
         if seen_generation != Some(desired.generation) {
             // The generation the page found is the state it starts from, not a reload it saw.
             if seen_generation.is_some() && desired.digest.is_some() {
-                pending = Some((desired.clone(), Instant::now()));
+                pending = Some(Pending {
+                    release: desired.clone(),
+                    since: Instant::now(),
+                    url: t.url(app).ok().flatten(),
+                });
             }
             seen_generation = Some(desired.generation);
         }
-        // The app is asked only while a reload is under way: a steady probe would fill a
-        // request log and count in the app's own counters.
-        if pending.is_some() {
-            if let Some(url) = t.url(app).ok().flatten() {
-                shots.push_back(probe(&url));
+        let mut done = false;
+        if let Some(p) = &pending {
+            // The app is asked only while a reload is under way: a steady probe would fill a
+            // request log and count in the app's own counters.
+            if let Some(url) = &p.url {
+                shots.push_back(probe(url));
                 if shots.len() > SHOTS {
                     shots.pop_front();
                 }
             }
-        }
-        if pending
-            .as_ref()
-            .is_some_and(|(_, at)| at.elapsed() > GIVE_UP)
-        {
-            // It never got everywhere: the fleet view says why; stop probing the app.
-            pending = None;
-        }
-        if let Some((rel, _)) = &pending {
-            if let Some(trace) = observed(rel, &pods, &shots) {
-                if !hub.has_reload(app.as_str(), rel.generation) {
+            if let Some(trace) = observed(&p.release, &pods, &shots) {
+                if !hub.has_reload(app.as_str(), p.release.generation) {
                     hub.send("reload", reload_event(app, "observed", &trace));
                 }
-                pending = None;
                 // After the trace: the history the rollback list shows changed with it.
                 releases(hub, &*t, app);
+                done = true;
             }
+            // Not everywhere after this long: the fleet view says why; the probe stops.
+            done |= p.since.elapsed() > GIVE_UP;
+        }
+        if done {
+            pending = None;
         }
         // pace: the target's poll interval; a poll that takes longer (a cluster's API calls)
         // waits four times its own time, so the page never takes a core's fifth.
