@@ -78,16 +78,11 @@ fn logs_follow_every_replica_in_order_and_picks_up_a_replacement() {
     let before = pod_names(&ns);
     assert_eq!(before.len(), 3, "{before:?}");
 
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.args(["logs", "demo", "-f", "--timestamps"])
-        .env("AETHER_PROJECT_DIR", ns.project.path())
-        // A window wide enough for a busy machine: order is what is checked, not speed.
-        .env("AETHER_LOGS_HOLD_MS", "3000")
+    let mut c = ns.command(&["logs", "demo", "-f", "--timestamps"]);
+    // A window wide enough for a busy machine: order is what is checked, not speed.
+    c.env("AETHER_LOGS_HOLD_MS", "3000")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    for (k, v) in ns.env() {
-        c.env(k, v);
-    }
     let mut child = c.spawn().unwrap();
     let out = child.stdout.take().unwrap();
     let lines = Arc::new(Mutex::new(Vec::new()));

@@ -10,16 +10,13 @@ use aether_testkit::cdp::Cdp;
 
 use super::*;
 
-fn deployment_generation(ns: &Ns) -> String {
-    ns.k(&[
-        "get",
-        "deployment",
-        "demo",
-        "-o",
-        "jsonpath={.metadata.generation}",
-    ])
-    .ok()
-    .stdout
+/// The next `key=value` line `xtask debug` prints: its value.
+fn printed(lines: &mut impl Iterator<Item = std::io::Result<String>>, key: &str) -> String {
+    let prefix = format!("{key}=");
+    lines
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+        .unwrap_or_else(|| panic!("xtask debug printed no {key}="))
 }
 
 fn reachable(addr: SocketAddr) -> bool {
@@ -35,28 +32,14 @@ fn debug_attaches_through_a_port_forward_without_a_rollout() {
         .ok();
     let (url, d1) = (deployed.last("url"), deployed.last("digest"));
     let before = ns.pods();
-    let generation = deployment_generation(&ns);
+    let generation = ns.deployment_generation();
 
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.args(["debug", "demo"])
-        .env("AETHER_PROJECT_DIR", ns.project.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in ns.env() {
-        c.env(k, v);
-    }
+    let mut c = ns.command(&["debug", "demo"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut value = |key: &str| {
-        let prefix = format!("{key}=");
-        lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
-            .unwrap_or_else(|| panic!("xtask debug printed no {key}="))
-    };
-    let pod = value("pod");
-    let ws = value("inspector");
+    let pod = printed(&mut lines, "pod");
+    let ws = printed(&mut lines, "inspector");
 
     let mut cdp = Cdp::connect(&ws).unwrap();
     let entry = cdp.eval("process.argv[1]").unwrap();
@@ -105,18 +88,14 @@ fn debug_attaches_through_a_port_forward_without_a_rollout() {
         assert!(p["runner"]["inspector"].is_null(), "{}", st.stdout);
     }
     assert_eq!(ns.pods(), before, "no pod was replaced or restarted");
-    assert_eq!(deployment_generation(&ns), generation, "no rollout");
+    assert_eq!(ns.deployment_generation(), generation, "no rollout");
     assert_eq!(get(&url).as_deref(), Some("version: v1\n"));
 
     // The pod goes away mid-session: the forward ends, the command says so and fails, and the
     // replacement runs without the inspector.
     let mut child = c.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let pod = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("pod=").map(str::to_string))
-        .expect("a second session");
+    let pod = printed(&mut lines, "pod");
     ns.k(&["delete", "pod", &pod, "--wait=false"]).ok();
     let mut said = String::new();
     child

@@ -56,16 +56,33 @@ impl Ns {
         v
     }
 
-    fn x(&self, args: &[&str]) -> Run {
-        let env = self.env();
+    /// `xtask <args>` in this test's project and namespace, not started yet.
+    fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
         c.args(args)
             .env("AETHER_PROJECT_DIR", self.project.path())
             .env_remove("AETHER_S3_ENDPOINT");
-        for (k, v) in &env {
+        for (k, v) in self.env() {
             c.env(k, v);
         }
-        run(c)
+        c
+    }
+
+    fn x(&self, args: &[&str]) -> Run {
+        run(self.command(args))
+    }
+
+    /// The Deployment's `.metadata.generation`: a rollout changes it, a hot reload never does.
+    fn deployment_generation(&self) -> String {
+        self.k(&[
+            "get",
+            "deployment",
+            "demo",
+            "-o",
+            "jsonpath={.metadata.generation}",
+        ])
+        .ok()
+        .stdout
     }
 
     fn k(&self, args: &[&str]) -> Run {
@@ -137,16 +154,7 @@ impl Ns {
             .k(&["get", "rs", "-l", "aether.dev/app=demo", "-o", "name"])
             .ok()
             .stdout;
-        let generation = self
-            .k(&[
-                "get",
-                "deployment",
-                "demo",
-                "-o",
-                "jsonpath={.metadata.generation}",
-            ])
-            .ok()
-            .stdout;
+        let generation = self.deployment_generation();
         format!(
             "rs={} generation={generation} pods={:?}",
             rs.trim(),

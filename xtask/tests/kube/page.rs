@@ -35,15 +35,12 @@ fn the_page_shows_every_replica_and_its_buttons_reload_them() {
     let before = ns.pods();
     assert_eq!(before.len(), 2);
 
-    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.args(["ui", "demo"])
-        .env("AETHER_PROJECT_DIR", ns.project.path())
+    let mut child = ns
+        .command(&["ui", "demo"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (k, v) in ns.env() {
-        c.env(k, v);
-    }
-    let mut child = c.spawn().unwrap();
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let out = child.stdout.take().unwrap();
     let _ui = Child(child);
     let line = BufReader::new(out).lines().next().unwrap().unwrap();
